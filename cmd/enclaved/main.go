@@ -1,0 +1,61 @@
+// Command enclaved is the single enclaved binary: `enclaved dev` runs a whole
+// local instance; later subcommands run the enclave, the parent, and verify
+// instances and releases. main only parses arguments, handles signals and
+// exit codes; the work is in run, so tests can drive the whole program.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "enclaved:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `enclaved — rent containers in an attested enclave over Nostr and Lightning
+
+usage:
+  enclaved dev [flags]     run a whole local instance (embedded relay; dev attestation)
+  enclaved version         print the version
+
+run "enclaved dev -h" for the flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr, environ, nil)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "enclaved", Version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "enclaved.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrecedenceDefaultsFileEnvFlags(t *testing.T) {
+	file := writeFile(t, `
+data_dir = "/srv/enclaved"
+[log]
+level = "debug"
+format = "json"
+[nostr]
+relays = ["wss://relay.example"]
+`)
+	c, err := Load(Sources{
+		File:    file,
+		Environ: []string{"ENCLAVED_LOG_LEVEL=warn", "ENCLAVED_NOSTR_RELAYS=ws://127.0.0.1:1, wss://b.example", "ENCLAVED_TOOLS=/x", "PATH=/bin"},
+		Sets:    []string{"log.level=error"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/srv/enclaved" {
+		t.Errorf("data_dir = %q, want the file's value", c.DataDir)
+	}
+	if c.Log.Format != "json" {
+		t.Errorf("log.format = %q, want the file's value", c.Log.Format)
+	}
+	if c.Log.Level != "error" {
+		t.Errorf("log.level = %q, want the flag's value over env and file", c.Log.Level)
+	}
+	if got := strings.Join(c.Nostr.Relays, " "); got != "ws://127.0.0.1:1 wss://b.example" {
+		t.Errorf("nostr.relays = %q, want the environment's list", got)
+	}
+	if c.Dev.RelayListen != Default().Dev.RelayListen {
+		t.Errorf("dev.relay_listen = %q, want the default", c.Dev.RelayListen)
+	}
+}
+
+func TestHomeExpansion(t *testing.T) {
+	t.Setenv("HOME", "/home/op")
+	c, err := Load(Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/home/op/.enclaved" {
+		t.Errorf("data_dir = %q", c.DataDir)
+	}
+}
+
+// Every bad input gets an error that names the key (or variable) and why.
+func TestErrorsNameTheKey(t *testing.T) {
+	cases := []struct {
+		name string
+		src  Sources
+		want []string
+	}{
+		{"unknown file key", Sources{File: "FILE:[log]\nlevl = \"info\"\n"}, []string{"unknown key log.levl"}},
+		{"wrong type in file", Sources{File: "FILE:[log]\nlevel = 3\n"}, []string{"log.level"}},
+		{"syntax error", Sources{File: "FILE:data_dir = \n"}, []string{":1:"}},
+		{"bad level", Sources{Sets: []string{"log.level=loud"}}, []string{"log.level", `"loud" is not one of`}},
+		{"bad format from env", Sources{Environ: []string{"ENCLAVED_LOG_FORMAT=xml"}}, []string{"log.format", "xml"}},
+		{"bad relay", Sources{Sets: []string{"nostr.relays=https://relay.example"}}, []string{"nostr.relays", "entry 1", "ws://"}},
+		{"bad listen", Sources{Sets: []string{"dev.relay_listen=localhost"}}, []string{"dev.relay_listen", "host:port"}},
+		{"bad port", Sources{Sets: []string{"dev.relay_listen=127.0.0.1:99999"}}, []string{"dev.relay_listen", "99999"}},
+		{"unknown flag key", Sources{Sets: []string{"log.colour=red"}}, []string{"log.colour", "unknown key"}},
+		{"flag without =", Sources{Sets: []string{"log.level"}}, []string{"want key=value"}},
+		{"empty data dir", Sources{Environ: []string{"ENCLAVED_DATA_DIR="}}, []string{"data_dir", "must not be empty"}},
+		{"missing file", Sources{File: "/nonexistent/enclaved.toml"}, []string{"config file", "no such file"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if body, ok := strings.CutPrefix(tc.src.File, "FILE:"); ok {
+				tc.src.File = writeFile(t, body)
+			}
+			_, err := Load(tc.src)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryBadKey(t *testing.T) {
+	c := Default()
+	c.Log.Level, c.Log.Format = "x", "y"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "log.level") || !strings.Contains(err.Error(), "log.format") {
+		t.Fatalf("want both keys named, got %v", err)
+	}
+}
+
+func TestEveryKeyHasAnEnvName(t *testing.T) {
+	for _, k := range Keys() {
+		var c Config
+		// Each key must be settable by its environment variable.
+		if err := c.ApplyEnv([]string{EnvName(k) + "=1"}); err != nil && strings.Contains(err.Error(), "cannot be set") {
+			t.Errorf("%s (%s): %v", k, EnvName(k), err)
+		}
+	}
+	if EnvName("dev.relay_listen") != "ENCLAVED_DEV_RELAY_LISTEN" {
+		t.Errorf("EnvName = %s", EnvName("dev.relay_listen"))
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("data_dir = \"/x\"\n[log]\nlevel = \"debug\"\n"))
+	f.Add([]byte("[nostr]\nrelays = [\"ws://a\", 3]\n"))
+	f.Add([]byte("[[log]]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := Default()
+		if err := c.decode("fuzz", b); err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		_ = c.Validate()
+	})
+}

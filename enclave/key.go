@@ -1,0 +1,120 @@
+// Package enclave is the trusted runtime of an instance: it holds the
+// instance key, and (as later issues land) attestation, key custody and the
+// wiring of bot, billing and deployer.
+//
+// Everything here runs inside the enclave. It must not import parent.
+package enclave
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nbd-wtf/go-nostr"
+	"github.com/nbd-wtf/go-nostr/nip19"
+)
+
+// Key is the instance's Nostr key pair. Its secret half never leaves the
+// value: String and LogValue print the npub only.
+type Key struct {
+	sec string // hex
+	pub string // hex
+}
+
+// ParseKey builds a Key from a 64-character hex secret key.
+func ParseKey(secHex string) (Key, error) {
+	secHex = strings.TrimSpace(secHex)
+	b, err := hex.DecodeString(secHex)
+	if err != nil || len(b) != 32 {
+		return Key{}, errors.New("instance key: want 64 hex characters")
+	}
+	pub, err := nostr.GetPublicKey(secHex)
+	if err != nil {
+		return Key{}, fmt.Errorf("instance key: %w", err)
+	}
+	return Key{sec: secHex, pub: pub}, nil
+}
+
+// NewKey returns a fresh random key.
+func NewKey() (Key, error) {
+	for {
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return Key{}, err
+		}
+		if k, err := ParseKey(hex.EncodeToString(b[:])); err == nil {
+			return k, nil
+		}
+	}
+}
+
+// LoadOrCreateKey reads the secret key file at path, or creates it (mode
+// 0600) with a fresh key. It refuses a file that others can read. This is the
+// dev-mode key store; inside Nitro the key comes from key custody.
+func LoadOrCreateKey(path string) (Key, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		k, err := NewKey()
+		if err != nil {
+			return Key{}, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return Key{}, err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return Key{}, fmt.Errorf("create instance key: %w", err)
+		}
+		_, err = f.WriteString(k.sec + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(path)
+			return Key{}, fmt.Errorf("write instance key: %w", err)
+		}
+		return k, nil
+	}
+	if err != nil {
+		return Key{}, fmt.Errorf("instance key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return Key{}, fmt.Errorf("instance key %s is readable by others (mode %v): run chmod 600 on it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Key{}, fmt.Errorf("instance key: %w", err)
+	}
+	k, err := ParseKey(string(b))
+	if err != nil {
+		return Key{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// PublicKey returns the hex public key.
+func (k Key) PublicKey() string { return k.pub }
+
+// Npub returns the bech32 public key.
+func (k Key) Npub() string {
+	s, _ := nip19.EncodePublicKey(k.pub)
+	return s
+}
+
+// Sign sets the event's pubkey, id and signature.
+func (k Key) Sign(evt *nostr.Event) error { return evt.Sign(k.sec) }
+
+// String returns the npub, never the secret.
+func (k Key) String() string { return k.Npub() }
+
+// LogValue logs the npub, never the secret.
+func (k Key) LogValue() slog.Value { return slog.StringValue(k.Npub()) }
+
+// GoString keeps %#v from printing the secret.
+func (k Key) GoString() string { return "enclave.Key{" + k.Npub() + "}" }

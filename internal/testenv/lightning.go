@@ -1,0 +1,499 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/btcutil/hdkeychain"
+	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/btcsuite/btcd/rpcclient"
+	"github.com/lightningnetwork/lnd/aezeed"
+	"github.com/lightningnetwork/lnd/lnrpc"
+	"github.com/lightningnetwork/lnd/lnrpc/routerrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/enclaved/enclaved/billing/lnd"
+)
+
+// Channel sizes of the regtest network: the payer opens a channel to the
+// operator and pushes part of it, so both sides can pay.
+const (
+	ChannelSat = 10_000_000
+	PushSat    = 1_000_000
+)
+
+// payerEntropy seeds the payer's wallet, so its first address (where btcd
+// mines) is known before btcd starts. lnd derives on-chain addresses at
+// m/84'/0'/0'/0/i on every network.
+var payerEntropy = [aezeed.EntropySize]byte{'e', 'n', 'c', 'l', 'a', 'v', 'e', 'd', '-', 'p', 'a', 'y', 'e', 'r', '-', '1'}
+
+const walletPassword = "enclaved-regtest"
+
+// LightningNet is a regtest network: btcd and two LND nodes, Operator (the
+// instance's node) and Payer (a renter's wallet), with an active channel
+// Payer→Operator.
+type LightningNet struct {
+	Operator *LNDNode
+	Payer    *LNDNode
+
+	btcd *proc
+	btc  *rpcclient.Client
+}
+
+// LNDNode is one running lnd with an admin connection.
+type LNDNode struct {
+	Name     string
+	Dir      string
+	GRPCAddr string // 127.0.0.1:port
+	P2PAddr  string
+	Pubkey   string
+
+	Client lnrpc.LightningClient // admin macaroon
+	Router routerrpc.RouterClient
+
+	proc *proc
+	conn *grpc.ClientConn
+}
+
+// TLSCertPath is the node's self-signed gRPC certificate.
+func (n *LNDNode) TLSCertPath() string { return filepath.Join(n.Dir, "tls.cert") }
+
+// MacaroonPath returns the path of a macaroon ("admin", "invoice", ...).
+func (n *LNDNode) MacaroonPath(name string) string {
+	return filepath.Join(n.Dir, "data", "chain", "bitcoin", "regtest", name+".macaroon")
+}
+
+// Endpoint returns how the enclave would reach this node with the named
+// macaroon (production uses "invoice").
+func (n *LNDNode) Endpoint(macaroon string) (lnd.Endpoint, error) {
+	return lnd.EndpointFromFiles(n.GRPCAddr, n.TLSCertPath(), n.MacaroonPath(macaroon))
+}
+
+var lightning struct {
+	once sync.Once
+	net  *LightningNet
+	err  error
+}
+
+// Lightning returns the package's shared regtest network, starting it on the
+// first call (about 10 s). It fails the test if the tools are missing.
+func Lightning(tb testing.TB) *LightningNet {
+	tb.Helper()
+	requireMain(tb, "lightning")
+	lightning.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		lightning.net, lightning.err = startLightning(ctx)
+		if lightning.net != nil {
+			atExit(lightning.net.close)
+		}
+	})
+	if lightning.err != nil {
+		tb.Fatalf("lightning: %v", lightning.err)
+	}
+	return lightning.net
+}
+
+// LightningTools returns the directory holding btcd, btcctl, lnd and lncli:
+// $ENCLAVED_LIGHTNING_BIN, else the cache scripts/lightning-tools.sh fills.
+func LightningTools() (string, error) {
+	dir := os.Getenv("ENCLAVED_LIGHTNING_BIN")
+	if dir == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return "", err
+		}
+		out, err := exec.Command(filepath.Join(root, "scripts", "lightning-tools.sh"), "--print-dir").Output()
+		if err != nil {
+			return "", fmt.Errorf("scripts/lightning-tools.sh --print-dir: %w", err)
+		}
+		dir = strings.TrimSpace(string(out))
+	}
+	for _, bin := range []string{"btcd", "lnd"} {
+		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
+			return "", fmt.Errorf("%s not found in %s: run `make tools` (builds btcd and lnd from the Go module proxy, about 5 minutes once)", bin, dir)
+		}
+	}
+	return dir, nil
+}
+
+func startLightning(ctx context.Context) (_ *LightningNet, err error) {
+	bins, err := LightningTools()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := sharedDir("lightning")
+	if err != nil {
+		return nil, err
+	}
+	n := &LightningNet{}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+
+	seed, err := aezeed.New(aezeed.CipherSeedVersion, &payerEntropy, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	mineTo, err := firstAddress(seed.Entropy[:])
+	if err != nil {
+		return nil, err
+	}
+	if err := n.startBtcd(ctx, bins, filepath.Join(dir, "btcd"), mineTo); err != nil {
+		return nil, err
+	}
+	// lnd waits for a chain tip with a recent timestamp; the regtest genesis
+	// block is from 2011.
+	if _, err := n.btc.Generate(1); err != nil {
+		return nil, fmt.Errorf("mine first block: %w", err)
+	}
+
+	// Both nodes start in parallel; the payer waits for its wallet.
+	var wg sync.WaitGroup
+	var opErr, payErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		n.Operator, opErr = startLND(ctx, bins, filepath.Join(dir, "operator"), "operator", n.btcdArgs(dir), nil)
+	}()
+	go func() {
+		defer wg.Done()
+		mnemonic, err := seed.ToMnemonic(nil)
+		if err != nil {
+			payErr = err
+			return
+		}
+		n.Payer, payErr = startLND(ctx, bins, filepath.Join(dir, "payer"), "payer", n.btcdArgs(dir), mnemonic[:])
+	}()
+	wg.Wait()
+	if err := errors.Join(opErr, payErr); err != nil {
+		return nil, err
+	}
+
+	addr, err := n.Payer.Client.NewAddress(ctx, &lnrpc.NewAddressRequest{Type: lnrpc.AddressType_WITNESS_PUBKEY_HASH})
+	if err != nil {
+		return nil, fmt.Errorf("payer address: %w", err)
+	}
+	if addr.Address != mineTo {
+		return nil, fmt.Errorf("payer's first address %s is not the derived mining address %s: lnd changed its derivation path", addr.Address, mineTo)
+	}
+	// 101 blocks: the first coinbase matures.
+	if err := n.Mine(ctx, 101); err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, "payer's mined coins", time.Minute, func(ctx context.Context) (bool, error) {
+		b, err := n.Payer.Client.WalletBalance(ctx, &lnrpc.WalletBalanceRequest{})
+		return err == nil && b.ConfirmedBalance > ChannelSat, err
+	}, n.Payer.proc); err != nil {
+		return nil, err
+	}
+	if err := n.openChannel(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// firstAddress derives lnd's first default-account P2WKH address from the
+// wallet seed: m/84'/0'/0'/0/0.
+func firstAddress(seed []byte) (string, error) {
+	params := &chaincfg.RegressionNetParams
+	k, err := hdkeychain.NewMaster(seed, params)
+	if err != nil {
+		return "", err
+	}
+	for _, i := range []uint32{hdkeychain.HardenedKeyStart + 84, hdkeychain.HardenedKeyStart, hdkeychain.HardenedKeyStart, 0, 0} {
+		if k, err = k.Derive(i); err != nil {
+			return "", err
+		}
+	}
+	pub, err := k.ECPubKey()
+	if err != nil {
+		return "", err
+	}
+	a, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(pub.SerializeCompressed()), params)
+	if err != nil {
+		return "", err
+	}
+	return a.EncodeAddress(), nil
+}
+
+const btcdUser, btcdPass = "enclaved", "regtest"
+
+func (n *LightningNet) startBtcd(ctx context.Context, bins, dir, mineTo string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	rpcAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := os.WriteFile(filepath.Join(dir, "btcd.conf"), nil, 0o600); err != nil {
+		return err
+	}
+	n.btcd, err = startProc("btcd", dir, filepath.Join(bins, "btcd"),
+		"--regtest", "--datadir="+filepath.Join(dir, "data"), "--logdir="+filepath.Join(dir, "logs"),
+		"--configfile="+filepath.Join(dir, "btcd.conf"),
+		"--rpcuser="+btcdUser, "--rpcpass="+btcdPass, "--rpclisten="+rpcAddr,
+		"--rpccert="+filepath.Join(dir, "rpc.cert"), "--rpckey="+filepath.Join(dir, "rpc.key"),
+		"--nolisten", "--miningaddr="+mineTo, "--debuglevel=info")
+	if err != nil {
+		return err
+	}
+	var cert []byte
+	return waitFor(ctx, "btcd RPC", 30*time.Second, func(context.Context) (bool, error) {
+		if cert == nil {
+			c, err := os.ReadFile(filepath.Join(dir, "rpc.cert"))
+			if err != nil || len(c) == 0 {
+				return false, err
+			}
+			cert = c
+		}
+		if n.btc == nil {
+			c, err := rpcclient.New(&rpcclient.ConnConfig{Host: rpcAddr, User: btcdUser, Pass: btcdPass,
+				HTTPPostMode: true, Certificates: cert}, nil)
+			if err != nil {
+				return false, err
+			}
+			n.btc = c
+		}
+		_, err := n.btc.GetBlockCount()
+		return err == nil, err
+	}, n.btcd)
+}
+
+func (n *LightningNet) btcdArgs(root string) []string {
+	dir := filepath.Join(root, "btcd")
+	return []string{
+		"--bitcoin.node=btcd", "--btcd.rpchost=" + n.btcdRPCAddr(),
+		"--btcd.rpcuser=" + btcdUser, "--btcd.rpcpass=" + btcdPass,
+		"--btcd.rpccert=" + filepath.Join(dir, "rpc.cert"),
+	}
+}
+
+func (n *LightningNet) btcdRPCAddr() string {
+	for _, a := range n.btcd.cmd.Args {
+		if v, ok := strings.CutPrefix(a, "--rpclisten="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// startLND starts one node. With a mnemonic the wallet is created from it
+// through the WalletUnlocker; without, lnd creates one itself (--noseedbackup).
+func startLND(ctx context.Context, bins, dir, name string, backend []string, mnemonic []string) (*LNDNode, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	rpcPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p2pPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	// An empty config file: nothing from ~/.lnd may leak in.
+	if err := os.WriteFile(filepath.Join(dir, "lnd.conf"), nil, 0o600); err != nil {
+		return nil, err
+	}
+	node := &LNDNode{Name: name, Dir: dir,
+		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", rpcPort), P2PAddr: fmt.Sprintf("127.0.0.1:%d", p2pPort)}
+	args := append([]string{
+		"--lnddir=" + dir, "--configfile=" + filepath.Join(dir, "lnd.conf"),
+		"--bitcoin.active", "--bitcoin.regtest", "--alias=" + name,
+		"--rpclisten=" + node.GRPCAddr, "--listen=" + node.P2PAddr, "--norest",
+		"--tlsextraip=127.0.0.1", "--nobootstrap", "--debuglevel=info",
+		// Gossip and reconnects fast enough for tests.
+		"--trickledelay=50", "--maxbackoff=1s", "--bitcoin.defaultchanconfs=1",
+		"--accept-keysend",
+	}, backend...)
+	if mnemonic == nil {
+		args = append(args, "--noseedbackup")
+	}
+	node.proc, err = startProc("lnd", dir, filepath.Join(bins, "lnd"), args...)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*LNDNode, error) {
+		node.close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := waitFor(ctx, "tls.cert", 30*time.Second, func(context.Context) (bool, error) {
+		fi, err := os.Stat(node.TLSCertPath())
+		return err == nil && fi.Size() > 0, nil
+	}, node.proc); err != nil {
+		return fail(err)
+	}
+	tlsCreds, err := credentials.NewClientTLSFromFile(node.TLSCertPath(), "")
+	if err != nil {
+		return fail(err)
+	}
+	bare, err := grpc.NewClient(node.GRPCAddr, grpc.WithTransportCredentials(tlsCreds))
+	if err != nil {
+		return fail(err)
+	}
+	defer bare.Close()
+	state := lnrpc.NewStateClient(bare)
+	stateIs := func(want lnrpc.WalletState) func(context.Context) (bool, error) {
+		return func(ctx context.Context) (bool, error) {
+			s, err := state.GetState(ctx, &lnrpc.GetStateRequest{})
+			if err != nil {
+				return false, err
+			}
+			return s.State >= want && s.State != lnrpc.WalletState_WAITING_TO_START, nil
+		}
+	}
+	if mnemonic != nil {
+		if err := waitFor(ctx, "wallet unlocker", 30*time.Second, func(ctx context.Context) (bool, error) {
+			s, err := state.GetState(ctx, &lnrpc.GetStateRequest{})
+			return err == nil && s.State == lnrpc.WalletState_NON_EXISTING, err
+		}, node.proc); err != nil {
+			return fail(err)
+		}
+		if _, err := lnrpc.NewWalletUnlockerClient(bare).InitWallet(ctx, &lnrpc.InitWalletRequest{
+			WalletPassword: []byte(walletPassword), CipherSeedMnemonic: mnemonic,
+		}); err != nil {
+			return fail(fmt.Errorf("init wallet: %w", err))
+		}
+	}
+	if err := waitFor(ctx, "lnd server active", time.Minute, stateIs(lnrpc.WalletState_SERVER_ACTIVE), node.proc); err != nil {
+		return fail(err)
+	}
+	ep, err := node.Endpoint("admin")
+	if err != nil {
+		return fail(err)
+	}
+	if node.conn, err = lnd.Dial(ep); err != nil {
+		return fail(err)
+	}
+	node.Client = lnrpc.NewLightningClient(node.conn)
+	node.Router = routerrpc.NewRouterClient(node.conn)
+	info, err := node.Client.GetInfo(ctx, &lnrpc.GetInfoRequest{})
+	if err != nil {
+		return fail(err)
+	}
+	node.Pubkey = info.IdentityPubkey
+	return node, nil
+}
+
+// Mine mines blocks (to the payer's first address) and waits until both
+// nodes have seen them.
+func (n *LightningNet) Mine(ctx context.Context, blocks uint32) error {
+	if _, err := n.btc.Generate(blocks); err != nil {
+		return fmt.Errorf("mine %d blocks: %w", blocks, err)
+	}
+	height, err := n.btc.GetBlockCount()
+	if err != nil {
+		return err
+	}
+	for _, node := range []*LNDNode{n.Operator, n.Payer} {
+		if err := waitFor(ctx, node.Name+" synced to height", time.Minute, func(ctx context.Context) (bool, error) {
+			info, err := node.Client.GetInfo(ctx, &lnrpc.GetInfoRequest{})
+			return err == nil && int64(info.BlockHeight) >= height && info.SyncedToChain, err
+		}, node.proc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *LightningNet) openChannel(ctx context.Context) error {
+	if _, err := n.Payer.Client.ConnectPeer(ctx, &lnrpc.ConnectPeerRequest{
+		Addr: &lnrpc.LightningAddress{Pubkey: n.Operator.Pubkey, Host: n.Operator.P2PAddr},
+	}); err != nil {
+		return fmt.Errorf("connect payer to operator: %w", err)
+	}
+	if _, err := n.Payer.Client.OpenChannelSync(ctx, &lnrpc.OpenChannelRequest{
+		NodePubkeyString: n.Operator.Pubkey, LocalFundingAmount: ChannelSat, PushSat: PushSat,
+	}); err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	if err := n.Mine(ctx, 6); err != nil {
+		return err
+	}
+	// Active on both sides is not enough: both graphs must hold both
+	// policies, or the first payment fails.
+	for _, node := range []*LNDNode{n.Payer, n.Operator} {
+		if err := waitFor(ctx, node.Name+" channel active with both policies", time.Minute, func(ctx context.Context) (bool, error) {
+			chans, err := node.Client.ListChannels(ctx, &lnrpc.ListChannelsRequest{ActiveOnly: true})
+			if err != nil || len(chans.Channels) == 0 {
+				return false, err
+			}
+			edge, err := node.Client.GetChanInfo(ctx, &lnrpc.ChanInfoRequest{ChanId: chans.Channels[0].ChanId})
+			if err != nil {
+				return false, err
+			}
+			return edge.Node1Policy != nil && edge.Node2Policy != nil, nil
+		}, node.proc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Pay pays a BOLT-11 invoice from this node and returns the settled payment
+// (with its preimage), or an error naming the failure reason.
+func (n *LNDNode) Pay(ctx context.Context, bolt11 string) (*lnrpc.Payment, error) {
+	stream, err := n.Router.SendPaymentV2(ctx, &routerrpc.SendPaymentRequest{
+		PaymentRequest: bolt11, TimeoutSeconds: 30, FeeLimitSat: 1000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s pay: %w", n.Name, err)
+	}
+	for {
+		p, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s pay: stream ended before the payment did", n.Name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s pay: %w", n.Name, err)
+		}
+		switch p.Status {
+		case lnrpc.Payment_SUCCEEDED:
+			return p, nil
+		case lnrpc.Payment_FAILED:
+			return p, fmt.Errorf("%s pay: failed: %s", n.Name, p.FailureReason)
+		}
+	}
+}
+
+// AddInvoice creates an invoice on this node with the admin macaroon.
+func (n *LNDNode) AddInvoice(ctx context.Context, msat int64, memo string) (*lnrpc.AddInvoiceResponse, error) {
+	return n.Client.AddInvoice(ctx, &lnrpc.Invoice{ValueMsat: msat, Memo: memo, Expiry: 600})
+}
+
+func (n *LNDNode) close() {
+	if n == nil {
+		return
+	}
+	if n.conn != nil {
+		n.conn.Close()
+	}
+	// SIGKILL: lnd takes 10-15 s to stop on SIGTERM and this state is thrown away.
+	n.proc.kill()
+}
+
+func (n *LightningNet) close() {
+	// lnd before btcd, or lnd hangs in reconnect back-off.
+	n.Operator.close()
+	n.Payer.close()
+	if n.btc != nil {
+		n.btc.Shutdown()
+	}
+	n.btcd.kill()
+}
