@@ -90,3 +90,29 @@ func TestLightningBothDirections(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The enclave pins the node's own certificate: presented with another
+// node's certificate (as an intercepting parent would), the call fails.
+func TestLNDConnectionIsPinnedToTheNodeCertificate(t *testing.T) {
+	ln := testenv.Lightning(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ep, err := ln.Operator.Endpoint("invoice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ln.Payer.Endpoint("invoice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep.TLSCert = other.TLSCert
+	conn, err := lnd.Dial(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = lnrpc.NewLightningClient(conn).AddInvoice(ctx, &lnrpc.Invoice{ValueMsat: 1000})
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("call with a foreign certificate: %v, want a certificate error", err)
+	}
+}

@@ -1,0 +1,34 @@
+// Command exitafter is a test image: it prints a line, waits EXIT_AFTER
+// seconds (default 1) and exits with EXIT_CODE (default 0). SIGTERM ends it
+// at once with code 143.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	after, code := 1, 0
+	if v, err := strconv.Atoi(os.Getenv("EXIT_AFTER")); err == nil {
+		after = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("EXIT_CODE")); err == nil {
+		code = v
+	}
+	fmt.Printf("exiting after %ds with code %d\n", after, code)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	select {
+	case <-time.After(time.Duration(after) * time.Second):
+		fmt.Println("bye")
+		os.Exit(code)
+	case <-term:
+		fmt.Println("terminated")
+		os.Exit(143)
+	}
+}

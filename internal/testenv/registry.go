@@ -1,0 +1,96 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// RegistryServer is a local OCI registry (Debian's docker-registry, the CNCF
+// distribution server) on 127.0.0.1. The Docker engine pulls from it over
+// plain HTTP, as it does for any registry on 127.0.0.0/8.
+type RegistryServer struct {
+	// Host is host:port, the prefix of image references.
+	Host string
+	proc *proc
+}
+
+var registry struct {
+	once sync.Once
+	srv  *RegistryServer
+	err  error
+}
+
+// Registry returns the package's shared local registry, starting it on first
+// use. It fails the test if docker-registry is not installed.
+func Registry(tb testing.TB) *RegistryServer {
+	tb.Helper()
+	requireMain(tb, "registry")
+	registry.once.Do(func() {
+		registry.srv, registry.err = startRegistry()
+		if registry.srv != nil {
+			atExit(registry.srv.proc.kill)
+		}
+	})
+	if registry.err != nil {
+		tb.Fatalf("registry: %v", registry.err)
+	}
+	return registry.srv
+}
+
+func startRegistry() (*RegistryServer, error) {
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		return nil, fmt.Errorf("docker-registry not installed: run scripts/install-deps.sh (apt-get install docker-registry)")
+	}
+	dir, err := sharedDir("registry")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	host := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, filepath.Join(dir, "data"), host)
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := startProc("docker-registry", dir, bin, "serve", filepath.Join(dir, "config.yml"))
+	if err != nil {
+		return nil, err
+	}
+	srv := &RegistryServer{Host: host, proc: p}
+	err = waitFor(context.Background(), "registry /v2/", 20*time.Second, func(ctx context.Context) (bool, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v2/", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	}, p)
+	if err != nil {
+		p.kill()
+		return nil, err
+	}
+	return srv, nil
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks for enclaved's tests and dev
+# instance: Debian packages (docker-registry; gcc for cgo). Idempotent and
+# quick when everything is present. Go and a running Docker engine are
+# expected already (they come with the machine).
+set -euo pipefail
+
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v gcc >/dev/null || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	echo "installing: ${need[*]}" >&2
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "go not found: install Go 1.26 first" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "docker engine not reachable: start dockerd (tests need it)" >&2; exit 1; }
