@@ -35,7 +35,9 @@ func pull(t *testing.T, dc *client.Client, ref string) {
 	if strings.Contains(string(progress), `"error"`) {
 		t.Fatalf("pull %s: %s", ref, progress)
 	}
-	t.Cleanup(func() { dc.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true}) })
+	t.Cleanup(func() {
+		dc.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
+	})
 }
 
 func run(t *testing.T, dc *client.Client, cfg *container.Config, host *container.HostConfig) string {
