@@ -6,10 +6,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
+	"slices"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -52,11 +53,7 @@ var imageSpecs = map[string]v1.Config{
 	"escape":    {Entrypoint: []string{"/escape"}},
 }
 
-var images struct {
-	once sync.Once
-	imgs *TestImages
-	err  error
-}
+var images sharedPart[*TestImages]
 
 // Images builds the test programs as static binaries, wraps each in an
 // image FROM scratch (one layer, linux/amd64), pushes them to the shared
@@ -65,23 +62,17 @@ var images struct {
 func Images(tb testing.TB) *TestImages {
 	tb.Helper()
 	reg := Registry(tb)
-	images.once.Do(func() {
-		ctx := context.Background()
+	return images.get(tb, "images", func() (*TestImages, func(), error) {
 		t := &TestImages{}
 		for name, dst := range map[string]*Image{"hello": &t.Hello, "exitafter": &t.ExitAfter, "escape": &t.Escape} {
-			img, err := buildAndPush(ctx, reg.Host, name)
+			img, err := buildAndPush(context.Background(), reg.Host, name)
 			if err != nil {
-				images.err = fmt.Errorf("image %s: %w", name, err)
-				return
+				return nil, nil, fmt.Errorf("%s: %w", name, err)
 			}
 			*dst = img
 		}
-		images.imgs = t
+		return t, nil, nil
 	})
-	if images.err != nil {
-		tb.Fatalf("images: %v", images.err)
-	}
-	return images.imgs
 }
 
 func buildAndPush(ctx context.Context, host, prog string) (Image, error) {
@@ -117,11 +108,7 @@ func ScratchImage(files map[string][]byte, cfg v1.Config) (v1.Image, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	for _, n := range sorted(names) {
+	for _, n := range slices.Sorted(maps.Keys(files)) {
 		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(files[n]))}); err != nil {
 			return nil, err
 		}
@@ -177,13 +164,4 @@ func Push(ctx context.Context, ref string, img v1.Image) (Image, error) {
 		Digest: d.String(),
 		Size:   size,
 	}, nil
-}
-
-func sorted(s []string) []string {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-	return s
 }

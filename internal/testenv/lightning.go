@@ -80,29 +80,21 @@ func (n *LNDNode) Endpoint(macaroon string) (lnd.Endpoint, error) {
 	return lnd.EndpointFromFiles(n.GRPCAddr, n.TLSCertPath(), n.MacaroonPath(macaroon))
 }
 
-var lightning struct {
-	once sync.Once
-	net  *LightningNet
-	err  error
-}
+var lightning sharedPart[*LightningNet]
 
 // Lightning returns the package's shared regtest network, starting it on the
 // first call (about 10 s). It fails the test if the tools are missing.
 func Lightning(tb testing.TB) *LightningNet {
 	tb.Helper()
-	requireMain(tb, "lightning")
-	lightning.once.Do(func() {
+	return lightning.get(tb, "lightning", func() (*LightningNet, func(), error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		lightning.net, lightning.err = startLightning(ctx)
-		if lightning.net != nil {
-			atExit(lightning.net.close)
+		n, err := startLightning(ctx)
+		if err != nil {
+			return nil, nil, err
 		}
+		return n, n.close, nil
 	})
-	if lightning.err != nil {
-		tb.Fatalf("lightning: %v", lightning.err)
-	}
-	return lightning.net
 }
 
 // LightningTools returns the directory holding btcd, btcctl, lnd and lncli:

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 )
@@ -21,27 +20,19 @@ type RegistryServer struct {
 	proc *proc
 }
 
-var registry struct {
-	once sync.Once
-	srv  *RegistryServer
-	err  error
-}
+var registry sharedPart[*RegistryServer]
 
 // Registry returns the package's shared local registry, starting it on first
 // use. It fails the test if docker-registry is not installed.
 func Registry(tb testing.TB) *RegistryServer {
 	tb.Helper()
-	requireMain(tb, "registry")
-	registry.once.Do(func() {
-		registry.srv, registry.err = startRegistry()
-		if registry.srv != nil {
-			atExit(registry.srv.proc.kill)
+	return registry.get(tb, "registry", func() (*RegistryServer, func(), error) {
+		srv, err := startRegistry()
+		if err != nil {
+			return nil, nil, err
 		}
+		return srv, srv.proc.kill, nil
 	})
-	if registry.err != nil {
-		tb.Fatalf("registry: %v", registry.err)
-	}
-	return registry.srv
 }
 
 func startRegistry() (*RegistryServer, error) {

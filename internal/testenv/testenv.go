@@ -61,6 +61,30 @@ func requireMain(tb testing.TB, part string) {
 	}
 }
 
+// sharedPart is a part started once per test binary and stopped by Main.
+// Every test asking for a part whose start failed fails with that error.
+type sharedPart[T any] struct {
+	once sync.Once
+	val  T
+	err  error
+}
+
+func (s *sharedPart[T]) get(tb testing.TB, part string, start func() (T, func(), error)) T {
+	tb.Helper()
+	requireMain(tb, part)
+	s.once.Do(func() {
+		var stop func()
+		s.val, stop, s.err = start()
+		if stop != nil {
+			atExit(stop)
+		}
+	})
+	if s.err != nil {
+		tb.Fatalf("%s: %v", part, s.err)
+	}
+	return s.val
+}
+
 func atExit(f func()) {
 	mu.Lock()
 	defer mu.Unlock()
