@@ -2,7 +2,7 @@
 # every test (installing what is missing first).
 
 GO        ?= go
-TESTFLAGS ?= -count=1 -timeout 20m
+TESTFLAGS ?= -v -count=1 -timeout 20m
 # The regtest Lightning tools (btcd, lnd) are built once into this cache.
 export ENCLAVED_TOOLS ?= $(HOME)/.cache/enclaved/tools
 
