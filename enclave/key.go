@@ -18,6 +18,8 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
+
+	"github.com/enclaved/enclaved/nip"
 )
 
 // Key is the instance's Nostr key pair. Its secret half never leaves the
@@ -105,6 +107,15 @@ func (k Key) PublicKey() string { return k.pub }
 func (k Key) Npub() string {
 	s, _ := nip19.EncodePublicKey(k.pub)
 	return s
+}
+
+// Keys returns the key as DM code needs it (signing, NIP-44, NIP-04).
+func (k Key) Keys() *nip.LocalKeys {
+	ks, err := nip.NewLocalKeys(k.sec)
+	if err != nil {
+		panic("enclave: a parsed key was refused: " + err.Error()) // ParseKey checked it
+	}
+	return ks
 }
 
 // Sign sets the event's pubkey, id and signature.

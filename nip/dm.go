@@ -1,0 +1,188 @@
+package nip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nbd-wtf/go-nostr"
+	"github.com/nbd-wtf/go-nostr/nip59"
+)
+
+// Channel is how a message reached the instance, and so how its reply goes.
+type Channel string
+
+// The channels of DESIGN.md.
+const (
+	ChannelNIP17   Channel = "nip17"
+	ChannelNIP04   Channel = "nip04"
+	ChannelMention Channel = "mention"
+)
+
+// MaxContent bounds the content of any event the instance decodes.
+const MaxContent = 64 << 10
+
+// Keys is the instance key as DM code needs it: signing and NIP-44 (the
+// go-nostr Keyer) plus NIP-04, which Keyer lacks.
+type Keys interface {
+	nostr.Keyer
+	NIP04Encrypt(ctx context.Context, plaintext, recipient string) (string, error)
+	NIP04Decrypt(ctx context.Context, ciphertext, sender string) (string, error)
+}
+
+// Message is a decoded message to the instance.
+type Message struct {
+	Channel Channel
+	// ID names what was said: the rumor id for NIP-17 (the same across every
+	// wrap and relay that carries it), the event id otherwise. Commands are
+	// answered once per ID.
+	ID string
+	// OuterID is the id of the event received (the gift wrap for NIP-17).
+	OuterID   string
+	From      string // author's hex pubkey (for NIP-17, the seal's signer)
+	Text      string // plaintext; private for DMs: never log it
+	CreatedAt nostr.Timestamp
+	// Event is the kind-1 mention, the kind-4 DM or the kind-14 rumor.
+	Event nostr.Event
+}
+
+// Decode errors. Callers drop such events without a reply (for a gift wrap
+// the sender is unknown until it decrypts).
+var (
+	ErrNotForUs    = errors.New("not addressed to this instance")
+	ErrFromSelf    = errors.New("sent by this instance")
+	ErrBadEvent    = errors.New("invalid event")
+	ErrUnsupported = errors.New("unsupported event")
+)
+
+// Decode checks and decrypts an event addressed to self (hex pubkey).
+func Decode(ctx context.Context, keys Keys, self string, evt *nostr.Event) (Message, error) {
+	if len(evt.Content) > MaxContent {
+		return Message{}, fmt.Errorf("%w: content of %d bytes", ErrBadEvent, len(evt.Content))
+	}
+	if evt.GetID() != evt.ID {
+		return Message{}, fmt.Errorf("%w: id does not match content", ErrBadEvent)
+	}
+	if ok, _ := evt.CheckSignature(); !ok {
+		return Message{}, fmt.Errorf("%w: bad signature", ErrBadEvent)
+	}
+	if !tagged(evt.Tags, "p", self) {
+		return Message{}, ErrNotForUs
+	}
+	switch evt.Kind {
+	case nostr.KindGiftWrap:
+		rumor, err := nip59.GiftUnwrap(*evt, func(other, ct string) (string, error) {
+			if len(ct) > MaxContent {
+				return "", errors.New("ciphertext too long")
+			}
+			return keys.Decrypt(ctx, ct, other)
+		})
+		if err != nil {
+			return Message{}, fmt.Errorf("%w: gift wrap: %v", ErrBadEvent, err)
+		}
+		if rumor.PubKey == self {
+			return Message{}, ErrFromSelf
+		}
+		if rumor.Kind != nostr.KindDirectMessage {
+			return Message{}, fmt.Errorf("%w: rumor kind %d", ErrUnsupported, rumor.Kind)
+		}
+		if !tagged(rumor.Tags, "p", self) {
+			return Message{}, ErrNotForUs
+		}
+		return Message{Channel: ChannelNIP17, ID: rumor.ID, OuterID: evt.ID, From: rumor.PubKey,
+			Text: rumor.Content, CreatedAt: rumor.CreatedAt, Event: rumor}, nil
+	case nostr.KindEncryptedDirectMessage:
+		if evt.PubKey == self {
+			return Message{}, ErrFromSelf
+		}
+		text, err := keys.NIP04Decrypt(ctx, evt.Content, evt.PubKey)
+		if err != nil {
+			return Message{}, fmt.Errorf("%w: nip04: %v", ErrBadEvent, err)
+		}
+		return Message{Channel: ChannelNIP04, ID: evt.ID, OuterID: evt.ID, From: evt.PubKey,
+			Text: text, CreatedAt: evt.CreatedAt, Event: *evt}, nil
+	case nostr.KindTextNote:
+		if evt.PubKey == self {
+			return Message{}, ErrFromSelf
+		}
+		return Message{Channel: ChannelMention, ID: evt.ID, OuterID: evt.ID, From: evt.PubKey,
+			Text: evt.Content, CreatedAt: evt.CreatedAt, Event: *evt}, nil
+	default:
+		return Message{}, fmt.Errorf("%w: kind %d", ErrUnsupported, evt.Kind)
+	}
+}
+
+// Reply builds the signed event that answers msg with text on msg's channel:
+// a gift wrap for NIP-17 (no copy to ourselves, so the bot never reads its
+// own replies), a kind-4 DM for NIP-04, a NIP-10 threaded kind-1 note for a
+// mention. A mention's reply is public: callers must keep private data out.
+func Reply(ctx context.Context, keys Keys, msg Message, text string, now nostr.Timestamp) (nostr.Event, error) {
+	self, err := keys.GetPublicKey(ctx)
+	if err != nil {
+		return nostr.Event{}, err
+	}
+	switch msg.Channel {
+	case ChannelNIP17:
+		rumor := nostr.Event{Kind: nostr.KindDirectMessage, PubKey: self, CreatedAt: now, Content: text,
+			Tags: nostr.Tags{{"p", msg.From}, {"e", msg.ID}}}
+		rumor.ID = rumor.GetID()
+		return nip59.GiftWrap(rumor, msg.From,
+			func(s string) (string, error) { return keys.Encrypt(ctx, s, msg.From) },
+			func(e *nostr.Event) error { return keys.SignEvent(ctx, e) }, nil)
+	case ChannelNIP04:
+		ct, err := keys.NIP04Encrypt(ctx, text, msg.From)
+		if err != nil {
+			return nostr.Event{}, err
+		}
+		evt := nostr.Event{Kind: nostr.KindEncryptedDirectMessage, CreatedAt: now, Content: ct,
+			Tags: nostr.Tags{{"p", msg.From}, {"e", msg.ID}}}
+		return evt, keys.SignEvent(ctx, &evt)
+	case ChannelMention:
+		evt := nostr.Event{Kind: nostr.KindTextNote, CreatedAt: now, Content: text, Tags: ThreadTags(msg.Event, self)}
+		return evt, keys.SignEvent(ctx, &evt)
+	default:
+		return nostr.Event{}, fmt.Errorf("reply: unknown channel %q", msg.Channel)
+	}
+}
+
+// ThreadTags returns NIP-10 tags for a reply to parent: a marked root e tag
+// (the parent's root, or the parent itself), a marked reply e tag when the
+// parent is not the root, and p tags for the parent's author and everyone it
+// tagged, except self.
+func ThreadTags(parent nostr.Event, self string) nostr.Tags {
+	root := ""
+	for _, t := range parent.Tags {
+		if len(t) >= 4 && t[0] == "e" && t[3] == "root" {
+			root = t[1]
+		}
+	}
+	var tags nostr.Tags
+	if root == "" || root == parent.ID {
+		tags = append(tags, nostr.Tag{"e", parent.ID, "", "root"})
+	} else {
+		tags = append(tags, nostr.Tag{"e", root, "", "root"}, nostr.Tag{"e", parent.ID, "", "reply"})
+	}
+	seen := map[string]bool{self: true}
+	add := func(pk string) {
+		if !seen[pk] && nostr.IsValidPublicKey(pk) {
+			seen[pk] = true
+			tags = append(tags, nostr.Tag{"p", pk})
+		}
+	}
+	add(parent.PubKey)
+	for _, t := range parent.Tags {
+		if len(t) >= 2 && t[0] == "p" {
+			add(t[1])
+		}
+	}
+	return tags
+}
+
+func tagged(tags nostr.Tags, name, value string) bool {
+	for _, t := range tags {
+		if len(t) >= 2 && t[0] == name && t[1] == value {
+			return true
+		}
+	}
+	return false
+}
