@@ -1,0 +1,273 @@
+// Package billing is the instance's money: prices and quotes, invoices, the
+// ledger (integer millisatoshis; every credit keyed by payment hash and
+// applied once, every debit a row), settlement from the Lightning node, and
+// metering of running time.
+//
+// It runs inside the enclave. It declares the Lightning interface it needs;
+// billing/lnd implements it with LND's gRPC API.
+package billing
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/bits"
+	"strconv"
+	"time"
+
+	"github.com/enclaved/enclaved/store"
+)
+
+const msPerHour = 3_600_000
+
+// Settlement is a paid invoice as the Lightning node reports it.
+type Settlement struct {
+	PaymentHash string // hex
+	AmountMsat  int64  // what was paid (may exceed the invoice)
+	SettleIndex uint64 // the node's settle index, to resume the stream from
+	SettledAt   time.Time
+}
+
+// Credit is the outcome of applying a settlement.
+type Credit struct {
+	ContainerID string
+	Purpose     string // deploy, topup, zap
+	AmountMsat  int64
+	BalanceMsat int64 // after the credit
+	// Applied is false when this payment hash was credited before (a
+	// replayed settlement) or the invoice is not ours.
+	Applied bool
+}
+
+// Ledger applies credits and debits to container balances, always together
+// with a ledger row, in one transaction.
+type Ledger struct {
+	db *store.DB
+}
+
+// NewLedger returns a ledger over db.
+func NewLedger(db *store.DB) *Ledger { return &Ledger{db: db} }
+
+const settleIndexKey = "lnd_settle_index"
+
+// SettleIndex returns the settle index up to which settlements are applied.
+func (l *Ledger) SettleIndex(ctx context.Context) (uint64, error) {
+	v, err := l.db.Meta(ctx, settleIndexKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(v, 10, 64)
+}
+
+// ApplySettlement credits the container whose invoice was paid, exactly once
+// per payment hash, and advances the persisted settle index in the same
+// transaction. A settlement of an invoice we did not issue only advances the
+// index. A late settlement (after the quote expired) still credits: money is
+// never dropped.
+func (l *Ledger) ApplySettlement(ctx context.Context, s Settlement) (Credit, error) {
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Credit{}, err
+	}
+	defer tx.Rollback()
+	c, err := applySettlement(ctx, tx, s)
+	if err != nil {
+		return Credit{}, err
+	}
+	if s.SettleIndex > 0 {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value
+			WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)`,
+			settleIndexKey, strconv.FormatUint(s.SettleIndex, 10)); err != nil {
+			return Credit{}, err
+		}
+	}
+	return c, tx.Commit()
+}
+
+func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, error) {
+	var c Credit
+	err := tx.QueryRowContext(ctx, `SELECT container_id, purpose FROM invoices WHERE payment_hash = ?`, s.PaymentHash).
+		Scan(&c.ContainerID, &c.Purpose)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Credit{}, nil // not ours
+	}
+	if err != nil {
+		return Credit{}, fmt.Errorf("settlement %s: %w", s.PaymentHash, err)
+	}
+	if s.AmountMsat <= 0 {
+		return c, fmt.Errorf("settlement %s: amount %d msat", s.PaymentHash, s.AmountMsat)
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO ledger (container_id, kind, amount_msat, payment_hash, at)
+		VALUES (?, 'credit', ?, ?, ?) ON CONFLICT (payment_hash) DO NOTHING`,
+		c.ContainerID, s.AmountMsat, s.PaymentHash, s.SettledAt.UnixMilli())
+	if err != nil {
+		return c, fmt.Errorf("settlement %s: %w", s.PaymentHash, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return c, nil // replayed
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ? WHERE payment_hash = ?`,
+		s.SettledAt.Unix(), s.PaymentHash); err != nil {
+		return c, err
+	}
+	if err := tx.QueryRowContext(ctx, `UPDATE containers SET balance_msat = balance_msat + ?, low_notified = 0, updated_at = ?
+		WHERE id = ? RETURNING balance_msat`, s.AmountMsat, s.SettledAt.UnixMilli(), c.ContainerID).Scan(&c.BalanceMsat); err != nil {
+		return c, err
+	}
+	c.AmountMsat, c.Applied = s.AmountMsat, true
+	return c, nil
+}
+
+// Rate is a container's price in msat per hour.
+func Rate(units, priceMsatPerUnitHour int64) int64 { return units * priceMsatPerUnitHour }
+
+// chargeFor returns floor(rate * runMs / msPerHour) without overflow.
+func chargeFor(rate, runMs int64) int64 {
+	if rate <= 0 || runMs <= 0 {
+		return 0
+	}
+	hi, lo := bits.Mul64(uint64(rate), uint64(runMs))
+	if hi >= msPerHour {
+		return 1<<63 - 1 // beyond any balance
+	}
+	q, _ := bits.Div64(hi, lo, msPerHour)
+	if q > 1<<63-1 {
+		return 1<<63 - 1
+	}
+	return int64(q)
+}
+
+// runMsFor returns the least running time whose charge reaches charged.
+func runMsFor(rate, charged int64) int64 {
+	if rate <= 0 {
+		return 1<<63 - 1
+	}
+	hi, lo := bits.Mul64(uint64(charged), msPerHour)
+	q, r := bits.Div64(hi, lo, uint64(rate))
+	if r > 0 {
+		q++
+	}
+	return int64(q)
+}
+
+// Meter is the metered state of one running container after a charge.
+type Meter struct {
+	ContainerID string
+	BalanceMsat int64
+	// Exhausted is true when the balance reached zero: the caller pauses it.
+	Exhausted bool
+	// Left is the running time the balance still pays for.
+	Left time.Duration
+	// LowNotified says whether the owner was already told the balance is low.
+	LowNotified bool
+}
+
+// Charge debits a running container for its running time up to now, as one
+// ledger row, and keeps it running (running_since moves to now). Charges are
+// exact: the sum of debits is always floor(rate * total running ms / 1 h),
+// so frequent charging loses nothing to rounding. It never takes more than
+// the balance; a container at zero is reported Exhausted.
+func (l *Ledger) Charge(ctx context.Context, containerID string, now time.Time) (Meter, error) {
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Meter{}, err
+	}
+	defer tx.Rollback()
+	m, err := charge(ctx, tx, containerID, now.UnixMilli(), true)
+	if err != nil {
+		return Meter{}, err
+	}
+	return m, tx.Commit()
+}
+
+// StartMetering marks a container running from now on.
+func StartMetering(ctx context.Context, tx *sql.Tx, containerID string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE containers SET running_since = ? WHERE id = ? AND running_since IS NULL`,
+		now.UnixMilli(), containerID)
+	return err
+}
+
+// StopMetering charges a container up to now and stops its meter; every
+// state change out of running goes through it, in the state change's
+// transaction.
+func StopMetering(ctx context.Context, tx *sql.Tx, containerID string, now time.Time) (Meter, error) {
+	return charge(ctx, tx, containerID, now.UnixMilli(), false)
+}
+
+func charge(ctx context.Context, tx *sql.Tx, id string, nowMs int64, keepRunning bool) (Meter, error) {
+	var units, price, balance, runMs, charged int64
+	var since sql.NullInt64
+	var low bool
+	err := tx.QueryRowContext(ctx, `SELECT units, price_msat, balance_msat, run_ms, charged_msat, running_since, low_notified
+		FROM containers WHERE id = ?`, id).Scan(&units, &price, &balance, &runMs, &charged, &since, &low)
+	if err != nil {
+		return Meter{}, fmt.Errorf("meter %s: %w", id, err)
+	}
+	rate := Rate(units, price)
+	m := Meter{ContainerID: id, BalanceMsat: balance, LowNotified: low}
+	if since.Valid && nowMs > since.Int64 {
+		newRun := runMs + (nowMs - since.Int64)
+		due := chargeFor(rate, newRun) - charged
+		if due > balance {
+			// The balance ran out part way: charge what is left, and meter
+			// only the time it paid for.
+			due = balance
+			newRun = runMsFor(rate, charged+due)
+		}
+		if due > 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO ledger (container_id, kind, amount_msat, from_ms, to_ms, at)
+				VALUES (?, 'debit', ?, ?, ?, ?)`, id, due, since.Int64, nowMs, nowMs); err != nil {
+				return Meter{}, err
+			}
+		}
+		balance -= due
+		charged += due
+		runMs = newRun
+		m.BalanceMsat = balance
+	}
+	var next any // running_since after this charge
+	if keepRunning && since.Valid {
+		next = nowMs
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE containers SET balance_msat = ?, run_ms = ?, charged_msat = ?, running_since = ?, updated_at = ?
+		WHERE id = ?`, balance, runMs, charged, next, nowMs, id); err != nil {
+		return Meter{}, err
+	}
+	m.Exhausted = balance == 0 && rate > 0
+	m.Left = TimeLeft(rate, balance, charged, runMs)
+	return m, nil
+}
+
+// TimeLeft is how much more running time the balance pays for: until the
+// charges reach it exactly, which is also where metering stops a container.
+func TimeLeft(rate, balance, charged, runMs int64) time.Duration {
+	if rate <= 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	ms := runMsFor(rate, charged+balance) - runMs
+	if ms < 0 {
+		ms = 0
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// MarkLowNotified records that the owner was told the balance is low.
+func (l *Ledger) MarkLowNotified(ctx context.Context, containerID string) error {
+	_, err := l.db.ExecContext(ctx, `UPDATE containers SET low_notified = 1 WHERE id = ?`, containerID)
+	return err
+}
+
+// Sums returns a container's credits and debits from the ledger, to check
+// them against its balance.
+func (l *Ledger) Sums(ctx context.Context, containerID string) (credits, debits int64, err error) {
+	err = l.db.QueryRowContext(ctx, `SELECT
+		COALESCE(SUM(CASE WHEN kind = 'credit' THEN amount_msat END), 0),
+		COALESCE(SUM(CASE WHEN kind = 'debit' THEN amount_msat END), 0)
+		FROM ledger WHERE container_id = ?`, containerID).Scan(&credits, &debits)
+	return credits, debits, err
+}

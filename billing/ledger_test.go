@@ -1,0 +1,229 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/enclaved/enclaved/store"
+)
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func openDB(t testing.TB) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "enclaved.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// addContainer inserts a container and an invoice for it, as a paid quote
+// would leave them.
+func addContainer(t testing.TB, db *store.DB, id string, units, price int64, hashes ...string) {
+	t.Helper()
+	_, err := db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, created_at, updated_at)
+		VALUES (?, ?, 'owner', 'nip17', 'img', 'img@sha256:00', 1, ?, ?, 'quoted', 0, 0)`, id, "c-"+id, units, price)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hashes {
+		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+			VALUES (?, ?, 'deploy', 1000, 'lnbc', 0, 0)`, h, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func startRunning(t testing.TB, db *store.DB, id string, at time.Time) {
+	t.Helper()
+	tx, _ := db.Begin()
+	if err := StartMetering(context.Background(), tx, id, at); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit()
+}
+
+func checkSums(t testing.TB, l *Ledger, db *store.DB, id string) {
+	t.Helper()
+	credits, debits, err := l.Sums(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var balance, charged int64
+	db.QueryRow(`SELECT balance_msat, charged_msat FROM containers WHERE id = ?`, id).Scan(&balance, &charged)
+	if balance != credits-debits || charged != debits || balance < 0 {
+		t.Fatalf("balance %d, charged %d; ledger credits %d debits %d", balance, charged, credits, debits)
+	}
+}
+
+func TestSettlementCreditedExactlyOnce(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	l := NewLedger(db)
+	addContainer(t, db, "a", 1, 1000, "h1", "h2")
+
+	s := Settlement{PaymentHash: "h1", AmountMsat: 21_000, SettleIndex: 5, SettledAt: t0}
+	c, err := l.ApplySettlement(ctx, s)
+	if err != nil || !c.Applied || c.BalanceMsat != 21_000 || c.ContainerID != "a" || c.Purpose != "deploy" {
+		t.Fatalf("first: %+v %v", c, err)
+	}
+	for i := 0; i < 3; i++ { // the stream replays it, after a reconnect or restart
+		c, err = l.ApplySettlement(ctx, s)
+		if err != nil || c.Applied {
+			t.Fatalf("replay %d: %+v %v", i, c, err)
+		}
+	}
+	c, _ = l.ApplySettlement(ctx, Settlement{PaymentHash: "h2", AmountMsat: 1, SettleIndex: 6, SettledAt: t0})
+	if c.BalanceMsat != 21_001 {
+		t.Errorf("second invoice: balance %d", c.BalanceMsat)
+	}
+	// Not our invoice: nothing credited, the index still moves on.
+	c, err = l.ApplySettlement(ctx, Settlement{PaymentHash: "foreign", AmountMsat: 5, SettleIndex: 9, SettledAt: t0})
+	if err != nil || c.Applied {
+		t.Fatalf("foreign: %+v %v", c, err)
+	}
+	// An older index seen late never moves the index back.
+	l.ApplySettlement(ctx, Settlement{PaymentHash: "h1", AmountMsat: 21_000, SettleIndex: 2, SettledAt: t0})
+	if idx, _ := l.SettleIndex(ctx); idx != 9 {
+		t.Errorf("settle index %d, want 9", idx)
+	}
+	checkSums(t, l, db, "a")
+}
+
+// Charging every few milliseconds or once gives the same exact total.
+func TestChargesAreExactWhateverTheTickRate(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	l := NewLedger(db)
+	// 3 units at 1001 msat per unit-hour: 3003 msat/h, not a divisor of 3.6e6.
+	addContainer(t, db, "a", 3, 1001, "h")
+	addContainer(t, db, "b", 3, 1001, "h2")
+	for _, h := range []string{"h", "h2"} {
+		l.ApplySettlement(ctx, Settlement{PaymentHash: h, AmountMsat: 1_000_000, SettledAt: t0})
+	}
+	startRunning(t, db, "a", t0)
+	startRunning(t, db, "b", t0)
+	rng := rand.New(rand.NewSource(1))
+	now := t0
+	end := t0.Add(2*time.Hour + 17*time.Second + 3*time.Millisecond)
+	for now.Before(end) {
+		now = now.Add(time.Duration(1+rng.Intn(90_000)) * time.Millisecond)
+		if now.After(end) {
+			now = end
+		}
+		if _, err := l.Charge(ctx, "a", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Charge(ctx, "b", end); err != nil {
+		t.Fatal(err)
+	}
+	want := chargeFor(3003, end.Sub(t0).Milliseconds())
+	for _, id := range []string{"a", "b"} {
+		_, debits, _ := l.Sums(ctx, id)
+		if debits != want {
+			t.Errorf("%s charged %d msat, want %d", id, debits, want)
+		}
+		checkSums(t, l, db, id)
+	}
+}
+
+func TestBalanceRunsOutExactly(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	l := NewLedger(db)
+	addContainer(t, db, "a", 1, 1000, "h") // 1000 msat/h
+	l.ApplySettlement(ctx, Settlement{PaymentHash: "h", AmountMsat: 500, SettledAt: t0})
+	startRunning(t, db, "a", t0)
+
+	m, _ := l.Charge(ctx, "a", t0.Add(10*time.Minute))
+	if m.Exhausted || m.Left != 20*time.Minute {
+		t.Errorf("after 10 min: %+v, want 20 min left", m)
+	}
+	m, err := l.Charge(ctx, "a", t0.Add(40*time.Minute)) // paid only for 30
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Exhausted || m.BalanceMsat != 0 || m.Left != 0 {
+		t.Errorf("after 40 min: %+v, want exhausted", m)
+	}
+	var runMs int64
+	db.QueryRow(`SELECT run_ms FROM containers WHERE id = 'a'`).Scan(&runMs)
+	if runMs != (30 * time.Minute).Milliseconds() {
+		t.Errorf("metered %d ms, want the 30 min that were paid for", runMs)
+	}
+	checkSums(t, l, db, "a")
+
+	// Stopping charges nothing more and stops the meter.
+	tx, _ := db.Begin()
+	if _, err := StopMetering(ctx, tx, "a", t0.Add(50*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit()
+	var since any
+	db.QueryRow(`SELECT running_since FROM containers WHERE id = 'a'`).Scan(&since)
+	if since != nil {
+		t.Errorf("running_since %v after stop", since)
+	}
+	checkSums(t, l, db, "a")
+}
+
+func TestChargeArithmetic(t *testing.T) {
+	cases := []struct{ rate, ms, want int64 }{
+		{1000, 3_600_000, 1000},
+		{1000, 3_599_999, 999},
+		{1, 1, 0},
+		{0, 1 << 40, 0},
+		{64 * 1_000_000_000, 100 * 365 * 24 * 3_600_000, 64 * 1_000_000_000 * 100 * 365 * 24}, // overflows int64 if done naively
+	}
+	for _, c := range cases {
+		if got := chargeFor(c.rate, c.ms); got != c.want {
+			t.Errorf("chargeFor(%d, %d) = %d, want %d", c.rate, c.ms, got, c.want)
+		}
+	}
+	for _, rate := range []int64{1, 7, 1000, 3003, 1 << 33} {
+		for _, charged := range []int64{0, 1, 999, 1 << 30} {
+			ms := runMsFor(rate, charged)
+			if chargeFor(rate, ms) < charged || (ms > 0 && chargeFor(rate, ms-1) >= charged) {
+				t.Errorf("runMsFor(%d, %d) = %d is not the least time charging that much", rate, charged, ms)
+			}
+		}
+	}
+}
+
+// Random interleavings of credits, replays and charges keep
+// balance = credits - debits >= 0.
+func TestLedgerInvariantUnderRandomOperations(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	l := NewLedger(db)
+	var hashes []string
+	for i := 0; i < 20; i++ {
+		hashes = append(hashes, fmt.Sprintf("h%d", i))
+	}
+	addContainer(t, db, "a", 2, 50_000, hashes...)
+	startRunning(t, db, "a", t0)
+	rng := rand.New(rand.NewSource(7))
+	now := t0
+	for i := 0; i < 300; i++ {
+		switch rng.Intn(3) {
+		case 0:
+			h := hashes[rng.Intn(len(hashes))]
+			if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: h, AmountMsat: int64(1 + rng.Intn(5000)), SettledAt: now}); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			now = now.Add(time.Duration(rng.Intn(10_000)) * time.Millisecond)
+			if _, err := l.Charge(ctx, "a", now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkSums(t, l, db, "a")
+	}
+}
