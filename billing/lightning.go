@@ -1,0 +1,64 @@
+package billing
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Invoice is an invoice the node issued.
+type Invoice struct {
+	PaymentHash string // hex
+	Bolt11      string
+	ExpiresAt   time.Time
+}
+
+// Lightning is what billing needs from a Lightning node.
+type Lightning interface {
+	// AddInvoice issues an invoice for amountMsat that expires after expiry.
+	AddInvoice(ctx context.Context, amountMsat int64, memo string, expiry time.Duration) (Invoice, error)
+	// SubscribeSettlements calls fn for every invoice settled after the
+	// settle index afterIndex, backlog first, then live, until the stream
+	// fails or ctx ends. An error from fn ends it too.
+	SubscribeSettlements(ctx context.Context, afterIndex uint64, fn func(Settlement) error) error
+}
+
+// WatchSettlements applies settlements as the node reports them, until ctx
+// ends. Whenever the stream drops it resubscribes from the persisted settle
+// index, so nothing settled meanwhile is missed and nothing is credited
+// twice. onCredit (optional) runs after each new credit has committed.
+func WatchSettlements(ctx context.Context, ln Lightning, l *Ledger, log *slog.Logger, onCredit func(Credit)) error {
+	backoff := 100 * time.Millisecond
+	for {
+		idx, err := l.SettleIndex(ctx)
+		if err == nil {
+			err = ln.SubscribeSettlements(ctx, idx, func(s Settlement) error {
+				c, err := l.ApplySettlement(ctx, s)
+				if err != nil {
+					return err
+				}
+				backoff = 100 * time.Millisecond
+				if c.Applied {
+					log.Info("payment credited", "container", c.ContainerID, "purpose", c.Purpose,
+						"amount_msat", c.AmountMsat, "balance_msat", c.BalanceMsat)
+					if onCredit != nil {
+						onCredit(c)
+					}
+				}
+				return nil
+			})
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("invoice stream ended; resubscribing", "err", err, "settle_index", idx, "after", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}

@@ -1,0 +1,93 @@
+package lnd
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lightningnetwork/lnd/lnrpc"
+	"google.golang.org/grpc"
+
+	"github.com/enclaved/enclaved/billing"
+)
+
+// Client is billing's Lightning node: LND over gRPC with an invoice-only
+// macaroon.
+type Client struct {
+	conn *grpc.ClientConn
+	ln   lnrpc.LightningClient
+}
+
+var _ billing.Lightning = (*Client)(nil)
+
+// New connects to the node at ep.
+func New(ep Endpoint) (*Client, error) {
+	conn, err := Dial(ep)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, ln: lnrpc.NewLightningClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// AddInvoice issues an invoice with a memo.
+func (c *Client) AddInvoice(ctx context.Context, amountMsat int64, memo string, expiry time.Duration) (billing.Invoice, error) {
+	return c.add(ctx, &lnrpc.Invoice{ValueMsat: amountMsat, Memo: memo, Expiry: int64(expiry / time.Second)})
+}
+
+// AddInvoiceWithDescriptionHash issues an invoice committing to a
+// description hash instead of a memo (LNURL-pay, NIP-57).
+func (c *Client) AddInvoiceWithDescriptionHash(ctx context.Context, amountMsat int64, descriptionHash []byte, expiry time.Duration) (billing.Invoice, error) {
+	return c.add(ctx, &lnrpc.Invoice{ValueMsat: amountMsat, DescriptionHash: descriptionHash, Expiry: int64(expiry / time.Second)})
+}
+
+func (c *Client) add(ctx context.Context, inv *lnrpc.Invoice) (billing.Invoice, error) {
+	if inv.ValueMsat <= 0 {
+		return billing.Invoice{}, errors.New("invoice amount must be positive")
+	}
+	res, err := c.ln.AddInvoice(ctx, inv)
+	if err != nil {
+		return billing.Invoice{}, fmt.Errorf("lnd add invoice: %w", err)
+	}
+	// The node's own record says when it expires.
+	got, err := c.ln.LookupInvoice(ctx, &lnrpc.PaymentHash{RHash: res.RHash})
+	if err != nil {
+		return billing.Invoice{}, fmt.Errorf("lnd lookup invoice: %w", err)
+	}
+	return billing.Invoice{
+		PaymentHash: hex.EncodeToString(res.RHash),
+		Bolt11:      res.PaymentRequest,
+		ExpiresAt:   time.Unix(got.CreationDate+got.Expiry, 0),
+	}, nil
+}
+
+// SubscribeSettlements streams settled invoices after afterIndex.
+func (c *Client) SubscribeSettlements(ctx context.Context, afterIndex uint64, fn func(billing.Settlement) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.ln.SubscribeInvoices(ctx, &lnrpc.InvoiceSubscription{SettleIndex: afterIndex})
+	if err != nil {
+		return fmt.Errorf("lnd subscribe invoices: %w", err)
+	}
+	for {
+		inv, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("lnd invoice stream: %w", err)
+		}
+		if inv.State != lnrpc.Invoice_SETTLED || inv.SettleIndex <= afterIndex {
+			continue
+		}
+		if err := fn(billing.Settlement{
+			PaymentHash: hex.EncodeToString(inv.RHash),
+			AmountMsat:  inv.AmtPaidMsat,
+			SettleIndex: inv.SettleIndex,
+			SettledAt:   time.Unix(inv.SettleDate, 0),
+		}); err != nil {
+			return err
+		}
+	}
+}

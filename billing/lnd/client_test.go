@@ -1,0 +1,142 @@
+package lnd_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lightningnetwork/lnd/lnrpc"
+
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/billing/lnd"
+	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/store"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// dropping ends the stream after every settlement, as a flaky parent would.
+type dropping struct{ billing.Lightning }
+
+var errDropped = errors.New("dropped")
+
+func (d dropping) SubscribeSettlements(ctx context.Context, after uint64, fn func(billing.Settlement) error) error {
+	err := d.Lightning.SubscribeSettlements(ctx, after, func(s billing.Settlement) error {
+		if err := fn(s); err != nil {
+			return err
+		}
+		return errDropped
+	})
+	return err
+}
+
+func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
+	ln := testenv.Lightning(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "enclaved.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ledger := billing.NewLedger(db)
+	if _, err := db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, created_at, updated_at)
+		VALUES ('a', 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := ln.Operator.Endpoint("invoice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := lnd.New(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	invoice := func(msat int64) billing.Invoice {
+		t.Helper()
+		inv, err := client.AddInvoice(ctx, msat, "enclaved quote a", 10*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+			VALUES (?, 'a', 'deploy', ?, ?, ?, 0)`, inv.PaymentHash, msat, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
+			t.Fatal(err)
+		}
+		return inv
+	}
+	credits := make(chan billing.Credit, 10)
+	watch := func() (stop func()) {
+		wctx, wcancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			billing.WatchSettlements(wctx, dropping{client}, ledger, slog.New(slog.NewTextHandler(io.Discard, nil)),
+				func(c billing.Credit) { credits <- c })
+		}()
+		return func() { wcancel(); <-done }
+	}
+	expectCredit := func(hash string, msat int64) {
+		t.Helper()
+		select {
+		case c := <-credits:
+			if c.AmountMsat != msat || c.ContainerID != "a" {
+				t.Fatalf("credit %+v, want %d msat for a", c, msat)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no credit for %s", hash)
+		}
+	}
+
+	first := invoice(50_000)
+	dec, err := ln.Payer.Client.DecodePayReq(ctx, &lnrpc.PayReqString{PayReq: first.Bolt11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dec.Expiry != 600 || dec.Description != "enclaved quote a" || dec.NumMsat != 50_000 {
+		t.Errorf("invoice says expiry %d, memo %q, %d msat", dec.Expiry, dec.Description, dec.NumMsat)
+	}
+
+	stop := watch()
+	if _, err := ln.Payer.Pay(ctx, first.Bolt11); err != nil {
+		t.Fatal(err)
+	}
+	expectCredit(first.PaymentHash, 50_000)
+	second := invoice(7_000)
+	if _, err := ln.Payer.Pay(ctx, second.Bolt11); err != nil {
+		t.Fatal(err)
+	}
+	expectCredit(second.PaymentHash, 7_000)
+	stop()
+
+	// Paid while the instance is down: the restarted watcher finds it.
+	third := invoice(1_000)
+	if _, err := ln.Payer.Pay(ctx, third.Bolt11); err != nil {
+		t.Fatal(err)
+	}
+	stop = watch()
+	expectCredit(third.PaymentHash, 1_000)
+	// One more live payment proves the stream is live and nothing old was replayed.
+	fourth := invoice(2_000)
+	if _, err := ln.Payer.Pay(ctx, fourth.Bolt11); err != nil {
+		t.Fatal(err)
+	}
+	expectCredit(fourth.PaymentHash, 2_000)
+	stop()
+	select {
+	case c := <-credits:
+		t.Fatalf("extra credit %+v", c)
+	default:
+	}
+	credited, debited, _ := ledger.Sums(ctx, "a")
+	var balance int64
+	db.QueryRow(`SELECT balance_msat FROM containers WHERE id = 'a'`).Scan(&balance)
+	if credited != 60_000 || debited != 0 || balance != 60_000 {
+		t.Errorf("ledger credits %d, balance %d, want 60000", credited, balance)
+	}
+}
