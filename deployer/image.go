@@ -1,0 +1,163 @@
+// Package deployer runs renters' containers: it resolves image references,
+// drives each container through its lifecycle (paid → pulling → running ↔
+// paused/stopped → removed), and reconciles its records with the container
+// runtime at start.
+//
+// It runs inside the enclave, where dockerd runs too. It declares the Runtime
+// interface it needs; deployer/docker implements it with the Docker client.
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Image is an image reference resolved to its linux/amd64 manifest.
+type Image struct {
+	Ref        string // as given
+	Pinned     string // repository@sha256:... of the linux/amd64 manifest
+	Digest     string // sha256:...
+	Size       int64  // compressed bytes of its layers
+	HasVolumes bool   // the image declares VOLUMEs (so its root may stay writable)
+}
+
+// ImageError is a reason an image cannot be used, meant for the renter.
+type ImageError struct{ Msg string }
+
+func (e *ImageError) Error() string { return e.Msg }
+
+// Resolver resolves image references through the OCI distribution API of
+// any registry (anonymous pulls).
+type Resolver struct {
+	// Transport overrides the HTTP transport (inside the enclave: through
+	// the parent's egress).
+	Transport http.RoundTripper
+}
+
+// Resolve pins ref to the digest of its linux/amd64 manifest and reads its
+// compressed size and volumes. Registries on loopback addresses are reached
+// over plain HTTP (dev mode and tests); all others over HTTPS.
+func (r *Resolver) Resolve(ctx context.Context, ref string) (Image, error) {
+	var opts []name.Option
+	if isLoopbackRef(ref) {
+		opts = append(opts, name.Insecure)
+	}
+	parsed, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return Image{}, &ImageError{fmt.Sprintf("%q is not an image reference", ref)}
+	}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})}
+	if r.Transport != nil {
+		ropts = append(ropts, remote.WithTransport(r.Transport))
+	}
+	desc, err := remote.Get(parsed, ropts...)
+	if err != nil {
+		return Image{}, registryError(ref, err)
+	}
+	var img v1.Image
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return Image{}, registryError(ref, err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return Image{}, registryError(ref, err)
+		}
+		var found *v1.Descriptor
+		var have []string
+		for i, m := range im.Manifests {
+			if m.Platform == nil {
+				continue
+			}
+			if m.Platform.OS == "linux" && m.Platform.Architecture == "amd64" {
+				found = &im.Manifests[i]
+				break
+			}
+			have = append(have, m.Platform.OS+"/"+m.Platform.Architecture)
+		}
+		if found == nil {
+			return Image{}, &ImageError{fmt.Sprintf("%s has no linux/amd64 variant (it has %s)", ref, strings.Join(have, ", "))}
+		}
+		if img, err = idx.Image(found.Digest); err != nil {
+			return Image{}, registryError(ref, err)
+		}
+	} else if img, err = desc.Image(); err != nil {
+		return Image{}, registryError(ref, err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return Image{}, registryError(ref, err)
+	}
+	if cf.OS != "linux" || cf.Architecture != "amd64" {
+		return Image{}, &ImageError{fmt.Sprintf("%s is %s/%s; this instance runs linux/amd64 only", ref, cf.OS, cf.Architecture)}
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return Image{}, registryError(ref, err)
+	}
+	var size int64
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return Image{}, registryError(ref, err)
+	}
+	return Image{
+		Ref:        ref,
+		Pinned:     parsed.Context().Name() + "@" + d.String(),
+		Digest:     d.String(),
+		Size:       size,
+		HasVolumes: len(cf.Config.Volumes) > 0,
+	}, nil
+}
+
+func registryError(ref string, err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusNotFound:
+			return &ImageError{fmt.Sprintf("image %s not found", ref)}
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return &ImageError{fmt.Sprintf("image %s is private or does not exist (only public images can be deployed)", ref)}
+		}
+		return &ImageError{fmt.Sprintf("registry refused %s (HTTP %d)", ref, terr.StatusCode)}
+	}
+	var nerr net.Error
+	var oerr *net.OpError
+	if errors.As(err, &nerr) || errors.As(err, &oerr) {
+		return &ImageError{fmt.Sprintf("registry of %s unreachable", ref)}
+	}
+	return &ImageError{fmt.Sprintf("cannot read image %s: %s", ref, firstLine(err.Error()))}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return s
+}
+
+func isLoopbackRef(ref string) bool {
+	host, _, _ := strings.Cut(ref, "/")
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
