@@ -1,0 +1,216 @@
+// Package docker implements deployer.Runtime with the Docker Engine API.
+//
+// It runs inside the enclave, next to dockerd. Every container it creates is
+// hardened: not privileged, all capabilities dropped, no-new-privileges, no
+// host mounts or devices, its own bridge network, memory without swap, a pids
+// limit, bounded logs, and a read-only root unless the image declares volumes.
+package docker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/enclaved/enclaved/deployer"
+)
+
+// Runtime is a Docker engine.
+type Runtime struct {
+	c    *client.Client
+	disk bool
+}
+
+var _ deployer.Runtime = (*Runtime)(nil)
+
+// New connects to the engine (DOCKER_HOST or the default socket) and checks
+// whether its storage driver can limit a container's disk.
+func New(ctx context.Context) (*Runtime, error) {
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("docker: engine not reachable: %w", err)
+	}
+	return &Runtime{c: c, disk: diskLimitSupported(info.Driver, info.DriverStatus)}, nil
+}
+
+// diskLimitSupported: --storage-opt size works on btrfs, zfs, and overlay2
+// over xfs (with pquota, which the engine checks when creating).
+func diskLimitSupported(driver string, status [][2]string) bool {
+	switch driver {
+	case "btrfs", "zfs":
+		return true
+	case "overlay2":
+		for _, kv := range status {
+			if kv[0] == "Backing Filesystem" && kv[1] == "xfs" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Close closes the client.
+func (r *Runtime) Close() error { return r.c.Close() }
+
+// DiskLimits says whether Spec.DiskBytes is enforced.
+func (r *Runtime) DiskLimits() bool { return r.disk }
+
+// Pull pulls ref for linux/amd64, reading the whole progress stream, and
+// reports status lines (deduplicated) to progress.
+func (r *Runtime) Pull(ctx context.Context, ref string, progress func(string)) error {
+	rc, err := r.c.ImagePull(ctx, ref, image.PullOptions{Platform: "linux/amd64"})
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", ref, err)
+	}
+	defer rc.Close()
+	dec := json.NewDecoder(rc)
+	last := ""
+	for {
+		var m struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+		}
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("pull %s: %w", ref, err)
+		}
+		if m.Error != "" {
+			return fmt.Errorf("pull %s: %s", ref, m.Error)
+		}
+		if progress != nil && m.Status != "" && m.Status != last {
+			last = m.Status
+			progress(m.Status)
+		}
+	}
+}
+
+// Create creates the container and its own network. If a container with the
+// same name exists (a crash after creating it), it returns that one.
+func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
+	if existing, err := r.c.ContainerInspect(ctx, s.Name); err == nil {
+		return existing.ID, nil
+	} else if !errdefs.IsNotFound(err) {
+		return "", fmt.Errorf("create %s: %w", s.Name, err)
+	}
+	if _, err := r.c.NetworkCreate(ctx, s.Name, network.CreateOptions{Driver: "bridge", Labels: s.Labels}); err != nil && !errdefs.IsConflict(err) {
+		return "", fmt.Errorf("create network %s: %w", s.Name, err)
+	}
+	pids := s.Pids
+	host := &container.HostConfig{
+		NetworkMode:    container.NetworkMode(s.Name),
+		Privileged:     false,
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges:true"},
+		ReadonlyRootfs: s.ReadonlyRoot,
+		Resources: container.Resources{
+			NanoCPUs:   s.NanoCPUs,
+			Memory:     s.MemoryBytes,
+			MemorySwap: s.MemoryBytes, // no swap
+			PidsLimit:  &pids,
+		},
+		LogConfig:     container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "5m", "max-file": "2"}},
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+	}
+	if s.ReadonlyRoot {
+		host.Tmpfs = map[string]string{"/tmp": "rw,noexec,nosuid,size=64m"}
+	}
+	if r.disk && s.DiskBytes > 0 {
+		host.StorageOpt = map[string]string{"size": strconv.FormatInt(s.DiskBytes, 10)}
+	}
+	created, err := r.c.ContainerCreate(ctx,
+		&container.Config{Image: s.Image, Env: s.Env, Labels: s.Labels},
+		host, &network.NetworkingConfig{}, nil, s.Name)
+	if err != nil {
+		return "", fmt.Errorf("create %s: %w", s.Name, err)
+	}
+	return created.ID, nil
+}
+
+// Start starts a created or stopped container.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	return r.c.ContainerStart(ctx, id, container.StartOptions{})
+}
+
+// Stop stops a container, killing it after 10 s. Its data stays.
+func (r *Runtime) Stop(ctx context.Context, id string) error {
+	timeout := 10
+	return r.c.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout})
+}
+
+// Remove removes a container, its anonymous volumes and its network. A
+// container already gone is not an error.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	info, err := r.c.ContainerInspect(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := r.c.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	name := strings.TrimPrefix(info.Name, "/")
+	if err := r.c.NetworkRemove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove network %s: %w", name, err)
+	}
+	return nil
+}
+
+// maxLogBytes bounds what Logs returns.
+const maxLogBytes = 32 << 10
+
+// Logs returns the last lines of stdout and stderr, at most 32 KiB.
+func (r *Runtime) Logs(ctx context.Context, id string, lines int) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rc, err := r.c.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(lines)})
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(rc, 4*maxLogBytes)); err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	b := out.Bytes()
+	if len(b) > maxLogBytes {
+		b = b[len(b)-maxLogBytes:]
+	}
+	return string(b), nil
+}
+
+// List lists every container carrying the enclaved.id label.
+func (r *Runtime) List(ctx context.Context) ([]deployer.Info, error) {
+	cs, err := r.c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", deployer.LabelID))})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deployer.Info, 0, len(cs))
+	for _, c := range cs {
+		n := ""
+		if len(c.Names) > 0 {
+			n = strings.TrimPrefix(c.Names[0], "/")
+		}
+		out = append(out, deployer.Info{ID: c.ID, Name: n, Labels: c.Labels, Running: c.State == "running"})
+	}
+	return out, nil
+}

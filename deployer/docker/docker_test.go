@@ -1,0 +1,180 @@
+package docker_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/deployer/docker"
+	"github.com/enclaved/enclaved/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func newRuntime(t *testing.T) *docker.Runtime {
+	t.Helper()
+	testenv.Docker(t) // fails naming the engine if it is missing
+	r, err := docker.New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func spec(name, image string, readonly bool) deployer.Spec {
+	return deployer.Spec{
+		Name: name, Image: image, Labels: map[string]string{deployer.LabelID: name},
+		NanoCPUs: 500_000_000, MemoryBytes: 64 << 20, Pids: 32, DiskBytes: 256 << 20, ReadonlyRoot: readonly,
+	}
+}
+
+// The container gets exactly the quoted limits and the hardening, and its
+// own network; creating it again returns the same container.
+func TestCreateAppliesLimitsAndHardening(t *testing.T) {
+	imgs := testenv.Images(t)
+	r := newRuntime(t)
+	dc := testenv.Docker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var statuses []string
+	if err := r.Pull(ctx, imgs.Hello.Ref, func(s string) { statuses = append(statuses, s) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(statuses) == 0 {
+		t.Error("pull reported no progress")
+	}
+	s := spec("enclaved-test-limits", imgs.Hello.Ref, false)
+	s.Env = []string{"RENTER=alice"}
+	id, err := r.Create(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Remove(context.Background(), id) })
+	again, err := r.Create(ctx, s)
+	if err != nil || again != id {
+		t.Fatalf("second create: %s %v, want the same container %s", again, err, id)
+	}
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	info, err := dc.ContainerInspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := info.HostConfig
+	if h.NanoCPUs != s.NanoCPUs || h.Memory != s.MemoryBytes || h.MemorySwap != s.MemoryBytes || h.PidsLimit == nil || *h.PidsLimit != s.Pids {
+		t.Errorf("limits: cpus %d mem %d swap %d pids %v", h.NanoCPUs, h.Memory, h.MemorySwap, h.PidsLimit)
+	}
+	if h.Privileged || len(h.CapDrop) != 1 || h.CapDrop[0] != "ALL" || len(h.CapAdd) != 0 {
+		t.Errorf("privileges: privileged %v capdrop %v capadd %v", h.Privileged, h.CapDrop, h.CapAdd)
+	}
+	if !strings.Contains(strings.Join(h.SecurityOpt, ","), "no-new-privileges") {
+		t.Errorf("security opts %v", h.SecurityOpt)
+	}
+	if len(h.Binds) != 0 || len(h.Devices) != 0 || h.PidMode != "" || h.IpcMode == "host" || h.NetworkMode != container.NetworkMode(s.Name) {
+		t.Errorf("host access: binds %v devices %v pid %q ipc %q net %q", h.Binds, h.Devices, h.PidMode, h.IpcMode, h.NetworkMode)
+	}
+	if h.ReadonlyRootfs {
+		t.Error("hello declares a volume, so its root should stay writable")
+	}
+	if r.DiskLimits() != (h.StorageOpt["size"] != "") {
+		t.Errorf("disk limits supported=%v but storage opts %v", r.DiskLimits(), h.StorageOpt)
+	}
+
+	list, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range list {
+		if c.ID == id && c.Running && c.Labels[deployer.LabelID] == s.Name {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("List does not show the running container: %+v", list)
+	}
+
+	if err := r.Stop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	logs, err := r.Logs(ctx, id, 100)
+	if err != nil || !strings.Contains(logs, "RENTER=alice") || !strings.Contains(logs, "starts 1") {
+		t.Errorf("logs %q %v", logs, err)
+	}
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.ContainerInspect(ctx, id); err == nil {
+		t.Error("container still exists after Remove")
+	}
+	if _, err := dc.NetworkInspect(ctx, s.Name, network.InspectOptions{}); err == nil {
+		t.Error("network still exists after Remove")
+	}
+	if err := r.Remove(ctx, id); err != nil {
+		t.Errorf("removing twice: %v", err)
+	}
+}
+
+type probe struct {
+	Probe   string `json:"probe"`
+	Allowed bool   `json:"allowed"`
+	Detail  string `json:"detail"`
+}
+
+// The escape image, run hardened, can neither write its root, mount, keep
+// capabilities, gain privileges, nor start more processes than the limit.
+func TestHardenedContainerResistsEscapes(t *testing.T) {
+	imgs := testenv.Images(t)
+	r := newRuntime(t)
+	dc := testenv.Docker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := r.Pull(ctx, imgs.Escape.Ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	s := spec("enclaved-test-escape", imgs.Escape.Ref, true)
+	s.Env = []string{"PIDS_TRY=100"}
+	id, err := r.Create(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Remove(context.Background(), id) })
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitC, errC := dc.ContainerWait(ctx, id, container.WaitConditionNotRunning)
+	select {
+	case <-waitC:
+	case err := <-errC:
+		t.Fatal(err)
+	}
+	logs, err := r.Logs(ctx, id, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]probe{}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var p probe
+		if json.Unmarshal([]byte(line), &p) == nil {
+			got[p.Probe] = p
+		}
+	}
+	for _, name := range []string{"rootfs", "mount", "caps", "nonewprivs", "pids"} {
+		p, ok := got[name]
+		if !ok {
+			t.Errorf("probe %s did not report; logs:\n%s", name, logs)
+			continue
+		}
+		if p.Allowed {
+			t.Errorf("probe %s escaped: %s", name, p.Detail)
+		}
+	}
+}
