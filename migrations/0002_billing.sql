@@ -7,6 +7,7 @@ CREATE TABLE containers (
 	image         TEXT NOT NULL,             -- as the renter wrote it
 	image_ref     TEXT NOT NULL,             -- repository@sha256:... (linux/amd64 manifest)
 	image_size    INTEGER NOT NULL,          -- compressed bytes
+	image_volumes INTEGER NOT NULL DEFAULT 0, -- the image declares VOLUMEs (keeps a writable root)
 	units         INTEGER NOT NULL CHECK (units > 0),
 	price_msat    INTEGER NOT NULL CHECK (price_msat >= 0), -- per unit-hour, fixed at quote time
 	env           TEXT NOT NULL DEFAULT '[]',               -- JSON [[k,v],...]; private

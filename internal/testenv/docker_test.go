@@ -1,7 +1,6 @@
 package testenv_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -140,7 +139,7 @@ func TestDockerHelloServesAndKeepsVolume(t *testing.T) {
 	id := run(t, dc, &container.Config{Image: imgs.Hello.Ref, Env: []string{"RENTER=alice"}},
 		&container.HostConfig{PortBindings: nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: "0"}}}})
 
-	waitLine(t, dc, id, "listening :8080")
+	testenv.WaitLog(t, dc, id, "listening :8080")
 	info, err := dc.ContainerInspect(ctx, id)
 	if err != nil {
 		t.Fatal(err)
@@ -159,30 +158,7 @@ func TestDockerHelloServesAndKeepsVolume(t *testing.T) {
 	if err := dc.ContainerRestart(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil {
 		t.Fatal(err)
 	}
-	waitLine(t, dc, id, "starts 2")
-}
-
-// waitLine follows the container's logs until a line contains want.
-func waitLine(t *testing.T, dc *client.Client, id, want string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	logs, err := dc.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, Follow: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.Close()
-	pr, pw := io.Pipe()
-	go func() { stdcopy.StdCopy(pw, pw, logs); pw.Close() }()
-	sc := bufio.NewScanner(pr)
-	var seen []string
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), want) {
-			return
-		}
-		seen = append(seen, sc.Text())
-	}
-	t.Fatalf("container never printed %q; it printed:\n%s", want, strings.Join(seen, "\n"))
+	testenv.WaitLog(t, dc, id, "starts 2")
 }
 
 func httpGet(t *testing.T, ctx context.Context, url string) string {

@@ -1,0 +1,484 @@
+package deployer
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/store"
+)
+
+// Container states, as stored.
+const (
+	StateQuoted   = "quoted"   // invoice issued, not paid
+	StatePaid     = "paid"     // credited, waiting to start (or for capacity)
+	StateRunning  = "running"  // metered
+	StatePaused   = "paused"   // balance reached zero; data kept for the retention window
+	StateStopped  = "stopped"  // stopped by its owner; data kept
+	StateRemoved  = "removed"  // gone from the runtime
+	StateFailed   = "failed"   // could not be started; balance kept
+	StateExpired  = "expired"  // quote never paid
+	StateStarting = "starting" // being pulled and created
+)
+
+// Unit is the resources of one unit; a container gets units × Unit.
+type Unit struct {
+	NanoCPUs    int64
+	MemoryBytes int64
+	Pids        int64
+	DiskBytes   int64
+}
+
+// Config is the deployer's part of the instance configuration.
+type Config struct {
+	Instance      string // hex pubkey, labelled on every container
+	Unit          Unit
+	CapacityUnits int64
+	// LowBalance: the owner is told once when less running time than this
+	// is left.
+	LowBalance time.Duration
+	// Retention: how long a paused container's data is kept.
+	Retention time.Duration
+}
+
+// Notice is a message for a container's owner.
+type Notice struct {
+	ContainerID string
+	Owner       string
+	Channel     string
+	Text        string
+}
+
+// Deployer drives containers through their lifecycle. Lifecycle changes of
+// one container are serialised; the database holds the truth and every
+// runtime call is repeatable, so a crash at any step resumes at Reconcile.
+type Deployer struct {
+	db     *store.DB
+	rt     Runtime
+	ledger *billing.Ledger
+	cfg    Config
+	now    func() time.Time
+	log    *slog.Logger
+	notify func(context.Context, Notice)
+
+	// The mutex serialises lifecycle changes.
+	mu sync.Mutex
+}
+
+// New returns a deployer. now is the clock (time.Now in production); notify
+// (optional) tells owners what happened to their containers.
+func New(db *store.DB, rt Runtime, cfg Config, now func() time.Time, log *slog.Logger, notify func(context.Context, Notice)) *Deployer {
+	if notify == nil {
+		notify = func(context.Context, Notice) {}
+	}
+	return &Deployer{db: db, rt: rt, ledger: billing.NewLedger(db), cfg: cfg, now: now, log: log, notify: notify}
+}
+
+// Record is a container's stored state.
+type Record struct {
+	ID, Name, Owner, Channel, Image, ImageRef string
+	Units, PriceMsat, BalanceMsat             int64
+	State, Reason, DockerID                   string
+	Env                                       [][2]string
+	HasVolumes                                bool
+	PausedAt                                  time.Time
+	RunMs, ChargedMsat                        int64
+}
+
+// Left is the running time the balance still pays for.
+func (r Record) Left() time.Duration {
+	return billing.TimeLeft(billing.Rate(r.Units, r.PriceMsat), r.BalanceMsat, r.ChargedMsat, r.RunMs)
+}
+
+// ErrNotFound is returned for an unknown container.
+var ErrNotFound = errors.New("no such container")
+
+// Get reads a container record.
+func (d *Deployer) Get(ctx context.Context, id string) (Record, error) {
+	var r Record
+	var env string
+	var paused sql.NullInt64
+	err := d.db.QueryRowContext(ctx, `SELECT id, name, owner, channel, image, image_ref, units, price_msat, balance_msat,
+		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes FROM containers WHERE id = ?`, id).Scan(
+		&r.ID, &r.Name, &r.Owner, &r.Channel, &r.Image, &r.ImageRef, &r.Units, &r.PriceMsat, &r.BalanceMsat,
+		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	if err != nil {
+		return r, err
+	}
+	if paused.Valid {
+		r.PausedAt = time.UnixMilli(paused.Int64)
+	}
+	if err := json.Unmarshal([]byte(env), &r.Env); err != nil {
+		return r, fmt.Errorf("container %s env: %w", id, err)
+	}
+	return r, nil
+}
+
+func (d *Deployer) setState(ctx context.Context, id, state, reason string, extra func(*sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if extra != nil {
+		if err := extra(tx); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE containers SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?`,
+		state, reason, d.now().UnixMilli(), id); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// usedUnits counts the units held by containers that run or may resume.
+func (d *Deployer) usedUnits(ctx context.Context, except string) (int64, error) {
+	var n int64
+	err := d.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(units), 0) FROM containers
+		WHERE state IN ('running', 'starting', 'paused', 'stopped') AND id != ?`, except).Scan(&n)
+	return n, err
+}
+
+// FreeUnits is the capacity not held by any container.
+func (d *Deployer) FreeUnits(ctx context.Context) (int64, error) {
+	used, err := d.usedUnits(ctx, "")
+	return d.cfg.CapacityUnits - used, err
+}
+
+// OnCredit reacts to a committed credit: a paid quote starts, a paused
+// container with money again resumes.
+func (d *Deployer) OnCredit(ctx context.Context, c billing.Credit) {
+	rec, err := d.Get(ctx, c.ContainerID)
+	if err != nil {
+		d.log.Error("credit for unknown container", "container", c.ContainerID, "err", err)
+		return
+	}
+	switch rec.State {
+	case StateQuoted, StateExpired, StatePaid, StateFailed:
+		if err := d.Launch(ctx, rec.ID); err != nil {
+			d.log.Warn("launch failed", "container", rec.ID, "err", err)
+		}
+	case StatePaused:
+		if err := d.Resume(ctx, rec.ID); err != nil {
+			d.log.Warn("resume failed", "container", rec.ID, "err", err)
+		}
+	}
+}
+
+// Launch pulls, creates and starts a paid container. If the instance lacks
+// capacity it stays paid (its balance kept) and the owner is told. Every
+// step is repeatable: a relaunch after a crash reuses what exists.
+func (d *Deployer) Launch(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State == StateRunning || rec.State == StateRemoved {
+		return nil
+	}
+	used, err := d.usedUnits(ctx, id)
+	if err != nil {
+		return err
+	}
+	if used+rec.Units > d.cfg.CapacityUnits {
+		reason := fmt.Sprintf("no capacity: %d of %d units free, %d needed", d.cfg.CapacityUnits-used, d.cfg.CapacityUnits, rec.Units)
+		if rec.State != StatePaid {
+			d.setState(ctx, id, StatePaid, reason, nil)
+			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is paid (%d sats balance) but the instance is full right now: %s. It starts when capacity frees up; the balance is kept.",
+				rec.Name, rec.BalanceMsat/1000, reason)})
+		}
+		return nil
+	}
+	if err := d.setState(ctx, id, StateStarting, "", nil); err != nil {
+		return err
+	}
+	fail := func(step string, err error) error {
+		d.setState(ctx, id, StateFailed, step+": "+err.Error(), nil)
+		d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s could not be started (%s). Its balance of %d sats is kept; send `start %s` to retry.",
+			rec.Name, step, rec.BalanceMsat/1000, rec.Name)})
+		return fmt.Errorf("launch %s: %s: %w", id, step, err)
+	}
+	if err := d.rt.Pull(ctx, rec.ImageRef, nil); err != nil {
+		return fail("pull", err)
+	}
+	env := make([]string, 0, len(rec.Env))
+	for _, kv := range rec.Env {
+		env = append(env, kv[0]+"="+kv[1])
+	}
+	u := d.cfg.Unit
+	dockerID, err := d.rt.Create(ctx, Spec{
+		Name: RuntimeName(id), Image: rec.ImageRef, Env: env,
+		Labels:   map[string]string{LabelID: id, LabelInstance: d.cfg.Instance},
+		NanoCPUs: rec.Units * u.NanoCPUs, MemoryBytes: rec.Units * u.MemoryBytes, Pids: rec.Units * u.Pids,
+		DiskBytes: rec.Units * u.DiskBytes, ReadonlyRoot: !rec.HasVolumes,
+	})
+	if err != nil {
+		return fail("create", err)
+	}
+	if err := d.rt.Start(ctx, dockerID); err != nil {
+		return fail("start", err)
+	}
+	now := d.now()
+	if err := d.setState(ctx, id, StateRunning, "", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE containers SET docker_id = ?, paused_at = NULL WHERE id = ?`, dockerID, id); err != nil {
+			return err
+		}
+		return billing.StartMetering(ctx, tx, id, now)
+	}); err != nil {
+		return err
+	}
+	rec, _ = d.Get(ctx, id)
+	d.log.Info("container running", "container", id, "units", rec.Units)
+	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, u)})
+	return nil
+}
+
+// RuntimeName is the runtime's name for a container record.
+func RuntimeName(id string) string { return "enclaved-" + id }
+
+func runningText(r Record, u Unit) string {
+	return fmt.Sprintf("%s is running.\nimage: %s\nresources: %d unit(s) = %.2f CPU, %d MiB memory, %d processes\nbalance: %d sats, about %s of running time",
+		r.Name, r.ImageRef, r.Units, float64(r.Units*u.NanoCPUs)/1e9, r.Units*u.MemoryBytes>>20, r.Units*u.Pids,
+		r.BalanceMsat/1000, r.Left().Round(time.Minute))
+}
+
+// Pause stops a running container and its meter (balance exhausted).
+func (d *Deployer) Pause(ctx context.Context, id, reason string) error {
+	return d.halt(ctx, id, StatePaused, reason)
+}
+
+// Stop stops a running container at its owner's request; it keeps its data
+// and capacity and is not charged while stopped.
+func (d *Deployer) Stop(ctx context.Context, id string) error {
+	return d.halt(ctx, id, StateStopped, "stopped by owner")
+}
+
+func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State != StateRunning {
+		return nil
+	}
+	now := d.now()
+	// Record first (metering stops now), then stop the runtime: a crash in
+	// between leaves a halted record whose container Reconcile stops.
+	if err := d.setState(ctx, id, state, reason, func(tx *sql.Tx) error {
+		if _, err := billing.StopMetering(ctx, tx, id, now); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = ? WHERE id = ?`, now.UnixMilli(), id)
+		return err
+	}); err != nil {
+		return err
+	}
+	return d.rt.Stop(ctx, rec.DockerID)
+}
+
+// Resume starts a paused or stopped container again, if its balance pays
+// for some running time.
+func (d *Deployer) Resume(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State != StatePaused && rec.State != StateStopped {
+		return nil
+	}
+	if rec.Left() <= 0 {
+		return fmt.Errorf("%s has no balance left: top it up first", rec.Name)
+	}
+	if err := d.rt.Start(ctx, rec.DockerID); err != nil {
+		return err
+	}
+	now := d.now()
+	if err := d.setState(ctx, id, StateRunning, "", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = NULL, low_notified = 0 WHERE id = ?`, id); err != nil {
+			return err
+		}
+		return billing.StartMetering(ctx, tx, id, now)
+	}); err != nil {
+		return err
+	}
+	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is running again; %d sats pay for about %s.", rec.Name, rec.BalanceMsat/1000, rec.Left().Round(time.Minute))})
+	return nil
+}
+
+// Remove removes a container from the runtime for good. Its ledger stays.
+func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State == StateRemoved {
+		return nil
+	}
+	now := d.now()
+	if err := d.setState(ctx, id, StateRemoved, reason, func(tx *sql.Tx) error {
+		_, err := billing.StopMetering(ctx, tx, id, now)
+		return err
+	}); err != nil {
+		return err
+	}
+	if rec.DockerID == "" {
+		return nil
+	}
+	return d.rt.Remove(ctx, rec.DockerID)
+}
+
+// Tick meters every running container up to now: it pauses those whose
+// balance ran out, tells owners once when little time is left, and removes
+// paused containers whose retention window has passed. It returns when the
+// next tick is due: within a minute, or sooner if a balance runs out sooner.
+func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
+	now := d.now()
+	next := now.Add(time.Minute)
+	ids, err := d.idsIn(ctx, StateRunning)
+	if err != nil {
+		return next, err
+	}
+	for _, id := range ids {
+		m, err := d.ledger.Charge(ctx, id, now)
+		if err != nil {
+			d.log.Error("metering failed", "container", id, "err", err)
+			continue
+		}
+		rec, _ := d.Get(ctx, id)
+		switch {
+		case m.Exhausted:
+			if err := d.Pause(ctx, id, "balance exhausted"); err != nil {
+				d.log.Error("pause failed", "container", id, "err", err)
+				continue
+			}
+			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is paused: its balance is used up. Its data is kept until %s; send `topup %s <sats>` or zap it to resume.",
+				rec.Name, now.Add(d.cfg.Retention).UTC().Format(time.RFC3339), rec.Name)})
+		case m.Left < d.cfg.LowBalance && !m.LowNotified:
+			d.ledger.MarkLowNotified(ctx, id)
+			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s has %d sats left, about %s of running time. Send `topup %s <sats>` to keep it running.",
+				rec.Name, m.BalanceMsat/1000, m.Left.Round(time.Minute), rec.Name)})
+		}
+		if !m.Exhausted && now.Add(m.Left).Before(next) {
+			next = now.Add(m.Left)
+		}
+	}
+	paused, err := d.idsIn(ctx, StatePaused)
+	if err != nil {
+		return next, err
+	}
+	for _, id := range paused {
+		rec, err := d.Get(ctx, id)
+		if err != nil {
+			continue
+		}
+		until := rec.PausedAt.Add(d.cfg.Retention)
+		if !now.Before(until) {
+			if err := d.Remove(ctx, id, "retention window passed"); err != nil {
+				d.log.Error("remove failed", "container", id, "err", err)
+				continue
+			}
+			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s was removed: it stayed paused past the retention window.", rec.Name)})
+		} else if until.Before(next) {
+			next = until
+		}
+	}
+	return next, nil
+}
+
+func (d *Deployer) idsIn(ctx context.Context, state string) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT id FROM containers WHERE state = ? ORDER BY id`, state)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// Reconcile brings the runtime in line with the records, at start: runtime
+// containers of this instance without a live record are stopped and
+// reported; records that should run are (re)started from their pinned
+// digest, or marked failed; halted records' containers are stopped; a
+// paused container credited while the instance was down resumes.
+func (d *Deployer) Reconcile(ctx context.Context) error {
+	list, err := d.rt.List(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	present := map[string]Info{}
+	for _, c := range list {
+		if c.Labels[LabelInstance] != d.cfg.Instance {
+			continue
+		}
+		id := c.Labels[LabelID]
+		rec, err := d.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) || (err == nil && rec.State == StateRemoved) {
+			d.log.Warn("stopping a container with no live record", "runtime_id", c.ID, "record", id)
+			if c.Running {
+				d.rt.Stop(ctx, c.ID)
+			}
+			continue
+		}
+		present[id] = c
+	}
+	for _, state := range []string{StateRunning, StateStarting, StatePaid, StatePaused, StateStopped} {
+		ids, err := d.idsIn(ctx, state)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			c, exists := present[id]
+			switch state {
+			case StateRunning:
+				if !exists {
+					d.log.Warn("running container missing from the runtime; recreating", "container", id)
+					d.setState(ctx, id, StatePaid, "recreating", func(tx *sql.Tx) error {
+						_, err := billing.StopMetering(ctx, tx, id, d.now())
+						return err
+					})
+					err = d.Launch(ctx, id)
+				} else if !c.Running {
+					err = d.rt.Start(ctx, c.ID)
+				}
+			case StateStarting, StatePaid:
+				err = d.Launch(ctx, id)
+			case StatePaused, StateStopped:
+				if exists && c.Running {
+					err = d.rt.Stop(ctx, c.ID)
+				}
+				if rec, gerr := d.Get(ctx, id); gerr == nil && state == StatePaused && rec.Left() > 0 {
+					err = d.Resume(ctx, id)
+				}
+			}
+			if err != nil {
+				d.log.Warn("reconcile", "container", id, "state", state, "err", err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,255 @@
+package deployer_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/deployer/docker"
+	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/store"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type inbox struct {
+	mu      sync.Mutex
+	notices []deployer.Notice
+}
+
+func (b *inbox) notify(_ context.Context, n deployer.Notice) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.notices = append(b.notices, n)
+}
+
+func (b *inbox) count(substr string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, x := range b.notices {
+		if strings.Contains(x.Text, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+type fixture struct {
+	db     *store.DB
+	d      *deployer.Deployer
+	ledger *billing.Ledger
+	clock  *clock
+	inbox  *inbox
+	rt     *docker.Runtime
+}
+
+func newFixture(t *testing.T, instance string) *fixture {
+	t.Helper()
+	testenv.Docker(t)
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "enclaved.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	rt, err := docker.New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	f := &fixture{db: db, ledger: billing.NewLedger(db), clock: &clock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}, inbox: &inbox{}, rt: rt}
+	f.d = deployer.New(db, rt, deployer.Config{
+		Instance:      instance,
+		Unit:          deployer.Unit{NanoCPUs: 250_000_000, MemoryBytes: 64 << 20, Pids: 64, DiskBytes: 128 << 20},
+		CapacityUnits: 4, LowBalance: time.Hour, Retention: 72 * time.Hour,
+	}, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)), f.inbox.notify)
+	return f
+}
+
+// quoted inserts a quoted container and its invoice, as `deploy` leaves them.
+func (f *fixture) quoted(t *testing.T, id string, img testenv.Image, volumes bool, units, price int64) {
+	t.Helper()
+	_, err := f.db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, image_volumes, units, price_msat, state, created_at, updated_at)
+		VALUES (?, ?, 'owner', 'nip17', ?, ?, ?, ?, ?, ?, 'quoted', 0, 0)`, id, "c-"+id, img.Tag, img.Ref, img.Size, volumes, units, price)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.rt.Remove(context.Background(), deployer.RuntimeName(id)) })
+}
+
+func (f *fixture) pay(t *testing.T, id, hash string, msat int64) {
+	t.Helper()
+	if _, err := f.db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+		VALUES (?, ?, 'topup', ?, 'lnbc', 0, 0)`, hash, id, msat); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.ledger.ApplySettlement(context.Background(), billing.Settlement{PaymentHash: hash, AmountMsat: msat, SettledAt: f.clock.Now()})
+	if err != nil || !c.Applied {
+		t.Fatalf("credit: %+v %v", c, err)
+	}
+	f.d.OnCredit(context.Background(), c)
+}
+
+func (f *fixture) state(t *testing.T, id string) deployer.Record {
+	t.Helper()
+	r, err := f.d.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (f *fixture) running(t *testing.T, id string) bool {
+	t.Helper()
+	list, err := f.rt.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if c.Labels[deployer.LabelID] == id {
+			return c.Running
+		}
+	}
+	return false
+}
+
+func TestLifecycleWithMetering(t *testing.T) {
+	imgs := testenv.Images(t)
+	f := newFixture(t, "inst-lifecycle")
+	ctx := context.Background()
+	const price = 3_600_000 // msat per unit-hour: 1 sat per second for one unit
+	f.quoted(t, "life", imgs.Hello, true, 1, price)
+
+	f.pay(t, "life", "pay-deploy", 2*price) // two hours
+	if r := f.state(t, "life"); r.State != deployer.StateRunning || !f.running(t, "life") {
+		t.Fatalf("after payment: state %s (%s), running %v", r.State, r.Reason, f.running(t, "life"))
+	}
+	if f.inbox.count("is running") != 1 {
+		t.Errorf("owner not told it runs: %+v", f.inbox.notices)
+	}
+
+	f.clock.Add(61 * time.Minute)
+	next, err := f.d.Tick(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := f.state(t, "life"); r.BalanceMsat != 2*price-61*60_000 || r.Left() != 59*time.Minute {
+		t.Errorf("after 61 min: balance %d, left %s", r.BalanceMsat, r.Left())
+	}
+	if want := f.clock.Now().Add(time.Minute); !next.Equal(want) {
+		t.Errorf("next tick %s, want %s", next, want)
+	}
+	f.clock.Add(time.Second)
+	f.d.Tick(ctx)
+	if n := f.inbox.count("sats left"); n != 1 {
+		t.Errorf("%d low-balance notices, want exactly 1", n)
+	}
+
+	f.clock.Add(2 * time.Hour)
+	f.d.Tick(ctx)
+	if r := f.state(t, "life"); r.State != deployer.StatePaused || r.BalanceMsat != 0 || f.running(t, "life") {
+		t.Fatalf("after the balance ran out: %s balance %d running %v", r.State, r.BalanceMsat, f.running(t, "life"))
+	}
+	if f.inbox.count("is paused") != 1 {
+		t.Errorf("owner not told of the pause")
+	}
+
+	f.pay(t, "life", "pay-topup", price/2) // 30 min
+	if r := f.state(t, "life"); r.State != deployer.StateRunning || !f.running(t, "life") {
+		t.Fatalf("after top-up: %s running %v", r.State, f.running(t, "life"))
+	}
+	testenv.WaitLog(t, testenv.Docker(t), f.state(t, "life").DockerID, "starts 2") // its volume survived the pause
+	f.clock.Add(30 * time.Minute)
+	f.d.Tick(ctx)
+	if r := f.state(t, "life"); r.State != deployer.StatePaused {
+		t.Fatalf("after the top-up ran out: %s", r.State)
+	}
+
+	f.clock.Add(72*time.Hour - time.Second)
+	f.d.Tick(ctx)
+	if r := f.state(t, "life"); r.State != deployer.StatePaused {
+		t.Fatalf("removed before the retention window passed: %s", r.State)
+	}
+	f.clock.Add(time.Second)
+	f.d.Tick(ctx)
+	if r := f.state(t, "life"); r.State != deployer.StateRemoved {
+		t.Fatalf("after retention: %s", r.State)
+	}
+	if list, _ := f.rt.List(ctx); len(list) > 0 {
+		for _, c := range list {
+			if c.Labels[deployer.LabelID] == "life" {
+				t.Error("runtime container still there after removal")
+			}
+		}
+	}
+	credits, debits, _ := f.ledger.Sums(ctx, "life")
+	if credits != 2*price+price/2 || debits != credits {
+		t.Errorf("ledger: credits %d debits %d, want both %d", credits, debits, 2*price+price/2)
+	}
+}
+
+// A crash after the container started but before it was recorded running:
+// Reconcile adopts it (one container, not two). A labelled container with no
+// record is stopped.
+func TestReconcileAfterCrash(t *testing.T) {
+	imgs := testenv.Images(t)
+	f := newFixture(t, "inst-reconcile")
+	ctx := context.Background()
+	f.quoted(t, "crash", imgs.Hello, true, 1, 1000)
+	f.db.Exec(`UPDATE containers SET state = 'starting', balance_msat = 100000 WHERE id = 'crash'`)
+	if err := f.rt.Pull(ctx, imgs.Hello.Ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	spec := deployer.Spec{Name: deployer.RuntimeName("crash"), Image: imgs.Hello.Ref,
+		Labels: map[string]string{deployer.LabelID: "crash", deployer.LabelInstance: "inst-reconcile"}, Pids: 32, MemoryBytes: 64 << 20}
+	id, err := f.rt.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.rt.Start(ctx, id)
+	strayID, err := f.rt.Create(ctx, deployer.Spec{Name: "enclaved-stray-test", Image: imgs.Hello.Ref,
+		Labels: map[string]string{deployer.LabelID: "stray", deployer.LabelInstance: "inst-reconcile"}, Pids: 32, MemoryBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.rt.Remove(context.Background(), strayID) })
+	f.rt.Start(ctx, strayID)
+
+	if err := f.d.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.state(t, "crash"); r.State != deployer.StateRunning || r.DockerID != id {
+		t.Errorf("record %s docker %s, want running on the existing %s", r.State, r.DockerID, id)
+	}
+	list, _ := f.rt.List(ctx)
+	n := 0
+	for _, c := range list {
+		if c.Labels[deployer.LabelID] == "crash" {
+			n++
+		}
+		if c.ID == strayID && c.Running {
+			t.Error("container without a record still running")
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d runtime containers for one record", n)
+	}
+}
