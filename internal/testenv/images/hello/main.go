@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -32,9 +33,13 @@ func main() {
 			fmt.Fprintln(w, kv)
 		}
 	})
-	fmt.Println("listening :8080")
-	if err := http.ListenAndServe(":8080", nil); err != nil {
+	// Bind before saying so: tests wait for this line to connect.
+	ln, err := net.Listen("tcp", ":8080")
+	if err != nil {
 		fmt.Println(err)
 		os.Exit(1)
 	}
+	fmt.Println("listening :8080")
+	fmt.Println(http.Serve(ln, nil))
+	os.Exit(1)
 }
