@@ -102,6 +102,7 @@ func TestCreateAppliesLimitsAndHardening(t *testing.T) {
 		t.Errorf("List does not show the running container: %+v", list)
 	}
 
+	testenv.WaitLog(t, dc, id, "listening")
 	if err := r.Stop(ctx, id); err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"bufio"
 	"context"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -36,26 +34,26 @@ func Docker(tb testing.TB) *client.Client {
 	return c
 }
 
-// WaitLog follows a container's output until a line contains want, and
-// fails the test with what it printed if that does not happen in 30 s.
+// WaitLog waits until a container's output has a line containing want, and
+// fails the test with what it printed if that does not happen in 30 s. It
+// re-reads the log rather than following it: the engine's follow mode can
+// miss lines written while it switches from reading to watching the file.
 func WaitLog(tb testing.TB, dc *client.Client, id, want string) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	logs, err := dc.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: true})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer logs.Close()
-	pr, pw := io.Pipe()
-	go func() { stdcopy.StdCopy(pw, pw, logs); pw.Close() }()
-	sc := bufio.NewScanner(pr)
-	var seen []string
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), want) {
-			return
+	var out strings.Builder
+	err := waitFor(context.Background(), "container output "+want, 30*time.Second, func(ctx context.Context) (bool, error) {
+		rc, err := dc.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+		if err != nil {
+			return false, err
 		}
-		seen = append(seen, sc.Text())
+		defer rc.Close()
+		out.Reset()
+		if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
+			return false, err
+		}
+		return strings.Contains(out.String(), want), nil
+	})
+	if err != nil {
+		tb.Fatalf("%v; it printed:\n%s", err, out.String())
 	}
-	tb.Fatalf("container never printed %q; it printed:\n%s", want, strings.Join(seen, "\n"))
 }
