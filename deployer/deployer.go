@@ -77,6 +77,9 @@ func New(db *store.DB, rt Runtime, cfg Config, now func() time.Time, log *slog.L
 	if notify == nil {
 		notify = func(context.Context, Notice) {}
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Deployer{db: db, rt: rt, ledger: billing.NewLedger(db), cfg: cfg, now: now, log: log, notify: notify}
 }
 

@@ -1,0 +1,150 @@
+package deployer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/nip"
+)
+
+// Pricing is what the operator charges.
+type Pricing struct {
+	PriceMsatPerUnitHour int64
+	QuoteExpiry          time.Duration // the invoice's expiry too
+}
+
+// ImageResolver pins image references (Resolver in production).
+type ImageResolver interface {
+	Resolve(ctx context.Context, ref string) (Image, error)
+}
+
+// Quoter turns a deploy command into a quote with a Lightning invoice.
+type Quoter struct {
+	D         *Deployer
+	Images    ImageResolver
+	Lightning billing.Lightning
+	Pricing   Pricing
+}
+
+// Quote is what the renter is offered.
+type Quote struct {
+	ContainerID string
+	Name        string
+	Image       Image
+	Units       int64
+	Hours       int64
+	Per         Unit // resources of one unit
+	PriceMsat   int64
+	TotalMsat   int64
+	Invoice     billing.Invoice
+}
+
+// QuoteError is a reason a deploy is refused, meant for the renter.
+type QuoteError struct{ Msg string }
+
+func (e *QuoteError) Error() string { return e.Msg }
+
+// Quote resolves the image, checks it fits the units' disk and the free
+// capacity, records the quoted container and issues its invoice.
+func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Command) (Quote, error) {
+	d := q.D
+	img, err := q.Images.Resolve(ctx, cmd.Image)
+	if err != nil {
+		return Quote{}, err
+	}
+	units, hours := int64(cmd.Units), int64(cmd.Hours)
+	if disk := units * d.cfg.Unit.DiskBytes; d.cfg.Unit.DiskBytes > 0 && img.Size > disk {
+		return Quote{}, &QuoteError{fmt.Sprintf("%s is %d MiB compressed; %d unit(s) give %d MiB of disk: ask for more units",
+			cmd.Image, img.Size>>20, units, disk>>20)}
+	}
+	free, err := d.FreeUnits(ctx)
+	if err != nil {
+		return Quote{}, err
+	}
+	if units > free {
+		return Quote{}, &QuoteError{fmt.Sprintf("this instance has %d free unit(s) of %d; you asked for %d", max(free, 0), d.cfg.CapacityUnits, units)}
+	}
+	id, err := randomID()
+	if err != nil {
+		return Quote{}, err
+	}
+	name := cmd.Name
+	if name == "" {
+		name = defaultName(img.Ref, id)
+	}
+	env := make([][2]string, 0, len(cmd.Env))
+	for _, e := range cmd.Env {
+		env = append(env, [2]string{e.Key, e.Value})
+	}
+	envJSON, _ := json.Marshal(env)
+	price := q.Pricing.PriceMsatPerUnitHour
+	total := units * price * hours
+	if total <= 0 {
+		return Quote{}, &QuoteError{"this instance has no price set"}
+	}
+	now := d.now()
+	res, err := d.db.ExecContext(ctx, `INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, image_volumes,
+		units, price_msat, env, state, created_at, updated_at)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?
+		WHERE NOT EXISTS (SELECT 1 FROM containers WHERE name = ? AND state != 'removed' AND state != 'expired')`,
+		id, name, owner, channel, cmd.Image, img.Pinned, img.Size, img.HasVolumes, units, price, string(envJSON),
+		now.UnixMilli(), now.UnixMilli(), name)
+	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE") {
+			return Quote{}, &QuoteError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
+		}
+		return Quote{}, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return Quote{}, &QuoteError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
+	}
+	memo := fmt.Sprintf("enclaved quote %s: %s, %d unit(s) for %d h", id, name, units, hours)
+	inv, err := q.Lightning.AddInvoice(ctx, total, memo, q.Pricing.QuoteExpiry)
+	if err != nil {
+		d.setState(ctx, id, StateFailed, "invoice: "+err.Error(), nil)
+		return Quote{}, fmt.Errorf("quote %s: %w", id, err)
+	}
+	if _, err := d.db.ExecContext(ctx, `INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+		VALUES (?, ?, 'deploy', ?, ?, ?, ?)`, inv.PaymentHash, id, total, inv.Bolt11, inv.ExpiresAt.Unix(), now.Unix()); err != nil {
+		return Quote{}, err
+	}
+	return Quote{ContainerID: id, Name: name, Image: img, Units: units, Hours: hours, Per: d.cfg.Unit,
+		PriceMsat: price, TotalMsat: total, Invoice: inv}, nil
+}
+
+func randomID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// defaultName is the image's repository base name and part of the id.
+func defaultName(ref, id string) string {
+	repo, _, _ := strings.Cut(ref, "@")
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i]
+	}
+	base := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(path.Base(repo)))
+	base = strings.Trim(base, "-")
+	if len(base) > 20 {
+		base = base[:20]
+	}
+	if base == "" || base[0] < 'a' || base[0] > 'z' {
+		base = "c" + base
+	}
+	return base + "-" + id[:6]
+}
