@@ -8,7 +8,6 @@ import (
 
 	"github.com/lightningnetwork/lnd/lnrpc"
 
-	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/nip"
@@ -20,15 +19,7 @@ func TestQuote(t *testing.T) {
 	f := newFixture(t, "inst-quote")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ep, err := ln.Operator.Endpoint("invoice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := lnd.New(ep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := ln.Operator.InvoiceClient(t)
 	q := &deployer.Quoter{D: f.d, Images: &deployer.Resolver{}, Lightning: client,
 		Pricing: deployer.Pricing{PriceMsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute}}
 

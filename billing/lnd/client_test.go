@@ -12,7 +12,6 @@ import (
 	"github.com/lightningnetwork/lnd/lnrpc"
 
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/store"
 )
@@ -48,15 +47,7 @@ func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
 		VALUES ('a', 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`); err != nil {
 		t.Fatal(err)
 	}
-	ep, err := ln.Operator.Endpoint("invoice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := lnd.New(ep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := ln.Operator.InvoiceClient(t)
 
 	invoice := func(msat int64) billing.Invoice {
 		t.Helper()

@@ -489,3 +489,19 @@ func (n *LightningNet) close() {
 	}
 	n.btcd.kill()
 }
+
+// InvoiceClient returns billing's LND client on this node with
+// invoice.macaroon, as the enclave connects, closed when the test ends.
+func (n *LNDNode) InvoiceClient(tb testing.TB) *lnd.Client {
+	tb.Helper()
+	ep, err := n.Endpoint("invoice")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := lnd.New(ep)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
