@@ -47,8 +47,9 @@ type LightningNet struct {
 	Operator *LNDNode
 	Payer    *LNDNode
 
-	btcd *proc
-	btc  *rpcclient.Client
+	btcd     *proc
+	btcdAddr string // RPC host:port
+	btc      *rpcclient.Client
 }
 
 // LNDNode is one running lnd with an admin connection.
@@ -233,6 +234,7 @@ func (n *LightningNet) startBtcd(ctx context.Context, bins, dir, mineTo string) 
 		return err
 	}
 	rpcAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	n.btcdAddr = rpcAddr
 	if err := os.WriteFile(filepath.Join(dir, "btcd.conf"), nil, 0o600); err != nil {
 		return err
 	}
@@ -270,19 +272,10 @@ func (n *LightningNet) startBtcd(ctx context.Context, bins, dir, mineTo string) 
 func (n *LightningNet) btcdArgs(root string) []string {
 	dir := filepath.Join(root, "btcd")
 	return []string{
-		"--bitcoin.node=btcd", "--btcd.rpchost=" + n.btcdRPCAddr(),
+		"--bitcoin.node=btcd", "--btcd.rpchost=" + n.btcdAddr,
 		"--btcd.rpcuser=" + btcdUser, "--btcd.rpcpass=" + btcdPass,
 		"--btcd.rpccert=" + filepath.Join(dir, "rpc.cert"),
 	}
-}
-
-func (n *LightningNet) btcdRPCAddr() string {
-	for _, a := range n.btcd.cmd.Args {
-		if v, ok := strings.CutPrefix(a, "--rpclisten="); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // startLND starts one node. With a mnemonic the wallet is created from it

@@ -14,7 +14,6 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -224,5 +223,3 @@ func waitFor(ctx context.Context, what string, timeout time.Duration, cond func(
 		}
 	}
 }
-
-var errNotYet = errors.New("not yet")
