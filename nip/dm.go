@@ -117,32 +117,62 @@ func Decode(ctx context.Context, keys Keys, self string, evt *nostr.Event) (Mess
 // own replies), a kind-4 DM for NIP-04, a NIP-10 threaded kind-1 note for a
 // mention. A mention's reply is public: callers must keep private data out.
 func Reply(ctx context.Context, keys Keys, msg Message, text string, now nostr.Timestamp) (nostr.Event, error) {
+	evt, _, err := build(ctx, keys, msg, text, now)
+	return evt, err
+}
+
+// build returns the event to publish and the id of what was said (the
+// rumor's id for NIP-17), which a reply's e tag will name.
+func build(ctx context.Context, keys Keys, msg Message, text string, now nostr.Timestamp) (nostr.Event, string, error) {
 	self, err := keys.GetPublicKey(ctx)
 	if err != nil {
-		return nostr.Event{}, err
+		return nostr.Event{}, "", err
 	}
 	switch msg.Channel {
 	case ChannelNIP17:
 		rumor := nostr.Event{Kind: nostr.KindDirectMessage, PubKey: self, CreatedAt: now, Content: text,
-			Tags: nostr.Tags{{"p", msg.From}, {"e", msg.ID}}}
+			Tags: dmTags(msg)}
 		rumor.ID = rumor.GetID()
-		return nip59.GiftWrap(rumor, msg.From,
+		wrap, err := nip59.GiftWrap(rumor, msg.From,
 			func(s string) (string, error) { return keys.Encrypt(ctx, s, msg.From) },
 			func(e *nostr.Event) error { return keys.SignEvent(ctx, e) }, nil)
+		return wrap, rumor.ID, err
 	case ChannelNIP04:
 		ct, err := keys.NIP04Encrypt(ctx, text, msg.From)
 		if err != nil {
-			return nostr.Event{}, err
+			return nostr.Event{}, "", err
 		}
 		evt := nostr.Event{Kind: nostr.KindEncryptedDirectMessage, CreatedAt: now, Content: ct,
-			Tags: nostr.Tags{{"p", msg.From}, {"e", msg.ID}}}
-		return evt, keys.SignEvent(ctx, &evt)
+			Tags: dmTags(msg)}
+		err = keys.SignEvent(ctx, &evt)
+		return evt, evt.ID, err
 	case ChannelMention:
 		evt := nostr.Event{Kind: nostr.KindTextNote, CreatedAt: now, Content: text, Tags: ThreadTags(msg.Event, self)}
-		return evt, keys.SignEvent(ctx, &evt)
+		err = keys.SignEvent(ctx, &evt)
+		return evt, evt.ID, err
 	default:
-		return nostr.Event{}, fmt.Errorf("reply: unknown channel %q", msg.Channel)
+		return nostr.Event{}, "", fmt.Errorf("reply: unknown channel %q", msg.Channel)
 	}
+}
+
+// DM builds a direct message to a pubkey that is not an answer to anything
+// (a notice, or a client's first message): NIP-04 on the NIP-04 channel,
+// else NIP-17, since a notice may hold private details that a public
+// mention reply must not. It returns the event to publish and the id that
+// answers will reference in their e tag.
+func DM(ctx context.Context, keys Keys, ch Channel, to, text string, now nostr.Timestamp) (nostr.Event, string, error) {
+	if ch != ChannelNIP04 {
+		ch = ChannelNIP17
+	}
+	return build(ctx, keys, Message{Channel: ch, From: to}, text, now)
+}
+
+func dmTags(msg Message) nostr.Tags {
+	tags := nostr.Tags{{"p", msg.From}}
+	if msg.ID != "" {
+		tags = append(tags, nostr.Tag{"e", msg.ID})
+	}
+	return tags
 }
 
 // ThreadTags returns NIP-10 tags for a reply to parent: a marked root e tag
@@ -176,6 +206,14 @@ func ThreadTags(parent nostr.Event, self string) nostr.Tags {
 		}
 	}
 	return tags
+}
+
+// TagValue is the value of evt's first tag named name, or "".
+func TagValue(evt *nostr.Event, name string) string {
+	if t := evt.Tags.Find(name); len(t) > 1 {
+		return t[1]
+	}
+	return ""
 }
 
 func tagged(tags nostr.Tags, name, value string) bool {
