@@ -27,11 +27,13 @@ type Settlement struct {
 	AmountMsat  int64  // what was paid (may exceed the invoice)
 	SettleIndex uint64 // the node's settle index, to resume the stream from
 	SettledAt   time.Time
+	Preimage    string // hex; public once paid (zap receipts carry it)
 }
 
 // Credit is the outcome of applying a settlement.
 type Credit struct {
 	ContainerID string
+	PaymentHash string
 	Purpose     string // deploy, topup, zap
 	AmountMsat  int64
 	BalanceMsat int64 // after the credit
@@ -111,15 +113,18 @@ func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, err
 	if n, _ := res.RowsAffected(); n == 0 {
 		return c, nil // replayed
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ? WHERE payment_hash = ?`,
-		s.SettledAt.Unix(), s.PaymentHash); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ?, preimage = ? WHERE payment_hash = ?`,
+		s.SettledAt.Unix(), s.Preimage, s.PaymentHash); err != nil {
 		return c, err
 	}
-	if err := tx.QueryRowContext(ctx, `UPDATE containers SET balance_msat = balance_msat + ?, low_notified = 0, updated_at = ?
+	// A paid quote becomes paid in the same transaction, so a crash before
+	// its launch leaves a record that the next start launches.
+	if err := tx.QueryRowContext(ctx, `UPDATE containers SET balance_msat = balance_msat + ?, low_notified = 0, updated_at = ?,
+		state = CASE WHEN state IN ('quoted', 'expired') THEN 'paid' ELSE state END
 		WHERE id = ? RETURNING balance_msat`, s.AmountMsat, s.SettledAt.UnixMilli(), c.ContainerID).Scan(&c.BalanceMsat); err != nil {
 		return c, err
 	}
-	c.AmountMsat, c.Applied = s.AmountMsat, true
+	c.AmountMsat, c.PaymentHash, c.Applied = s.AmountMsat, s.PaymentHash, true
 	return c, nil
 }
 

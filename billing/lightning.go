@@ -17,6 +17,9 @@ type Invoice struct {
 type Lightning interface {
 	// AddInvoice issues an invoice for amountMsat that expires after expiry.
 	AddInvoice(ctx context.Context, amountMsat int64, memo string, expiry time.Duration) (Invoice, error)
+	// AddInvoiceWithDescriptionHash issues an invoice that commits to a
+	// description's sha256 instead of a memo (LNURL-pay, NIP-57 zaps).
+	AddInvoiceWithDescriptionHash(ctx context.Context, amountMsat int64, descriptionHash []byte, expiry time.Duration) (Invoice, error)
 	// SubscribeSettlements calls fn for every invoice settled after the
 	// settle index afterIndex, backlog first, then live, until the stream
 	// fails or ctx ends. An error from fn ends it too.

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/internal/crashpoint"
+	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -45,6 +48,9 @@ type Config struct {
 	LowBalance time.Duration
 	// Retention: how long a paused container's data is kept.
 	Retention time.Duration
+	// ContainerKey returns the hex public key of a container's own Nostr
+	// identity, derived from the instance key (enclave.Key.ContainerKey).
+	ContainerKey func(id string) string
 }
 
 // Notice is a message for a container's owner.
@@ -67,6 +73,8 @@ type Deployer struct {
 	log    *slog.Logger
 	notify func(context.Context, Notice)
 
+	wake chan struct{}
+
 	// The mutex serialises lifecycle changes.
 	mu sync.Mutex
 }
@@ -80,18 +88,71 @@ func New(db *store.DB, rt Runtime, cfg Config, now func() time.Time, log *slog.L
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Deployer{db: db, rt: rt, ledger: billing.NewLedger(db), cfg: cfg, now: now, log: log, notify: notify}
+	if cfg.ContainerKey == nil {
+		cfg.ContainerKey = func(string) string { return "" }
+	}
+	return &Deployer{db: db, rt: rt, ledger: billing.NewLedger(db), cfg: cfg, now: now, log: log, notify: notify,
+		wake: make(chan struct{}, 1)}
 }
+
+// Wake receives a value whenever a container starts metering, so the
+// metering loop can recompute when its next Tick is due.
+func (d *Deployer) Wake() <-chan struct{} { return d.wake }
+
+func (d *Deployer) woke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Unit returns the resources of one unit.
+func (d *Deployer) Unit() Unit { return d.cfg.Unit }
+
+// Capacity returns the instance's capacity in units.
+func (d *Deployer) Capacity() int64 { return d.cfg.CapacityUnits }
+
+// DiskLimits says whether the runtime enforces the units' disk size.
+func (d *Deployer) DiskLimits() bool { return d.rt.DiskLimits() }
 
 // Record is a container's stored state.
 type Record struct {
 	ID, Name, Owner, Channel, Image, ImageRef string
+	Pubkey                                    string // the container's own identity (hex)
 	Units, PriceMsat, BalanceMsat             int64
 	State, Reason, DockerID                   string
 	Env                                       [][2]string
 	HasVolumes                                bool
 	PausedAt                                  time.Time
 	RunMs, ChargedMsat                        int64
+	CreatedAt                                 time.Time
+	RunningSince                              time.Time // start of the not yet charged stretch; zero unless running
+}
+
+// PaidUntil is when a running container's balance runs out; zero if it is
+// not running.
+func (r Record) PaidUntil() time.Time {
+	if r.RunningSince.IsZero() {
+		return time.Time{}
+	}
+	return r.RunningSince.Add(r.Left())
+}
+
+// LeftAt is the running time left at now: for a running container, Left
+// less what ran since the last charge.
+func (r Record) LeftAt(now time.Time) time.Duration {
+	if r.RunningSince.IsZero() {
+		return r.Left()
+	}
+	return max(r.PaidUntil().Sub(now), 0)
+}
+
+// Npub is the container's own identity, bech32.
+func (r Record) Npub() string {
+	if r.Pubkey == "" {
+		return ""
+	}
+	return nip.Npub(r.Pubkey)
 }
 
 // Left is the running time the balance still pays for.
@@ -106,11 +167,13 @@ var ErrNotFound = errors.New("no such container")
 func (d *Deployer) Get(ctx context.Context, id string) (Record, error) {
 	var r Record
 	var env string
-	var paused sql.NullInt64
-	err := d.db.QueryRowContext(ctx, `SELECT id, name, owner, channel, image, image_ref, units, price_msat, balance_msat,
-		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes FROM containers WHERE id = ?`, id).Scan(
-		&r.ID, &r.Name, &r.Owner, &r.Channel, &r.Image, &r.ImageRef, &r.Units, &r.PriceMsat, &r.BalanceMsat,
-		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes)
+	var paused, since sql.NullInt64
+	var created int64
+	err := d.db.QueryRowContext(ctx, `SELECT id, name, owner, channel, image, image_ref, pubkey, units, price_msat, balance_msat,
+		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes, created_at, running_since FROM containers WHERE id = ?`, id).Scan(
+		&r.ID, &r.Name, &r.Owner, &r.Channel, &r.Image, &r.ImageRef, &r.Pubkey, &r.Units, &r.PriceMsat, &r.BalanceMsat,
+		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes, &created, &since)
+	r.CreatedAt = time.UnixMilli(created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
 	}
@@ -119,6 +182,9 @@ func (d *Deployer) Get(ctx context.Context, id string) (Record, error) {
 	}
 	if paused.Valid {
 		r.PausedAt = time.UnixMilli(paused.Int64)
+	}
+	if since.Valid {
+		r.RunningSince = time.UnixMilli(since.Int64)
 	}
 	if err := json.Unmarshal([]byte(env), &r.Env); err != nil {
 		return r, fmt.Errorf("container %s env: %w", id, err)
@@ -197,7 +263,7 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	}
 	if used+rec.Units > d.cfg.CapacityUnits {
 		reason := fmt.Sprintf("no capacity: %d of %d units free, %d needed", d.cfg.CapacityUnits-used, d.cfg.CapacityUnits, rec.Units)
-		if rec.State != StatePaid {
+		if !strings.HasPrefix(rec.Reason, "no capacity") {
 			d.setState(ctx, id, StatePaid, reason, nil)
 			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is paid (%d sats balance) but the instance is full right now: %s. It starts when capacity frees up; the balance is kept.",
 				rec.Name, rec.BalanceMsat/1000, reason)})
@@ -208,12 +274,17 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 		return err
 	}
 	fail := func(step string, err error) error {
+		if ctx.Err() != nil {
+			// Shutting down: the record stays starting and the next
+			// start's Reconcile launches it again.
+			return fmt.Errorf("launch %s: %s: %w", id, step, err)
+		}
 		d.setState(ctx, id, StateFailed, step+": "+err.Error(), nil)
 		d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s could not be started (%s). Its balance of %d sats is kept; send `start %s` to retry.",
 			rec.Name, step, rec.BalanceMsat/1000, rec.Name)})
 		return fmt.Errorf("launch %s: %s: %w", id, step, err)
 	}
-	if err := d.rt.Pull(ctx, rec.ImageRef, nil); err != nil {
+	if err := d.rt.Pull(ctx, rec.ImageRef, d.pullProgress(ctx, rec)); err != nil {
 		return fail("pull", err)
 	}
 	env := make([]string, 0, len(rec.Env))
@@ -230,6 +301,7 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	if err != nil {
 		return fail("create", err)
 	}
+	crashpoint.Hit("after-create")
 	if err := d.rt.Start(ctx, dockerID); err != nil {
 		return fail("start", err)
 	}
@@ -242,19 +314,53 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
+	d.woke()
 	rec, _ = d.Get(ctx, id)
 	d.log.Info("container running", "container", id, "units", rec.Units)
 	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, u)})
 	return nil
 }
 
+// Pull progress: the renter hears about a pull that takes longer than
+// slowPull, then at most every pullNoticeEvery.
+const (
+	slowPull        = 10 * time.Second
+	pullNoticeEvery = 30 * time.Second
+)
+
+func (d *Deployer) pullProgress(ctx context.Context, rec Record) func(string) {
+	start := d.now()
+	var last time.Time
+	return func(status string) {
+		now := d.now()
+		if now.Sub(start) < slowPull || (!last.IsZero() && now.Sub(last) < pullNoticeEvery) {
+			return
+		}
+		last = now
+		d.notify(ctx, Notice{rec.ID, rec.Owner, rec.Channel, fmt.Sprintf("%s: still pulling the image (%s, %s so far)",
+			rec.Name, clip(status, 80), now.Sub(start).Round(time.Second))})
+	}
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
 // RuntimeName is the runtime's name for a container record.
 func RuntimeName(id string) string { return "enclaved-" + id }
 
 func runningText(r Record, u Unit) string {
-	return fmt.Sprintf("%s is running.\nimage: %s\nresources: %d unit(s) = %.2f CPU, %d MiB memory, %d processes\nbalance: %d sats, about %s of running time",
-		r.Name, r.ImageRef, r.Units, float64(r.Units*u.NanoCPUs)/1e9, r.Units*u.MemoryBytes>>20, r.Units*u.Pids,
-		r.BalanceMsat/1000, r.Left().Round(time.Minute))
+	return fmt.Sprintf(`%s is running.
+npub: %s
+image: %s
+resources: %d unit(s) = %.2f CPU, %d MiB memory, %d processes
+balance: %d sats, about %s of running time
+Send `+"`status %s`"+` to check on it, `+"`topup %s <sats>`"+` to add time.`,
+		r.Name, r.Npub(), r.ImageRef, r.Units, float64(r.Units*u.NanoCPUs)/1e9, r.Units*u.MemoryBytes>>20, r.Units*u.Pids,
+		r.BalanceMsat/1000, Human(r.Left()), r.Name, r.Name)
 }
 
 // Pause stops a running container and its meter (balance exhausted).
@@ -306,7 +412,7 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 		return nil
 	}
 	if rec.Left() <= 0 {
-		return fmt.Errorf("%s has no balance left: top it up first", rec.Name)
+		return &UserError{rec.Name + " has no balance left: top it up first"}
 	}
 	if err := d.rt.Start(ctx, rec.DockerID); err != nil {
 		return err
@@ -320,7 +426,8 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
-	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is running again; %d sats pay for about %s.", rec.Name, rec.BalanceMsat/1000, rec.Left().Round(time.Minute))})
+	d.woke()
+	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is running again; %d sats pay for about %s.", rec.Name, rec.BalanceMsat/1000, Human(rec.Left()))})
 	return nil
 }
 
@@ -355,6 +462,12 @@ func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
 func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 	now := d.now()
 	next := now.Add(time.Minute)
+	// Unpaid quotes whose invoice expired free their name.
+	if _, err := d.db.ExecContext(ctx, `UPDATE containers SET state = 'expired', state_reason = 'quote expired unpaid', updated_at = ?
+		WHERE state = 'quoted' AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.container_id = containers.id AND i.expires_at > ?)`,
+		now.UnixMilli(), now.Unix()); err != nil {
+		return next, err
+	}
 	ids, err := d.idsIn(ctx, StateRunning)
 	if err != nil {
 		return next, err
@@ -374,10 +487,10 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 			}
 			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is paused: its balance is used up. Its data is kept until %s; send `topup %s <sats>` or zap it to resume.",
 				rec.Name, now.Add(d.cfg.Retention).UTC().Format(time.RFC3339), rec.Name)})
-		case m.Left < d.cfg.LowBalance && !m.LowNotified:
+		case m.Left < d.lowBalance(rec, m.Left) && !m.LowNotified:
 			d.ledger.MarkLowNotified(ctx, id)
 			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s has %d sats left, about %s of running time. Send `topup %s <sats>` to keep it running.",
-				rec.Name, m.BalanceMsat/1000, m.Left.Round(time.Minute), rec.Name)})
+				rec.Name, m.BalanceMsat/1000, Human(m.Left), rec.Name)})
 		}
 		if !m.Exhausted && now.Add(m.Left).Before(next) {
 			next = now.Add(m.Left)
@@ -403,7 +516,26 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 			next = until
 		}
 	}
+	// Paid containers that waited for capacity start when some is free.
+	waiting, err := d.idsIn(ctx, StatePaid)
+	if err != nil {
+		return next, err
+	}
+	for _, id := range waiting {
+		if err := d.Launch(ctx, id); err != nil {
+			d.log.Warn("launch failed", "container", id, "err", err)
+		}
+	}
 	return next, nil
+}
+
+// lowBalance is when an owner is told that time runs short: the operator's
+// setting, or a quarter of all the running time the container was paid
+// for, whichever is less (a renter who paid for one hour is not warned at
+// once, but at 15 minutes left).
+func (d *Deployer) lowBalance(rec Record, left time.Duration) time.Duration {
+	paid := time.Duration(rec.RunMs)*time.Millisecond + left
+	return min(d.cfg.LowBalance, paid/4)
 }
 
 func (d *Deployer) idsIn(ctx context.Context, state string) ([]string, error) {

@@ -157,6 +157,13 @@ func TestLifecycleWithMetering(t *testing.T) {
 	if want := f.clock.Now().Add(time.Minute); !next.Equal(want) {
 		t.Errorf("next tick %s, want %s", next, want)
 	}
+	// The owner is warned at a quarter of the paid time (30 min) left,
+	// as that is less than the 1 h setting, and once only.
+	if n := f.inbox.count("sats left"); n != 0 {
+		t.Errorf("warned with 59 min of 120 left")
+	}
+	f.clock.Add(30 * time.Minute)
+	f.d.Tick(ctx)
 	f.clock.Add(time.Second)
 	f.d.Tick(ctx)
 	if n := f.inbox.count("sats left"); n != 1 {
@@ -176,7 +183,7 @@ func TestLifecycleWithMetering(t *testing.T) {
 	if r := f.state(t, "life"); r.State != deployer.StateRunning || !f.running(t, "life") {
 		t.Fatalf("after top-up: %s running %v", r.State, f.running(t, "life"))
 	}
-	testenv.WaitLog(t, testenv.Docker(t), f.state(t, "life").DockerID, "starts 2") // its volume survived the pause
+	testenv.WaitFile(t, testenv.Docker(t), f.state(t, "life").DockerID, "/data/starts", "2") // its volume survived the pause
 	f.clock.Add(30 * time.Minute)
 	f.d.Tick(ctx)
 	if r := f.state(t, "life"); r.State != deployer.StatePaused {

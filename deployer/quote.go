@@ -46,22 +46,31 @@ type Quote struct {
 	Invoice     billing.Invoice
 }
 
-// QuoteError is a reason a deploy is refused, meant for the renter.
-type QuoteError struct{ Msg string }
+// UserError is a reason a request is refused, meant for the renter.
+type UserError struct{ Msg string }
 
-func (e *QuoteError) Error() string { return e.Msg }
+func (e *UserError) Error() string { return e.Msg }
+
+// A renter waits for a quote: the registry and the Lightning node get
+// this long before the answer is an error.
+const (
+	resolveTimeout = 30 * time.Second
+	invoiceTimeout = 15 * time.Second
+)
 
 // Quote resolves the image, checks it fits the units' disk and the free
 // capacity, records the quoted container and issues its invoice.
 func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Command) (Quote, error) {
 	d := q.D
-	img, err := q.Images.Resolve(ctx, cmd.Image)
+	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	img, err := q.Images.Resolve(rctx, cmd.Image)
+	cancel()
 	if err != nil {
 		return Quote{}, err
 	}
 	units, hours := int64(cmd.Units), int64(cmd.Hours)
 	if disk := units * d.cfg.Unit.DiskBytes; d.cfg.Unit.DiskBytes > 0 && img.Size > disk {
-		return Quote{}, &QuoteError{fmt.Sprintf("%s is %d MiB compressed; %d unit(s) give %d MiB of disk: ask for more units",
+		return Quote{}, &UserError{fmt.Sprintf("%s is %d MiB compressed; %d unit(s) give %d MiB of disk: ask for more units",
 			cmd.Image, img.Size>>20, units, disk>>20)}
 	}
 	free, err := d.FreeUnits(ctx)
@@ -69,7 +78,7 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 		return Quote{}, err
 	}
 	if units > free {
-		return Quote{}, &QuoteError{fmt.Sprintf("this instance has %d free unit(s) of %d; you asked for %d", max(free, 0), d.cfg.CapacityUnits, units)}
+		return Quote{}, &UserError{fmt.Sprintf("this instance has %d free unit(s) of %d; you asked for %d", max(free, 0), d.cfg.CapacityUnits, units)}
 	}
 	id, err := randomID()
 	if err != nil {
@@ -87,26 +96,28 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 	price := q.Pricing.PriceMsatPerUnitHour
 	total := units * price * hours
 	if total <= 0 {
-		return Quote{}, &QuoteError{"this instance has no price set"}
+		return Quote{}, &UserError{"this instance has no price set"}
 	}
 	now := d.now()
 	res, err := d.db.ExecContext(ctx, `INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, image_volumes,
-		units, price_msat, env, state, created_at, updated_at)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?
-		WHERE NOT EXISTS (SELECT 1 FROM containers WHERE name = ? AND state != 'removed' AND state != 'expired')`,
+		units, price_msat, env, pubkey, state, created_at, updated_at)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?
+		WHERE NOT EXISTS (SELECT 1 FROM containers WHERE name = ?)`,
 		id, name, owner, channel, cmd.Image, img.Pinned, img.Size, img.HasVolumes, units, price, string(envJSON),
-		now.UnixMilli(), now.UnixMilli(), name)
+		d.cfg.ContainerKey(id), now.UnixMilli(), now.UnixMilli(), name)
 	if err != nil {
 		if strings.Contains(err.Error(), "UNIQUE") {
-			return Quote{}, &QuoteError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
+			return Quote{}, &UserError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
 		}
 		return Quote{}, err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return Quote{}, &QuoteError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
+		return Quote{}, &UserError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
 	}
 	memo := fmt.Sprintf("enclaved quote %s: %s, %d unit(s) for %d h", id, name, units, hours)
-	inv, err := q.Lightning.AddInvoice(ctx, total, memo, q.Pricing.QuoteExpiry)
+	ictx, cancel := context.WithTimeout(ctx, invoiceTimeout)
+	inv, err := q.Lightning.AddInvoice(ictx, total, memo, q.Pricing.QuoteExpiry)
+	cancel()
 	if err != nil {
 		d.setState(ctx, id, StateFailed, "invoice: "+err.Error(), nil)
 		return Quote{}, fmt.Errorf("quote %s: %w", id, err)

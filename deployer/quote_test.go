@@ -19,7 +19,7 @@ func TestQuote(t *testing.T) {
 	f := newFixture(t, "inst-quote")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	client := ln.Operator.InvoiceClient(t)
+	client := testenv.InvoiceClient(t, ln.Operator)
 	q := &deployer.Quoter{D: f.d, Images: &deployer.Resolver{}, Lightning: client,
 		Pricing: deployer.Pricing{PriceMsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute}}
 

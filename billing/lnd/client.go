@@ -86,6 +86,7 @@ func (c *Client) SubscribeSettlements(ctx context.Context, afterIndex uint64, fn
 			AmountMsat:  inv.AmtPaidMsat,
 			SettleIndex: inv.SettleIndex,
 			SettledAt:   time.Unix(inv.SettleDate, 0),
+			Preimage:    hex.EncodeToString(inv.RPreimage),
 		}); err != nil {
 			return err
 		}

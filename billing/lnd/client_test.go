@@ -47,7 +47,7 @@ func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
 		VALUES ('a', 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`); err != nil {
 		t.Fatal(err)
 	}
-	client := ln.Operator.InvoiceClient(t)
+	client := testenv.InvoiceClient(t, ln.Operator)
 
 	invoice := func(msat int64) billing.Invoice {
 		t.Helper()

@@ -64,26 +64,9 @@ func TestCreateAppliesLimitsAndHardening(t *testing.T) {
 	if err := r.Start(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	info, err := dc.ContainerInspect(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := testenv.CheckHardened(t, dc, id, testenv.Hardening{NanoCPUs: s.NanoCPUs, Memory: s.MemoryBytes, Pids: s.Pids,
+		Network: s.Name, ReadonlyRoot: false}) // hello declares a volume, so its root stays writable
 	h := info.HostConfig
-	if h.NanoCPUs != s.NanoCPUs || h.Memory != s.MemoryBytes || h.MemorySwap != s.MemoryBytes || h.PidsLimit == nil || *h.PidsLimit != s.Pids {
-		t.Errorf("limits: cpus %d mem %d swap %d pids %v", h.NanoCPUs, h.Memory, h.MemorySwap, h.PidsLimit)
-	}
-	if h.Privileged || len(h.CapDrop) != 1 || h.CapDrop[0] != "ALL" || len(h.CapAdd) != 0 {
-		t.Errorf("privileges: privileged %v capdrop %v capadd %v", h.Privileged, h.CapDrop, h.CapAdd)
-	}
-	if !strings.Contains(strings.Join(h.SecurityOpt, ","), "no-new-privileges") {
-		t.Errorf("security opts %v", h.SecurityOpt)
-	}
-	if len(h.Binds) != 0 || len(h.Devices) != 0 || h.PidMode != "" || h.IpcMode == "host" || h.NetworkMode != container.NetworkMode(s.Name) {
-		t.Errorf("host access: binds %v devices %v pid %q ipc %q net %q", h.Binds, h.Devices, h.PidMode, h.IpcMode, h.NetworkMode)
-	}
-	if h.ReadonlyRootfs {
-		t.Error("hello declares a volume, so its root should stay writable")
-	}
 	if r.DiskLimits() != (h.StorageOpt["size"] != "") {
 		t.Errorf("disk limits supported=%v but storage opts %v", r.DiskLimits(), h.StorageOpt)
 	}

@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"archive/tar"
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -10,6 +12,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/enclaved/enclaved/internal/proc"
 )
 
 // Docker returns a client of the machine's Docker engine (DOCKER_HOST or the
@@ -38,10 +42,14 @@ func Docker(tb testing.TB) *client.Client {
 // fails the test with what it printed if that does not happen in 30 s. It
 // re-reads the log rather than following it: the engine's follow mode can
 // miss lines written while it switches from reading to watching the file.
+// Each read gets a few seconds: Docker 20.10 can leave a read of a
+// container's log hanging when the container restarts meanwhile.
 func WaitLog(tb testing.TB, dc *client.Client, id, want string) {
 	tb.Helper()
 	var out strings.Builder
-	err := waitFor(context.Background(), "container output "+want, 30*time.Second, func(ctx context.Context) (bool, error) {
+	err := proc.WaitFor(context.Background(), "container output "+want, 30*time.Second, func(ctx context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
 		rc, err := dc.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true})
 		if err != nil {
 			return false, err
@@ -56,4 +64,72 @@ func WaitLog(tb testing.TB, dc *client.Client, id, want string) {
 	if err != nil {
 		tb.Fatalf("%v; it printed:\n%s", err, out.String())
 	}
+}
+
+// WaitFile waits until the file at path inside container id holds want
+// (surrounding space ignored), reading it through the engine's archive API,
+// and fails the test with the last content read if that does not happen in
+// 30 s. It checks a container's volume without its log: Docker 20.10 can
+// leave a log read hanging for good once the container was restarted.
+func WaitFile(tb testing.TB, dc *client.Client, id, path, want string) {
+	tb.Helper()
+	var last string
+	err := proc.WaitFor(context.Background(), path+" = "+want, 30*time.Second, func(ctx context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		rc, _, err := dc.CopyFromContainer(ctx, id, path)
+		if err != nil {
+			return false, err
+		}
+		defer rc.Close()
+		tr := tar.NewReader(rc)
+		if _, err := tr.Next(); err != nil {
+			return false, err
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+		if err != nil {
+			return false, err
+		}
+		last = string(b)
+		return strings.TrimSpace(last) == want, nil
+	})
+	if err != nil {
+		tb.Fatalf("%v; it held %q", err, last)
+	}
+}
+
+// Hardening is what a renter's container must look like to the engine.
+type Hardening struct {
+	NanoCPUs, Memory, Pids int64
+	Network                string // its own network's name
+	ReadonlyRoot           bool
+}
+
+// CheckHardened inspects container id and reports every way it differs
+// from want: limits (swap = memory), no privileges (cap-drop ALL,
+// no-new-privileges), no host mounts, devices or namespaces, its own
+// network, the root file system mode.
+func CheckHardened(tb testing.TB, dc *client.Client, id string, want Hardening) container.InspectResponse {
+	tb.Helper()
+	info, err := dc.ContainerInspect(context.Background(), id)
+	if err != nil {
+		tb.Fatalf("inspect %s: %v", id, err)
+	}
+	h := info.HostConfig
+	if h.NanoCPUs != want.NanoCPUs || h.Memory != want.Memory || h.MemorySwap != want.Memory || h.PidsLimit == nil || *h.PidsLimit != want.Pids {
+		tb.Errorf("limits: cpus %d mem %d swap %d pids %v, want %+v", h.NanoCPUs, h.Memory, h.MemorySwap, h.PidsLimit, want)
+	}
+	if h.Privileged || len(h.CapDrop) != 1 || h.CapDrop[0] != "ALL" || len(h.CapAdd) != 0 {
+		tb.Errorf("privileges: privileged %v capdrop %v capadd %v", h.Privileged, h.CapDrop, h.CapAdd)
+	}
+	if !strings.Contains(strings.Join(h.SecurityOpt, ","), "no-new-privileges") {
+		tb.Errorf("security opts %v", h.SecurityOpt)
+	}
+	if len(h.Binds) != 0 || len(h.Mounts) != 0 || len(h.Devices) != 0 || h.PidMode != "" || h.IpcMode == "host" || h.NetworkMode != container.NetworkMode(want.Network) {
+		tb.Errorf("host access: binds %v mounts %v devices %v pid %q ipc %q net %q", h.Binds, h.Mounts, h.Devices, h.PidMode, h.IpcMode, h.NetworkMode)
+	}
+	if h.ReadonlyRootfs != want.ReadonlyRoot {
+		tb.Errorf("read-only root %v, want %v", h.ReadonlyRootfs, want.ReadonlyRoot)
+	}
+	return info
 }

@@ -158,7 +158,7 @@ func TestDockerHelloServesAndKeepsVolume(t *testing.T) {
 	if err := dc.ContainerRestart(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitLog(t, dc, id, "starts 2")
+	testenv.WaitFile(t, dc, id, "/data/starts", "2")
 }
 
 func httpGet(t *testing.T, ctx context.Context, url string) string {

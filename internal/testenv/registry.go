@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/enclaved/enclaved/internal/proc"
 )
 
 // RegistryServer is a local OCI registry (Debian's docker-registry, the CNCF
@@ -17,7 +19,7 @@ import (
 type RegistryServer struct {
 	// Host is host:port, the prefix of image references.
 	Host string
-	proc *proc
+	proc *proc.Proc
 }
 
 var registry sharedPart[*RegistryServer]
@@ -31,7 +33,7 @@ func Registry(tb testing.TB) *RegistryServer {
 		if err != nil {
 			return nil, nil, err
 		}
-		return srv, srv.proc.kill, nil
+		return srv, srv.proc.Kill, nil
 	})
 }
 
@@ -44,7 +46,7 @@ func startRegistry() (*RegistryServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -65,12 +67,12 @@ http:
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProc("docker-registry", dir, bin, "serve", filepath.Join(dir, "config.yml"))
+	p, err := proc.Start("docker-registry", dir, bin, "serve", filepath.Join(dir, "config.yml"))
 	if err != nil {
 		return nil, err
 	}
 	srv := &RegistryServer{Host: host, proc: p}
-	err = waitFor(context.Background(), "registry /v2/", 20*time.Second, func(ctx context.Context) (bool, error) {
+	err = proc.WaitFor(context.Background(), "registry /v2/", 20*time.Second, func(ctx context.Context) (bool, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v2/", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -80,7 +82,7 @@ http:
 		return resp.StatusCode == http.StatusOK, nil
 	}, p)
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return nil, err
 	}
 	return srv, nil
