@@ -6,7 +6,9 @@
 package enclave
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -129,3 +131,34 @@ func (k Key) LogValue() slog.Value { return slog.StringValue(k.Npub()) }
 
 // GoString keeps %#v from printing the secret.
 func (k Key) GoString() string { return "enclave.Key{" + k.Npub() + "}" }
+
+// Labels of the keys derived from the instance key; each starts the HMAC
+// input, so no two uses of the instance key can collide.
+const (
+	containerKeyLabel = "enclaved/container-key/v1\x00"
+	zapperKeyLabel    = "enclaved/zapper-key/v1\x00"
+)
+
+// ContainerKey derives the key pair of the container with the given record
+// id: the secret is HMAC-SHA256(instance secret, label ‖ id ‖ counter) for
+// the first one-byte counter (0, 1, ...) that gives a valid secp256k1 secret
+// key. A restored instance key recovers every container key from the ids
+// alone; nothing per container is stored.
+func (k Key) ContainerKey(id string) Key { return k.derive(containerKeyLabel, id) }
+
+// ZapperKey derives the key that signs the instance's zap receipts (the
+// nostrPubkey of its LNURL endpoints), the same way with its own label.
+func (k Key) ZapperKey() Key { return k.derive(zapperKeyLabel, "") }
+
+func (k Key) derive(label, id string) Key {
+	sec, _ := hex.DecodeString(k.sec)
+	for ctr := byte(0); ; ctr++ {
+		m := hmac.New(sha256.New, sec)
+		m.Write([]byte(label))
+		m.Write([]byte(id))
+		m.Write([]byte{ctr})
+		if dk, err := ParseKey(hex.EncodeToString(m.Sum(nil))); err == nil {
+			return dk
+		}
+	}
+}

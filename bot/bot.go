@@ -1,0 +1,198 @@
+// Package bot is the instance's Nostr front door: it listens on the
+// instance's relays for NIP-17 and NIP-04 DMs and for mentions, answers
+// each command once (deduplicated by event id in SQLite, across relays and
+// restarts), replies on the channel the command came in, DMs owners the
+// deployer's notices, and publishes the instance's profile and relay lists.
+//
+// It runs inside the enclave. Decrypted DMs are private: they are never
+// logged, and neither is anything from a command's text.
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/store"
+)
+
+// Defaults of Config.
+const (
+	// DefaultLookback is how far back the bot asks relays for events: NIP-59
+	// lets a gift wrap's created_at lie up to two days in the past.
+	DefaultLookback = 48 * time.Hour
+	DefaultRate     = 10 // commands per pubkey per RateWindow
+	DefaultWindow   = time.Minute
+	maxReplyRelays  = 3
+	inboxCacheTTL   = 10 * time.Minute
+	workers         = 4
+)
+
+// Config is the bot's part of the instance configuration.
+type Config struct {
+	// Relays the instance listens on and publishes to.
+	Relays []string
+	// Name and About go into the instance's kind-0 profile.
+	Name, About string
+	Pricing     deployer.Pricing
+	// Retention is how long paused containers are kept (told in help).
+	Retention time.Duration
+	// Lookback: how old an event may be and still be answered.
+	Lookback time.Duration
+	// Rate commands per pubkey per Window; more get one "slow down".
+	Rate   int
+	Window time.Duration
+	// Dev marks every event the bot publishes with t=dev, so no client
+	// mistakes a dev instance for an attested one.
+	Dev bool
+}
+
+// Bot answers commands. Create it with New, then call Run.
+type Bot struct {
+	keys nip.Keys
+	self string
+	db   *store.DB
+	d    *deployer.Deployer
+	q    *deployer.Quoter
+	cfg  Config
+	now  func() time.Time
+	log  *slog.Logger
+	pool *nostr.SimplePool
+	rate *limiter
+
+	// The mutex protects the following elements.
+	mu     sync.Mutex
+	inbox  map[string]inboxEntry // pubkey → its kind-10050 relays
+	closed bool
+}
+
+type inboxEntry struct {
+	relays []string
+	at     time.Time
+}
+
+// New returns a bot for the instance whose key is keys. now is the clock.
+func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *deployer.Quoter, cfg Config, now func() time.Time, log *slog.Logger) (*Bot, error) {
+	self, err := keys.GetPublicKey(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Relays) == 0 {
+		return nil, errors.New("bot: no relays")
+	}
+	if cfg.Lookback <= 0 {
+		cfg.Lookback = DefaultLookback
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Bot{keys: keys, self: self, db: db, d: d, q: q, cfg: cfg, now: now, log: log,
+		pool: nostr.NewSimplePool(context.Background()), rate: newLimiter(cfg.Rate, cfg.Window),
+		inbox: map[string]inboxEntry{}}, nil
+}
+
+// Pubkey is the instance's hex public key.
+func (b *Bot) Pubkey() string { return b.self }
+
+// Run publishes the instance's profile and relay lists, then listens on
+// every relay and answers commands until ctx ends.
+func (b *Bot) Run(ctx context.Context) error {
+	defer b.pool.Close("bot stopped")
+	if err := b.PublishProfile(ctx); err != nil {
+		b.log.Warn("publishing the profile failed", "err", err)
+	}
+	events := make(chan *nostr.Event, 256)
+	var wg sync.WaitGroup
+	for _, url := range b.cfg.Relays {
+		wg.Go(func() { b.listen(ctx, url, events) })
+	}
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case evt := <-events:
+					b.Handle(ctx, evt)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// filters asks for everything addressed to the instance since the lookback.
+func (b *Bot) filters() nostr.Filters {
+	since := nostr.Timestamp(b.now().Add(-b.cfg.Lookback - time.Hour).Unix()) // as old as Handle accepts
+	p := nostr.TagMap{"p": {b.self}}
+	return nostr.Filters{
+		{Kinds: []int{nostr.KindGiftWrap}, Tags: p, Since: &since},
+		{Kinds: []int{nostr.KindEncryptedDirectMessage}, Tags: p, Since: &since},
+		{Kinds: []int{nostr.KindTextNote}, Tags: p, Since: &since},
+	}
+}
+
+// listen keeps one subscription open on a relay. Each (re)subscription asks
+// again from now − lookback, so back-dated gift wraps that reached the relay
+// while the connection was down are still fetched; duplicates are dropped
+// by Handle.
+func (b *Bot) listen(ctx context.Context, url string, out chan<- *nostr.Event) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		began := time.Now()
+		err := b.subscribe(ctx, url, out)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) > time.Minute {
+			backoff = 200 * time.Millisecond
+		}
+		b.log.Warn("relay subscription ended; resubscribing", "relay", url, "err", err, "after", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (b *Bot) subscribe(ctx context.Context, url string, out chan<- *nostr.Event) error {
+	r, err := b.pool.EnsureRelay(url)
+	if err != nil {
+		return err
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(r.Context(), cancel)
+	defer stop()
+	sub, err := r.Subscribe(subCtx, b.filters())
+	if err != nil {
+		return err
+	}
+	b.log.Debug("listening", "relay", url)
+	for evt := range sub.Events {
+		select {
+		case out <- evt:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return fmt.Errorf("subscription closed: %w", context.Cause(subCtx))
+}

@@ -1,0 +1,249 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/nip"
+)
+
+// maxLogChars bounds the logs sent in one DM (the tail is kept).
+const maxLogChars = 8000
+
+const helpPointer = "Send `help` for the commands."
+
+// answer runs the command in msg and returns the reply text. Every user
+// mistake gets a one-line reason; internal errors are logged and the user
+// gets a short apology without details.
+func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
+	cmd, err := nip.ParseCommand(msg.Text)
+	if err != nil {
+		if errors.Is(err, nip.ErrEmpty) {
+			return b.help(ctx)
+		}
+		return err.Error() + ". " + helpPointer
+	}
+	dm := msg.Channel != nip.ChannelMention
+	switch cmd.Verb {
+	case nip.VerbHelp:
+		return b.help(ctx)
+	case nip.VerbDeploy:
+		if len(cmd.Env) > 0 && !dm {
+			return "env values are accepted only by DM (NIP-17 or NIP-04), never in a public note. Send the same deploy by DM."
+		}
+		return b.deploy(ctx, msg, cmd)
+	case nip.VerbStatus:
+		return b.status(ctx, msg.From, cmd.Target)
+	case nip.VerbTopup:
+		return b.topup(ctx, cmd)
+	case nip.VerbLogs:
+		if !dm {
+			return "logs are private: send `logs " + cmd.Target + "` by DM."
+		}
+		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
+			out, err := b.d.Logs(ctx, r.ID, cmd.Lines)
+			var ue *deployer.UserError
+			if errors.As(err, &ue) {
+				return ue.Msg
+			}
+			if err != nil {
+				return b.failure("logs", err)
+			}
+			if len(out) > maxLogChars {
+				out = "…" + out[len(out)-maxLogChars:]
+			}
+			if strings.TrimSpace(out) == "" {
+				return fmt.Sprintf("%s has written no output yet.", r.Name)
+			}
+			return fmt.Sprintf("logs of %s (last %d lines):\n%s", r.Name, cmd.Lines, out)
+		})
+	case nip.VerbStop:
+		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
+			if r.State != deployer.StateRunning {
+				return fmt.Sprintf("%s is %s, not running.", r.Name, r.State)
+			}
+			if err := b.d.Stop(ctx, r.ID); err != nil {
+				return b.failure("stop", err)
+			}
+			r, _ = b.d.Get(ctx, r.ID)
+			return fmt.Sprintf("%s is stopped; it is not charged while stopped and keeps its data and %d sats. Send `start %s` to run it again.",
+				r.Name, r.BalanceMsat/1000, r.Name)
+		})
+	case nip.VerbStart:
+		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
+			if r.State == deployer.StateRunning {
+				return fmt.Sprintf("%s is already running.", r.Name)
+			}
+			if err := b.d.Start(ctx, r.ID); err != nil {
+				return fmt.Sprintf("%s did not start: %s", r.Name, userError(err))
+			}
+			r, _ = b.d.Get(ctx, r.ID)
+			return fmt.Sprintf("%s is %s.", r.Name, r.State)
+		})
+	case nip.VerbDelete:
+		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
+			if err := b.d.Delete(ctx, r.ID); err != nil {
+				return b.failure("delete", err)
+			}
+			r, _ = b.d.Get(ctx, r.ID)
+			if r.BalanceMsat > 0 {
+				return fmt.Sprintf("%s is deleted. Its unspent %d sats are not refunded.", r.Name, r.BalanceMsat/1000)
+			}
+			return fmt.Sprintf("%s is deleted.", r.Name)
+		})
+	}
+	return "unknown command. " + helpPointer
+}
+
+// owned runs f on the sender's container named target.
+func (b *Bot) owned(ctx context.Context, from, target string, f func(deployer.Record) string) string {
+	r, err := b.d.Find(ctx, target)
+	if errors.Is(err, deployer.ErrNotFound) || (err == nil && (r.State == deployer.StateRemoved || r.State == deployer.StateExpired)) {
+		return fmt.Sprintf("no container %s here. Send `status` for yours.", target)
+	}
+	if err != nil {
+		return userError(err)
+	}
+	if r.Owner != from {
+		return fmt.Sprintf("%s is not yours: only its owner can do that.", r.Name)
+	}
+	return f(r)
+}
+
+func (b *Bot) help(ctx context.Context) string {
+	u := b.d.Unit()
+	free, _ := b.d.FreeUnits(ctx)
+	disk := "enforced"
+	if !b.d.DiskLimits() {
+		disk = "not enforced by this instance's storage driver"
+	}
+	return fmt.Sprintf(`enclaved: rent a container in this instance, pay over Lightning.
+
+deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...]  quote + invoice (env only by DM)
+status [name|npub]  your containers
+topup <name|npub> <sats>  an invoice that credits a container
+logs <name|npub> [lines]  its output (DM, owner only)
+stop|start|delete <name|npub>  owner only
+
+1 unit = %s; disk %s.
+Price: %s per unit-hour, charged per second of running time. Capacity: %d of %d units free.
+A container whose balance runs out is paused and kept %s, then removed; a topup resumes it.`,
+		unitText(u, 1), disk, sats(b.cfg.Pricing.PriceMsatPerUnitHour), max(free, 0), b.d.Capacity(), deployer.Human(b.cfg.Retention))
+}
+
+func (b *Bot) deploy(ctx context.Context, msg nip.Message, cmd nip.Command) string {
+	q, err := b.q.Quote(ctx, msg.From, string(msg.Channel), cmd)
+	if err != nil {
+		var ie *deployer.ImageError
+		var qe *deployer.UserError
+		if errors.As(err, &ie) || errors.As(err, &qe) {
+			return "cannot deploy: " + err.Error()
+		}
+		return b.failure("quote", err)
+	}
+	expires := deployer.Human(q.Invoice.ExpiresAt.Sub(b.now()))
+	return fmt.Sprintf(`Quote %s for %s
+image: %s
+resources: %s
+price: %s per unit-hour × %d unit(s) × %d h = %s
+Pay within %s; %s starts when the invoice is paid:
+
+%s`, q.ContainerID, q.Name, q.Image.Pinned, unitText(q.Per, q.Units), sats(q.PriceMsat), q.Units, q.Hours, sats(q.TotalMsat),
+		expires, q.Name, q.Invoice.Bolt11)
+}
+
+func (b *Bot) status(ctx context.Context, from, target string) string {
+	var recs []deployer.Record
+	if target != "" {
+		r, err := b.d.Find(ctx, target)
+		if errors.Is(err, deployer.ErrNotFound) {
+			return fmt.Sprintf("no container %s here.", target)
+		}
+		if err != nil {
+			return userError(err)
+		}
+		recs = append(recs, r)
+	} else {
+		var err error
+		if recs, err = b.d.Owned(ctx, from); err != nil {
+			return b.failure("status", err)
+		}
+		if len(recs) == 0 {
+			return "you have no containers here. Send `help` to see how to deploy one."
+		}
+	}
+	var sb strings.Builder
+	for i, r := range recs {
+		if i > 0 {
+			sb.WriteString("\n\n")
+		}
+		fmt.Fprintf(&sb, "%s: %s", r.Name, r.State)
+		if r.Reason != "" && r.State != deployer.StateRunning && r.Owner == from { // reasons are the owner's business
+			fmt.Fprintf(&sb, " (%s)", r.Reason)
+		}
+		fmt.Fprintf(&sb, "\nnpub: %s\nbalance: %d sats", r.Npub(), r.BalanceMsat/1000)
+		if r.State == deployer.StateRunning {
+			fmt.Fprintf(&sb, ", about %s left", deployer.Human(r.LeftAt(b.now())))
+		}
+		fmt.Fprintf(&sb, "\nresources: %s", unitText(b.d.Unit(), r.Units))
+	}
+	return sb.String()
+}
+
+func (b *Bot) topup(ctx context.Context, cmd nip.Command) string {
+	r, err := b.d.Find(ctx, cmd.Target)
+	if errors.Is(err, deployer.ErrNotFound) {
+		return fmt.Sprintf("no container %s here.", cmd.Target)
+	}
+	if err != nil {
+		return userError(err)
+	}
+	inv, err := b.q.Topup(ctx, r, cmd.Sats)
+	var qe *deployer.UserError
+	if errors.As(err, &qe) {
+		return qe.Msg
+	}
+	if err != nil {
+		return b.failure("topup", err)
+	}
+	return fmt.Sprintf("Invoice for %d sats to %s (pay within %s):\n\n%s", cmd.Sats, r.Name,
+		deployer.Human(inv.ExpiresAt.Sub(b.now())), inv.Bolt11)
+}
+
+// failure logs an internal error and returns what the user is told.
+func (b *Bot) failure(what string, err error) string {
+	b.log.Error(what+" failed", "err", err)
+	return fmt.Sprintf("sorry, %s failed on the instance's side; try again later.", what)
+}
+
+// userError is err's message when it is meant for users, else a generic
+// line (internal errors may hold details users must not see).
+func userError(err error) string {
+	var ue *deployer.UserError
+	if errors.As(err, &ue) {
+		return ue.Msg
+	}
+	return "that did not work on the instance's side; try again later."
+}
+
+func unitText(u deployer.Unit, n int64) string {
+	s := fmt.Sprintf("%.2f CPU, %d MiB memory, %d processes", float64(n*u.NanoCPUs)/1e9, n*u.MemoryBytes>>20, n*u.Pids)
+	if u.DiskBytes > 0 {
+		s += fmt.Sprintf(", %d MiB disk", n*u.DiskBytes>>20)
+	}
+	if n != 1 {
+		s = fmt.Sprintf("%d units = %s", n, s)
+	}
+	return s
+}
+
+// sats formats msat as sats, keeping the millisatoshis when there are any.
+func sats(msat int64) string {
+	if msat%1000 == 0 {
+		return fmt.Sprintf("%d sats", msat/1000)
+	}
+	return fmt.Sprintf("%d.%03d sats", msat/1000, msat%1000)
+}

@@ -1,0 +1,188 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/nip"
+)
+
+// maxFuture bounds how far in the future an event's created_at may be.
+const maxFuture = 15 * time.Minute
+
+// Handle answers one event from a relay, at most once per event id and,
+// for NIP-17, per rumor id (the same DM wrapped twice or sent to several
+// relays). An event is marked seen before it is answered: a crash in
+// between loses one reply rather than sending two.
+func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
+	now := b.now()
+	at := evt.CreatedAt.Time()
+	if at.Before(now.Add(-b.cfg.Lookback-time.Hour)) || at.After(now.Add(maxFuture)) {
+		return
+	}
+	switch evt.Kind {
+	case nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote:
+	default:
+		return
+	}
+	if evt.PubKey == b.self {
+		return // our own echo
+	}
+	if first, err := b.markSeen(ctx, evt.ID); err != nil || !first {
+		if err != nil {
+			b.log.Error("dedupe", "err", err)
+		}
+		return
+	}
+	msg, err := nip.Decode(ctx, b.keys, b.self, evt)
+	if err != nil {
+		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		return
+	}
+	if msg.ID != evt.ID {
+		if first, err := b.markSeen(ctx, msg.ID); err != nil || !first {
+			return
+		}
+	}
+	switch b.rate.allow(msg.From, now) {
+	case refuse:
+		return
+	case warn:
+		b.reply(ctx, msg, fmt.Sprintf("slow down: at most %d commands per %s. Try again in a moment.", b.cfg.Rate, b.cfg.Window))
+		return
+	}
+	text := b.answer(ctx, msg)
+	b.reply(ctx, msg, text)
+}
+
+func (b *Bot) markSeen(ctx context.Context, id string) (bool, error) {
+	res, err := b.db.ExecContext(ctx, `INSERT INTO seen_events (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
+		id, b.now().UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// PruneSeen forgets events seen longer ago than the lookback plus a day:
+// Handle drops anything that old before looking it up.
+func (b *Bot) PruneSeen(ctx context.Context) error {
+	_, err := b.db.ExecContext(ctx, `DELETE FROM seen_events WHERE at < ?`,
+		b.now().Add(-b.cfg.Lookback-24*time.Hour).UnixMilli())
+	return err
+}
+
+// reply sends text back on msg's channel.
+func (b *Bot) reply(ctx context.Context, msg nip.Message, text string) {
+	evt, err := nip.Reply(ctx, b.keys, msg, text, nostr.Timestamp(b.now().Unix()))
+	if err != nil {
+		b.log.Error("building a reply failed", "channel", msg.Channel, "err", err)
+		return
+	}
+	b.publish(ctx, evt, b.relaysFor(ctx, msg.Channel, msg.From))
+}
+
+// Notify DMs a deployer notice to the container's owner: NIP-04 if the
+// owner wrote by NIP-04, else NIP-17 (notices are private, so a renter who
+// came by mention gets them by NIP-17).
+func (b *Bot) Notify(ctx context.Context, n deployer.Notice) {
+	ch := nip.Channel(n.Channel)
+	evt, _, err := nip.DM(ctx, b.keys, ch, n.Owner, n.Text, nostr.Timestamp(b.now().Unix()))
+	if err != nil {
+		b.log.Error("building a notice failed", "container", n.ContainerID, "err", err)
+		return
+	}
+	if ch != nip.ChannelNIP04 {
+		ch = nip.ChannelNIP17
+	}
+	b.publish(ctx, evt, b.relaysFor(ctx, ch, n.Owner))
+}
+
+// relaysFor returns where a message to pubkey goes: for NIP-17 its kind-10050
+// DM relays when it published them, else (and for every other channel) the
+// instance's relays.
+func (b *Bot) relaysFor(ctx context.Context, ch nip.Channel, pubkey string) []string {
+	if ch == nip.ChannelNIP17 {
+		if rs := b.inboxRelays(ctx, pubkey); len(rs) > 0 {
+			return rs
+		}
+	}
+	return b.cfg.Relays
+}
+
+func (b *Bot) inboxRelays(ctx context.Context, pubkey string) []string {
+	now := b.now()
+	b.mu.Lock()
+	e, ok := b.inbox[pubkey]
+	b.mu.Unlock()
+	if ok && now.Sub(e.at) < inboxCacheTTL {
+		return e.relays
+	}
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var newest *nostr.Event
+	for re := range b.pool.FetchMany(qctx, b.cfg.Relays, nostr.Filter{Kinds: []int{nostr.KindDMRelayList}, Authors: []string{pubkey}, Limit: 1}) {
+		if newest == nil || re.Event.CreatedAt > newest.CreatedAt {
+			newest = re.Event
+		}
+	}
+	var relays []string
+	if newest != nil {
+		relays = DMRelays(newest)
+	}
+	b.mu.Lock()
+	if len(b.inbox) > 10_000 {
+		clear(b.inbox)
+	}
+	b.inbox[pubkey] = inboxEntry{relays: relays, at: now}
+	b.mu.Unlock()
+	return relays
+}
+
+// DMRelays returns the valid ws:// or wss:// relay tags of a kind-10050
+// event, at most maxReplyRelays of them.
+func DMRelays(evt *nostr.Event) []string {
+	var out []string
+	for _, t := range evt.Tags {
+		if len(t) < 2 || t[0] != "relay" || len(out) == maxReplyRelays {
+			continue
+		}
+		if !nip.ValidRelay(t[1]) {
+			continue
+		}
+		out = append(out, nostr.NormalizeURL(t[1]))
+	}
+	return out
+}
+
+// Publish sends a signed event to relays; it fails unless one took it.
+func (b *Bot) Publish(ctx context.Context, evt nostr.Event, relays []string) error {
+	return b.publish(ctx, evt, relays)
+}
+
+// publish sends evt to relays and logs (without content) where it failed.
+func (b *Bot) publish(ctx context.Context, evt nostr.Event, relays []string) error {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var errs []error
+	ok := 0
+	for res := range b.pool.PublishMany(pctx, relays, evt) {
+		if res.Error != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", res.RelayURL, res.Error))
+		} else {
+			ok++
+		}
+	}
+	if ok == 0 {
+		err := errors.Join(errs...)
+		b.log.Warn("publish failed on every relay", "kind", evt.Kind, "id", evt.ID, "err", err)
+		return fmt.Errorf("publish kind %d: %w", evt.Kind, err)
+	}
+	return nil
+}

@@ -1,0 +1,397 @@
+package enclave
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hf/nitrite"
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/enclaved/enclaved/attest"
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/bot"
+	"github.com/enclaved/enclaved/config"
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/httpapi"
+	"github.com/enclaved/enclaved/internal/crashpoint"
+	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/store"
+	"github.com/enclaved/enclaved/zaps"
+)
+
+// Parts are the instance's connections to the outside world, opened by the
+// caller (dev mode, or the enclave through the parent's egress).
+type Parts struct {
+	DB        *store.DB
+	Key       Key
+	Runtime   deployer.Runtime
+	Lightning billing.Lightning
+	Images    deployer.ImageResolver
+	Relays    []string
+	// Attester (optional) attests the instance key; its documents become
+	// the tee_root of container status events.
+	Attester attest.Attester
+}
+
+// Instance is a whole running instance: bot, billing, deployer, metering
+// and the HTTP API, wired together.
+type Instance struct {
+	Deployer *deployer.Deployer
+	Quoter   *deployer.Quoter
+	Bot      *bot.Bot
+	// Zaps is set once Run listens (its URLs need the HTTP address).
+	Zaps *zaps.Service
+	// TEERoot (optional) returns the instance's kind-23793 attestation
+	// event as JSON, for the tee_root tag of container status events.
+	TEERoot func(ctx context.Context) (string, error)
+
+	receipts chan struct{} // wakes the receipt publisher
+	// The mutex protects the following elements.
+	mu          sync.Mutex
+	zapNotices  map[string]time.Time // container → last zap notice to its owner
+	rootJSON    string               // cached kind-23793 event
+	rootExpires time.Time
+	rootDoc     nitrite.Document
+	releases    []nostr.Event // maintainers' release signatures, embedded in announcements
+	// build and launch are the builder's (PCR8) and launcher's (PCR4)
+	// signatures, embedded in announcements when set (ID empty if not).
+	build, launch nostr.Event // its document, for the announcement's PCRs
+
+	cfg     config.Config
+	parts   Parts
+	version string
+	dev     bool
+	// devEvents: the attestation is a dev one (or none), so every event
+	// the instance publishes carries t=dev.
+	devEvents bool
+	now       func() time.Time
+	log       *slog.Logger
+}
+
+// NewInstance wires an instance from its configuration and parts. now is
+// the clock (time.Now in production).
+func NewInstance(cfg config.Config, p Parts, version string, dev bool, now func() time.Time, log *slog.Logger) (*Instance, error) {
+	in := &Instance{cfg: cfg, parts: p, version: version, dev: dev, now: now, log: log,
+		devEvents: p.Attester == nil || p.Attester.Mode() == "dev",
+		receipts:  make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
+	unit := deployer.Unit{
+		NanoCPUs: cfg.Unit.MilliCPUs * 1_000_000, MemoryBytes: cfg.Unit.MemoryMiB << 20,
+		Pids: cfg.Unit.Pids, DiskBytes: cfg.Unit.DiskMiB << 20,
+	}
+	in.Deployer = deployer.New(p.DB, p.Runtime, deployer.Config{
+		Instance: p.Key.PublicKey(), Unit: unit, CapacityUnits: cfg.Instance.CapacityUnits,
+		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
+		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
+	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
+		if in.Bot != nil {
+			in.Bot.Notify(ctx, n)
+		}
+	})
+	pricing := deployer.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry}
+	in.Quoter = &deployer.Quoter{D: in.Deployer, Images: p.Images, Lightning: p.Lightning, Pricing: pricing}
+	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
+		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
+		Pricing: pricing, Retention: cfg.Pricing.Retention, Rate: int(cfg.Nostr.CommandsPerMinute), Window: time.Minute,
+		Dev: in.devEvents,
+	}, now, log.With("part", "bot"))
+	if err != nil {
+		return nil, err
+	}
+	in.Bot = b
+	for _, f := range cfg.Instance.Releases {
+		rel, err := loadSigned("instance.releases", f, nip.KindRelease)
+		if err != nil {
+			return nil, err
+		}
+		in.releases = append(in.releases, rel)
+	}
+	if f := cfg.Instance.BuildSignature; f != "" {
+		if in.build, err = loadSigned("instance.build_signature", f, nip.KindBuildSignature, nip.KindBuildSignatureLegacy); err != nil {
+			return nil, err
+		}
+	}
+	if f := cfg.Instance.InstanceSignature; f != "" {
+		if in.launch, err = loadSigned("instance.instance_signature", f, nip.KindInstanceSignature, nip.KindInstanceSignatureLegacy); err != nil {
+			return nil, err
+		}
+	}
+	if p.Attester != nil {
+		in.TEERoot = in.teeRoot
+	}
+	return in, nil
+}
+
+// teeRootRefresh: a cached attestation event is replaced this long before
+// its document's certificate expires.
+const teeRootRefresh = 30 * time.Minute
+
+// teeRoot returns the instance's kind-23793 attestation event as JSON,
+// attesting anew before the previous document's certificate expires.
+func (in *Instance) teeRoot(ctx context.Context) (string, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	now := in.now()
+	if in.rootJSON != "" && now.Before(in.rootExpires.Add(-teeRootRefresh)) {
+		return in.rootJSON, nil
+	}
+	pub, err := hex.DecodeString(in.parts.Key.PublicKey())
+	if err != nil {
+		return "", err
+	}
+	doc, err := in.parts.Attester.Attest(ctx, pub, nil, nil)
+	if err != nil {
+		return "", fmt.Errorf("attest: %w", err)
+	}
+	d, expires, err := attest.Inspect(doc)
+	if err != nil {
+		return "", err
+	}
+	evt := nip.TEERoot(doc, in.mode(d), expires, nostr.Timestamp(now.Unix()))
+	if err := in.parts.Key.Keys().SignEvent(ctx, &evt); err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(evt)
+	if err != nil {
+		return "", err
+	}
+	in.rootJSON, in.rootExpires, in.rootDoc = string(b), expires, d
+	return in.rootJSON, nil
+}
+
+// mode is the t tag of the instance's events: dev for the dev attestor;
+// on Nitro, debug when PCR0 is all zero (a debug enclave), else prod.
+func (in *Instance) mode(d nitrite.Document) string {
+	if in.devEvents {
+		return "dev"
+	}
+	if p := d.PCRs[0]; len(p) == 0 || bytes.Equal(p, make([]byte, len(p))) {
+		return "debug"
+	}
+	return "prod"
+}
+
+// Run reconciles the runtime with the database, then runs the settlement
+// watcher, the metering loop, the bot and the HTTP API until ctx ends.
+// ready (optional) is called with the HTTP address once everything listens.
+func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error {
+	if err := in.Deployer.Reconcile(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	ledger := billing.NewLedger(in.parts.DB)
+	// The HTTP listener first: lightning addresses are named after it.
+	addr := ""
+	var l net.Listener
+	if in.cfg.HTTP.Listen != "" {
+		var err error
+		if l, err = net.Listen("tcp", in.cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+		addr = l.Addr().String()
+	}
+	if err := in.setupZaps(addr); err != nil {
+		if l != nil {
+			l.Close()
+		}
+		return err
+	}
+
+	wg.Go(func() {
+		errc <- billing.WatchSettlements(ctx, in.parts.Lightning, ledger, in.log.With("part", "billing"), func(c billing.Credit) {
+			crashpoint.Hit("after-credit")
+			// Launching pulls and starts containers: off the stream's
+			// goroutine, so settlements keep being applied meanwhile.
+			wg.Go(func() {
+				in.Deployer.OnCredit(ctx, c)
+				if c.Purpose == "zap" || c.Purpose == "lnurl" {
+					in.zapped(ctx, c)
+				}
+			})
+		})
+	})
+	wg.Go(func() { errc <- in.meter(ctx) })
+	wg.Go(func() { errc <- in.Bot.Run(ctx) })
+	wg.Go(func() { in.publishReceipts(ctx) })
+	wg.Go(func() { in.publishProfiles(ctx) })
+	if in.parts.Attester != nil {
+		wg.Go(func() { in.announce(ctx) })
+	}
+
+	var srv *http.Server
+	if l != nil {
+		srv = &http.Server{Handler: httpapi.New(in.info(), in.Deployer, in.Zaps.Routes), ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		})
+	}
+	if ready != nil {
+		ready(addr)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	}
+	cancel()
+	if srv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	return err
+}
+
+func (in *Instance) info() httpapi.Instance {
+	return httpapi.Instance{
+		Pubkey: in.parts.Key.PublicKey(), Npub: in.parts.Key.Npub(), Relays: in.parts.Relays, Version: in.version,
+		Unit:            httpapi.UnitJSON(in.Deployer.Unit(), in.Deployer.DiskLimits()),
+		MsatPerUnitHour: in.cfg.Pricing.MsatPerUnitHour, CapacityUnits: in.Deployer.Capacity(), Dev: in.dev,
+	}
+}
+
+// meter runs Deployer.Tick whenever it is due (at least every minute, and
+// when a container starts metering) and prunes the bot's seen events.
+func (in *Instance) meter(ctx context.Context) error {
+	lastPrune := time.Time{}
+	for {
+		next, err := in.Deployer.Tick(ctx)
+		if err != nil && ctx.Err() == nil {
+			in.log.Error("metering tick failed", "err", err)
+		}
+		if now := in.now(); now.Sub(lastPrune) > time.Hour {
+			if err := in.Bot.PruneSeen(ctx); err != nil && ctx.Err() == nil {
+				in.log.Warn("pruning seen events failed", "err", err)
+			}
+			lastPrune = now
+		}
+		wait := min(max(next.Sub(in.now()), 10*time.Millisecond), time.Minute)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-in.Deployer.Wake():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// setupZaps creates the zap service for an HTTP API at addr.
+func (in *Instance) setupZaps(addr string) error {
+	public := in.cfg.HTTP.PublicURL
+	if public == "" {
+		public = "http://" + addr
+	}
+	base, err := url.Parse(strings.TrimSuffix(public, "/"))
+	if err != nil {
+		return fmt.Errorf("http.public_url: %w", err)
+	}
+	in.Zaps = &zaps.Service{
+		DB: in.parts.DB, Containers: in.Deployer, Lightning: in.parts.Lightning, BaseURL: base,
+		InstanceName: in.cfg.Instance.Name, InstancePubkey: in.parts.Key.PublicKey(),
+		Zapper: in.parts.Key.ZapperKey().Keys(), Relays: in.parts.Relays, Publish: in.Bot.Publish,
+		Now: in.now, Log: in.log.With("part", "zaps"),
+	}
+	return nil
+}
+
+// publishReceipts publishes pending zap receipts at start (a crash may have
+// left some), after each zap, and every minute while some fail.
+func (in *Instance) publishReceipts(ctx context.Context) {
+	for {
+		err := in.Zaps.PublishPending(ctx)
+		if err != nil && ctx.Err() == nil {
+			in.log.Warn("publishing zap receipts", "err", err)
+		}
+		t := time.NewTimer(time.Minute)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-in.receipts:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// zapNoticeEvery rate-limits the owner's zap notices per container.
+const zapNoticeEvery = 10 * time.Minute
+
+// zapped publishes the receipt of a settled zap and tells the owner (at
+// most once per zapNoticeEvery per container): who, how much, time left.
+func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
+	select {
+	case in.receipts <- struct{}{}:
+	default:
+	}
+	rec, err := in.Deployer.Get(ctx, c.ContainerID)
+	if err != nil {
+		return
+	}
+	if rec.State == deployer.StateRemoved {
+		in.log.Info("zap to a removed container kept as operator income", "container", rec.ID, "amount_msat", c.AmountMsat)
+		return
+	}
+	now := in.now()
+	in.mu.Lock()
+	last, told := in.zapNotices[rec.ID]
+	if told && now.Sub(last) < zapNoticeEvery {
+		in.mu.Unlock()
+		return
+	}
+	in.zapNotices[rec.ID] = now
+	in.mu.Unlock()
+	who := "someone"
+	if c.Purpose == "zap" {
+		var raw string
+		if err := in.parts.DB.QueryRowContext(ctx, `SELECT zap_request FROM invoices WHERE payment_hash = ?`, c.PaymentHash).Scan(&raw); err == nil {
+			if z, err := nip.ParseStoredZapRequest(raw); err == nil {
+				who = nip.Npub(z.Sender)
+			}
+		}
+	}
+	in.Bot.Notify(ctx, deployer.Notice{ContainerID: rec.ID, Owner: rec.Owner, Channel: rec.Channel,
+		Text: fmt.Sprintf("%s was zapped %d sats by %s. Balance: %d sats, about %s of running time.",
+			rec.Name, c.AmountMsat/1000, who, rec.BalanceMsat/1000, deployer.Human(rec.LeftAt(now)))})
+}
+
+// loadSigned reads a signed event of one of kinds from path (the file named
+// by config key).
+func loadSigned(key, path string, kinds ...int) (nostr.Event, error) {
+	var evt nostr.Event
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return evt, fmt.Errorf("%s: %w", key, err)
+	}
+	if err := json.Unmarshal(b, &evt); err != nil || !slices.Contains(kinds, evt.Kind) {
+		return evt, fmt.Errorf("%s: %s is not a kind-%d event", key, path, kinds[0])
+	}
+	if ok, _ := evt.CheckSignature(); !ok || evt.GetID() != evt.ID {
+		return evt, fmt.Errorf("%s: %s: bad signature", key, path)
+	}
+	return evt, nil
+}
