@@ -8,8 +8,8 @@ export ENCLAVED_TOOLS ?= $(HOME)/.cache/enclaved/tools
 
 .PHONY: dev test deps tools build vet fmt-check bench
 
-dev: deps
-	$(GO) run ./cmd/enclaved dev
+dev: tools
+	ENCLAVED_LIGHTNING_BIN=$$(./scripts/lightning-tools.sh --print-dir) $(GO) run ./cmd/enclaved dev $(ARGS)
 
 build:
 	$(GO) build -o bin/enclaved ./cmd/enclaved

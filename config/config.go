@@ -10,14 +10,17 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -32,6 +35,73 @@ type Config struct {
 	Log     Log    `toml:"log"`
 	Nostr   Nostr  `toml:"nostr"`
 	Dev     Dev    `toml:"dev"`
+
+	Instance  Instance  `toml:"instance"`
+	Unit      Unit      `toml:"unit"`
+	Pricing   Pricing   `toml:"pricing"`
+	Lightning Lightning `toml:"lightning"`
+	HTTP      HTTP      `toml:"http"`
+	Attest    Attest    `toml:"attest"`
+}
+
+// Attest chooses who attests the instance key.
+type Attest struct {
+	// Mode is nitro (the Nitro Security Module, /dev/nsm: inside an
+	// enclave only) or dev (a local dev root; events say t=dev).
+	Mode string `toml:"mode"`
+	// DevInstanceID and DevSigningCert make the dev attestor report the
+	// PCR4 of that EC2 instance id and the PCR8 of an image signed with
+	// that certificate (PEM file), to try instance and build signatures.
+	DevInstanceID  string `toml:"dev_instance_id"`
+	DevSigningCert string `toml:"dev_signing_cert"`
+}
+
+// Instance describes the instance as a whole.
+type Instance struct {
+	Name          string `toml:"name"`           // kind-0 profile name
+	About         string `toml:"about"`          // kind-0 profile text
+	CapacityUnits int64  `toml:"capacity_units"` // units the instance rents out
+	// Releases are files holding maintainers' release signatures (kind
+	// 63794 JSON) that the announcement embeds.
+	Releases []string `toml:"releases"`
+	// BuildSignature and InstanceSignature are files holding the builder's
+	// signature of PCR8 (kind 23794 JSON) and the launcher's of PCR4 (kind
+	// 23795), embedded in the announcement. Optional.
+	BuildSignature    string `toml:"build_signature"`
+	InstanceSignature string `toml:"instance_signature"`
+}
+
+// Unit is the slice of the instance one unit buys.
+type Unit struct {
+	MilliCPUs int64 `toml:"millicpus"`  // 1000 = one CPU
+	MemoryMiB int64 `toml:"memory_mib"` // also the swap limit: no swap
+	Pids      int64 `toml:"pids"`
+	DiskMiB   int64 `toml:"disk_mib"` // enforced where the storage driver can
+}
+
+// Pricing is what renters pay and how long things last.
+type Pricing struct {
+	MsatPerUnitHour int64         `toml:"msat_per_unit_hour"`
+	QuoteExpiry     time.Duration `toml:"quote_expiry"` // the invoice's expiry too
+	LowBalance      time.Duration `toml:"low_balance"`  // owners are told once when less time is left
+	Retention       time.Duration `toml:"retention"`    // paused containers are kept this long
+}
+
+// Lightning is the operator's LND, reached over gRPC with an invoice
+// macaroon. Empty grpc in dev mode starts a regtest pair.
+type Lightning struct {
+	GRPC     string `toml:"grpc"`     // host:port
+	TLSCert  string `toml:"tls_cert"` // path to the node's tls.cert (pinned)
+	Macaroon string `toml:"macaroon"` // path to invoice.macaroon (or a baked one)
+}
+
+// HTTP is the instance's read-only HTTP API.
+type HTTP struct {
+	Listen string `toml:"listen"` // host:port; "" turns it off
+	// PublicURL is the origin clients reach the API at (https://host);
+	// lightning addresses and NIP-05 names use its host. Empty in dev
+	// mode means http://<listen address>.
+	PublicURL string `toml:"public_url"`
 }
 
 // Log configures structured logging.
@@ -45,6 +115,9 @@ type Nostr struct {
 	// Relays the instance reads from and publishes to. Empty in dev mode means
 	// its embedded relay.
 	Relays []string `toml:"relays"`
+	// CommandsPerMinute a pubkey may send; one more gets "slow down", the
+	// rest of the minute is ignored.
+	CommandsPerMinute int64 `toml:"commands_per_minute"`
 }
 
 // Dev configures what only dev mode runs.
@@ -59,6 +132,14 @@ func Default() Config {
 		DataDir: "~/.enclaved",
 		Log:     Log{Level: "info", Format: "text"},
 		Dev:     Dev{RelayListen: "127.0.0.1:7447"},
+		Nostr:   Nostr{CommandsPerMinute: 10},
+
+		Instance: Instance{Name: "enclaved", CapacityUnits: 8},
+		Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
+		Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
+			LowBalance: time.Hour, Retention: 72 * time.Hour},
+		HTTP:   HTTP{Listen: "127.0.0.1:8080"},
+		Attest: Attest{Mode: "dev"},
 	}
 }
 
@@ -156,6 +237,13 @@ func assignTree(v reflect.Value, prefix string, tree map[string]any) error {
 func assign(f reflect.Value, key string, val any) error {
 	wrong := func(want string) error {
 		return fmt.Errorf("%s: want %s, got %T %v", key, want, val, val)
+	}
+	if f.Type() == durationType {
+		s, ok := val.(string)
+		if !ok {
+			return wrong(`a duration such as "10m" or "72h"`)
+		}
+		return setDuration(f, key, s)
 	}
 	switch f.Kind() {
 	case reflect.Struct:
@@ -262,6 +350,9 @@ func (c *Config) Set(key, value string) error {
 	if !field.IsValid() {
 		return fmt.Errorf("%s: unknown key (known keys: %s)", key, strings.Join(Keys(), ", "))
 	}
+	if field.Type() == durationType {
+		return setDuration(field, key, value)
+	}
 	switch field.Kind() {
 	case reflect.String:
 		field.SetString(value)
@@ -291,6 +382,17 @@ func (c *Config) Set(key, value string) error {
 	return nil
 }
 
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func setDuration(f reflect.Value, key, s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf(`%s: %q is not a duration such as "10m" or "72h"`, key, s)
+	}
+	f.SetInt(int64(d))
+	return nil
+}
+
 // Validate reports every invalid key, each naming the key and why.
 func (c Config) Validate() error {
 	var errs []error
@@ -299,6 +401,12 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
+	}
+	if !oneOf(c.Attest.Mode, "nitro", "dev") {
+		bad("attest.mode", "%q is not one of nitro, dev", c.Attest.Mode)
+	}
+	if c.Attest.Mode == "nitro" && (c.Attest.DevInstanceID != "" || c.Attest.DevSigningCert != "") {
+		bad("attest.dev_instance_id/dev_signing_cert", "only for attest.mode = dev")
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
@@ -317,6 +425,38 @@ func (c Config) Validate() error {
 			bad("dev.relay_listen", "%q is not host:port", c.Dev.RelayListen)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			bad("dev.relay_listen", "port %q is not a number from 0 to 65535", port)
+		}
+	}
+	positive := map[string]int64{
+		"instance.capacity_units": c.Instance.CapacityUnits, "nostr.commands_per_minute": c.Nostr.CommandsPerMinute, "unit.millicpus": c.Unit.MilliCPUs,
+		"unit.memory_mib": c.Unit.MemoryMiB, "unit.pids": c.Unit.Pids, "pricing.msat_per_unit_hour": c.Pricing.MsatPerUnitHour,
+		"pricing.quote_expiry": int64(c.Pricing.QuoteExpiry), "pricing.retention": int64(c.Pricing.Retention),
+	}
+	for _, k := range slices.Sorted(maps.Keys(positive)) {
+		if positive[k] <= 0 {
+			bad(k, "must be more than zero")
+		}
+	}
+	if c.Unit.DiskMiB < 0 || c.Pricing.LowBalance < 0 {
+		bad("unit.disk_mib/pricing.low_balance", "must not be negative")
+	}
+	if c.Unit.MemoryMiB > 0 && c.Unit.MemoryMiB < 6 {
+		bad("unit.memory_mib", "Docker needs at least 6 MiB")
+	}
+	if c.Pricing.QuoteExpiry > 0 && c.Pricing.QuoteExpiry < time.Minute {
+		bad("pricing.quote_expiry", "at least 1m, so renters can pay")
+	}
+	if (c.Lightning.TLSCert != "" || c.Lightning.Macaroon != "") && c.Lightning.GRPC == "" {
+		bad("lightning.grpc", "must be set when tls_cert or macaroon is")
+	}
+	if c.HTTP.PublicURL != "" {
+		if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("http.public_url", "%q is not an origin such as https://enclaved.example.com", c.HTTP.PublicURL)
+		}
+	}
+	for _, kv := range [][2]string{{"http.listen", c.HTTP.Listen}, {"lightning.grpc", c.Lightning.GRPC}} {
+		if _, _, err := net.SplitHostPort(kv[1]); kv[1] != "" && err != nil {
+			bad(kv[0], "%q is not host:port", kv[1])
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -135,4 +136,26 @@ func FuzzDecode(f *testing.F) {
 		}
 		_ = c.Validate()
 	})
+}
+
+func TestDurationsAndLimits(t *testing.T) {
+	c, err := Load(Sources{Sets: []string{"pricing.quote_expiry=15m", "pricing.retention=24h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pricing.QuoteExpiry != 15*time.Minute || c.Pricing.Retention != 24*time.Hour {
+		t.Fatalf("durations: %v %v", c.Pricing.QuoteExpiry, c.Pricing.Retention)
+	}
+	for set, want := range map[string]string{
+		"pricing.quote_expiry=soon":  `pricing.quote_expiry: "soon" is not a duration`,
+		"pricing.quote_expiry=10s":   "pricing.quote_expiry: at least 1m",
+		"instance.capacity_units=0":  "instance.capacity_units: must be more than zero",
+		"lightning.tls_cert=/x.cert": "lightning.grpc: must be set",
+		"http.listen=8080":           `http.listen: "8080" is not host:port`,
+	} {
+		_, err := Load(Sources{Sets: []string{set}})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("-set %s: got %v, want an error containing %q", set, err, want)
+		}
+	}
 }

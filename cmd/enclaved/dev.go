@@ -2,29 +2,81 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/enclaved/enclaved/attest"
+	"github.com/enclaved/enclaved/billing/lnd"
+	"github.com/enclaved/enclaved/config"
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/internal/devrelay"
 	"github.com/enclaved/enclaved/internal/logging"
+	"github.com/enclaved/enclaved/internal/regtest"
 	"github.com/enclaved/enclaved/store"
 )
 
-// devReady, when set (by tests), is called once the instance is up.
+// devInfo is what a running dev instance tells tests once it is up.
 type devInfo struct {
 	Npub     string
+	Pubkey   string
 	RelayURL string
+	HTTPAddr string
+}
+
+// payerFile, in the regtest directory, tells `enclaved dev pay` how to
+// reach the dev payer node.
+const payerFile = "payer.json"
+
+type payerInfo struct {
+	GRPC     string `json:"grpc"`
+	TLSCert  string `json:"tls_cert"`
+	Macaroon string `json:"macaroon"`
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string, ready func(devInfo)) error {
-	fs := newFlagSet("dev", "Runs a whole local instance: an embedded relay and the instance's bot,\nwith a dev attestor whose events are marked t=dev.", stderr)
+	if len(args) > 0 && args[0] == "pay" {
+		return runDevPay(ctx, args[1:], stdout, stderr, environ)
+	}
+	fs := newFlagSet("dev", `Runs a whole local instance on this machine: the embedded relay unless
+--relay is given, a regtest Lightning pair unless --lnd-grpc is given, the
+local Docker engine, SQLite under the data dir. Dev attestation: its events
+are marked t=dev.
+
+  enclaved dev pay <bolt11>   pays an invoice from the regtest payer node`, stderr)
 	load := configFlags(fs, environ)
+	var relays setFlags
+	fs.Var(&relays, "relay", "relay URL to use instead of the embedded relay; repeatable")
+	lndGRPC := fs.String("lnd-grpc", "", "the operator's LND gRPC host:port (default: start a regtest pair)")
+	lndCert := fs.String("lnd-tls-cert", "", "path to that LND's tls.cert")
+	lndMac := fs.String("lnd-macaroon", "", "path to its invoice macaroon")
+	httpAddr := fs.String("http", "", "HTTP API listen address (shorthand for -set http.listen=...)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load()
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("dev: unexpected argument %q (to pay: enclaved dev pay [flags] <bolt11>)", fs.Arg(0))
+	}
+	cfg, err := load(func(sets []string) []string {
+		if len(relays) > 0 {
+			sets = append(sets, "nostr.relays="+relays.String(), "dev.relay_listen=")
+		}
+		for k, v := range map[string]string{"lightning.grpc": *lndGRPC, "lightning.tls_cert": *lndCert,
+			"lightning.macaroon": *lndMac, "http.listen": *httpAddr} {
+			if v != "" {
+				sets = append(sets, k+"="+v)
+			}
+		}
+		return sets
+	})
 	if err != nil {
 		return err
 	}
@@ -47,31 +99,167 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, enviro
 		return err
 	}
 
-	relays := cfg.Nostr.Relays
+	urls := cfg.Nostr.Relays
 	if cfg.Dev.RelayListen != "" {
 		rl, err := devrelay.Start(cfg.Dev.RelayListen, filepath.Join(cfg.DataDir, "relay.db"))
 		if err != nil {
 			return err
 		}
 		defer rl.Close()
-		relays = append([]string{rl.URL}, relays...)
+		urls = append([]string{rl.URL}, urls...)
 		log.Info("embedded relay listening", "url", rl.URL)
 	}
-	if len(relays) == 0 {
-		return fmt.Errorf("no relay: set nostr.relays or dev.relay_listen")
+	if len(urls) == 0 {
+		return fmt.Errorf("no relay: give --relay, or set nostr.relays or dev.relay_listen")
 	}
 
-	fmt.Fprintf(stdout, "enclaved dev instance (dev attestation; not a Nitro enclave)\n")
-	fmt.Fprintf(stdout, "  npub:     %s\n", key.Npub())
-	for _, r := range relays {
-		fmt.Fprintf(stdout, "  relay:    %s\n", r)
+	var ep lnd.Endpoint
+	payHint := ""
+	if cfg.Lightning.GRPC == "" {
+		bins, err := regtest.Tools()
+		if err != nil {
+			return fmt.Errorf("regtest Lightning (give --lnd-grpc to use your own node): %w", err)
+		}
+		// A fresh network each run (see regtest.Start): invoices of an
+		// earlier run are void; balances and containers are kept.
+		dir := filepath.Join(cfg.DataDir, "regtest")
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "starting a fresh regtest Lightning network in %s …\n", dir)
+		net, err := regtest.Start(ctx, dir, bins)
+		if err != nil {
+			return fmt.Errorf("regtest Lightning: %w", err)
+		}
+		defer net.Close()
+		if ep, err = net.Operator.Endpoint("invoice"); err != nil {
+			return err
+		}
+		pi, _ := json.Marshal(payerInfo{GRPC: net.Payer.GRPCAddr, TLSCert: net.Payer.TLSCertPath(), Macaroon: net.Payer.MacaroonPath("admin")})
+		if err := os.WriteFile(filepath.Join(dir, payerFile), pi, 0o600); err != nil {
+			return err
+		}
+		payHint = fmt.Sprintf("enclaved dev pay -data-dir %s <bolt11>", cfg.DataDir)
+	} else if ep, err = lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon); err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "  data dir: %s\n", cfg.DataDir)
-	log.Info("instance up", "instance", key, "db_version", db.Version)
-	if ready != nil {
-		ready(devInfo{Npub: key.Npub(), RelayURL: relays[0]})
+	ln, err := lnd.New(ep)
+	if err != nil {
+		return err
 	}
-	<-ctx.Done()
+	defer ln.Close()
+	rt, err := docker.New(ctx)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+
+	attester, err := newAttester(cfg)
+	if err != nil {
+		return err
+	}
+	in, err := enclave.NewInstance(cfg, enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
+		Images: &deployer.Resolver{}, Relays: urls, Attester: attester}, Version, true, time.Now, log)
+	if err != nil {
+		return err
+	}
+	err = in.Run(ctx, func(httpAddr string) {
+		if attester.Mode() == "dev" {
+			fmt.Fprintf(stdout, "enclaved dev instance (dev attestation; not a Nitro enclave)\n")
+		} else {
+			fmt.Fprintf(stdout, "enclaved dev instance (%s attestation)\n", attester.Mode())
+		}
+		fmt.Fprintf(stdout, "  npub:     %s\n", key.Npub())
+		for _, r := range urls {
+			fmt.Fprintf(stdout, "  relay:    %s\n", r)
+		}
+		if httpAddr != "" {
+			fmt.Fprintf(stdout, "  http:     http://%s/api/v1/instance\n", httpAddr)
+		}
+		fmt.Fprintf(stdout, "  data dir: %s\n", cfg.DataDir)
+		if attester.Mode() == "dev" {
+			fmt.Fprintf(stdout, "  dev root: %s\n", filepath.Join(cfg.DataDir, "dev-root.pem"))
+		}
+		fmt.Fprintf(stdout, "try:       enclaved dm -relay %s %s help\n", urls[0], key.Npub())
+		if payHint != "" {
+			fmt.Fprintf(stdout, "pay:       %s\n", payHint)
+		}
+		log.Info("instance up", "instance", key, "db_version", db.Version)
+		if ready != nil {
+			ready(devInfo{Npub: key.Npub(), Pubkey: key.PublicKey(), RelayURL: urls[0], HTTPAddr: httpAddr})
+		}
+	})
 	log.Info("shutting down")
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// runDevPay pays an invoice from the dev instance's regtest payer node.
+func runDevPay(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := newFlagSet("dev pay", "Pays a BOLT-11 invoice from the regtest payer node of `enclaved dev`.", stderr)
+	load := configFlags(fs, environ)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("dev pay: want exactly one invoice")
+	}
+	cfg, err := load(nil)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.DataDir, "regtest", payerFile))
+	if err != nil {
+		return fmt.Errorf("dev pay: no regtest payer in %s (is `enclaved dev` running with this data dir?): %w", cfg.DataDir, err)
+	}
+	var pi payerInfo
+	if err := json.Unmarshal(b, &pi); err != nil {
+		return fmt.Errorf("dev pay: %s: %w", payerFile, err)
+	}
+	ep, err := lnd.EndpointFromFiles(pi.GRPC, pi.TLSCert, pi.Macaroon)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	p, err := regtest.PayWith(ctx, ep, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "paid %d sats (fee %d msat)\n", p.ValueSat, p.FeeMsat)
 	return nil
+}
+
+// newAttester is the attester attest.mode chooses: the Nitro Security
+// Module, or the dev attestor with its root in the data dir (reporting the
+// PCR4 and PCR8 the attest.dev_* keys simulate).
+func newAttester(cfg config.Config) (attest.Attester, error) {
+	if cfg.Attest.Mode == "nitro" {
+		return attest.OpenNitro()
+	}
+	binHash, err := attest.BinaryHash()
+	if err != nil {
+		return nil, err
+	}
+	dev, err := attest.LoadOrCreateDev(cfg.DataDir, binHash, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	var der []byte
+	if f := cfg.Attest.DevSigningCert; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("attest.dev_signing_cert: %w", err)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("attest.dev_signing_cert: %s is not a PEM certificate", f)
+		}
+		der = blk.Bytes
+	}
+	dev.Simulate(cfg.Attest.DevInstanceID, der)
+	return dev, nil
 }

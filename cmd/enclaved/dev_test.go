@@ -12,6 +12,7 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -33,6 +34,15 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// lndFlags point an instance at the shared regtest operator node, with its
+// invoice macaroon.
+func lndFlags(t *testing.T) []string {
+	n := testenv.Lightning(t).Operator
+	return []string{"-lnd-grpc", n.GRPCAddr, "-lnd-tls-cert", n.TLSCertPath(), "-lnd-macaroon", n.MacaroonPath("invoice")}
+}
+
 // startDev runs `enclaved dev` until the test ends and returns what it
 // printed once it is up.
 func startDev(t *testing.T, dataDir string) (devInfo, *lockedBuffer, func() error) {
@@ -41,9 +51,9 @@ func startDev(t *testing.T, dataDir string) (devInfo, *lockedBuffer, func() erro
 	var stdout, stderr lockedBuffer
 	ready := make(chan devInfo, 1)
 	done := make(chan error, 1)
+	args := append([]string{"-data-dir", dataDir, "-set", "dev.relay_listen=127.0.0.1:0", "-http", "127.0.0.1:0"}, lndFlags(t)...)
 	go func() {
-		done <- runDev(ctx, []string{"-data-dir", dataDir, "-set", "dev.relay_listen=127.0.0.1:0"},
-			&stdout, &stderr, nil, func(i devInfo) { ready <- i })
+		done <- runDev(ctx, args, &stdout, &stderr, nil, func(i devInfo) { ready <- i })
 	}()
 	var once sync.Once
 	var stopErr error
@@ -121,7 +131,7 @@ func TestDevRefusesAnotherInstancesDatabase(t *testing.T) {
 	db.ClaimInstance(context.Background(), strings.Repeat("ab", 32))
 	db.Close()
 	var stderr bytes.Buffer
-	err = runDev(context.Background(), []string{"-data-dir", dir, "-set", "dev.relay_listen=127.0.0.1:0"}, &bytes.Buffer{}, &stderr, nil, nil)
+	err = runDev(context.Background(), append([]string{"-data-dir", dir, "-set", "dev.relay_listen=127.0.0.1:0"}, lndFlags(t)...), &bytes.Buffer{}, &stderr, nil, nil)
 	if !errors.Is(err, store.ErrOtherInstance) {
 		t.Fatalf("got %v, want ErrOtherInstance", err)
 	}

@@ -16,14 +16,15 @@ func (s *setFlags) String() string     { return strings.Join(*s, " ") }
 func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
 
 // configFlags registers the flags every mode shares and returns a function
-// that loads the configuration once the flags are parsed.
-func configFlags(fs *flag.FlagSet, environ []string) func() (config.Config, error) {
+// that loads the configuration once the flags are parsed. more (optional)
+// adds a mode's own flags as -set pairs, after the shared ones.
+func configFlags(fs *flag.FlagSet, environ []string) func(more func([]string) []string) (config.Config, error) {
 	file := fs.String("config", "", "TOML config file (env ENCLAVED_CONFIG)")
 	dataDir := fs.String("data-dir", "", "data directory (shorthand for -set data_dir=...)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (shorthand for -set log.level=...)")
 	var sets setFlags
 	fs.Var(&sets, "set", "override one config key, as key=value; repeatable")
-	return func() (config.Config, error) {
+	return func(more func([]string) []string) (config.Config, error) {
 		src := config.Sources{File: *file, Environ: environ}
 		if src.File == "" {
 			src.File = lookupEnv(environ, "ENCLAVED_CONFIG")
@@ -35,6 +36,9 @@ func configFlags(fs *flag.FlagSet, environ []string) func() (config.Config, erro
 			src.Sets = append(src.Sets, "log.level="+*logLevel)
 		}
 		src.Sets = append(src.Sets, sets...)
+		if more != nil {
+			src.Sets = more(src.Sets)
+		}
 		return config.Load(src)
 	}
 }

@@ -34,8 +34,13 @@ func main() {
 const usage = `enclaved — rent containers in an attested enclave over Nostr and Lightning
 
 usage:
-  enclaved dev [flags]     run a whole local instance (embedded relay; dev attestation)
-  enclaved version         print the version
+  enclaved dev [flags]          run a whole local instance (embedded relay, regtest
+                                Lightning, local Docker; dev attestation)
+  enclaved dev pay <bolt11>     pay an invoice from the dev instance's regtest payer
+  enclaved dm <npub> <command>  send a command by DM (or -mention) and print the replies
+  enclaved verify <npub|file>   verify an instance's attestation (pass/fail per check)
+  enclaved release sign|verify  sign a release's PCRs as a maintainer, or check a signature
+  enclaved version              print the version
 
 run "enclaved dev -h" for the flags.
 `
@@ -48,6 +53,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr, environ, nil)
+	case "dm":
+		return runDM(ctx, args[1:], stdout, stderr, environ)
+	case "verify":
+		return runVerify(ctx, args[1:], stdout, stderr)
+	case "release":
+		return runRelease(ctx, args[1:], stdout, stderr, environ)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "enclaved", Version)
 		return nil

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+	"github.com/nbd-wtf/go-nostr/nip19"
+
+	"github.com/enclaved/enclaved/enclave"
+	"github.com/enclaved/enclaved/nip"
+)
+
+// runDM is a minimal Nostr client for trying an instance without a Nostr
+// app: it sends one command by NIP-17 (default), NIP-04 or as a mention,
+// and prints the replies addressed to its key.
+func runDM(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := newFlagSet("dm", `Sends a command to an instance and prints its replies:
+
+  enclaved dm [flags] <instance npub> <command ...>
+
+The client key is kept in <data dir>/client.key (created on first use).`, stderr)
+	load := configFlags(fs, environ)
+	var relays setFlags
+	fs.Var(&relays, "relay", "relay URL to send to and read from; repeatable (default: the dev relay)")
+	nip04 := fs.Bool("nip04", false, "send a NIP-04 DM instead of NIP-17")
+	mention := fs.Bool("mention", false, "send a public mention (kind 1) instead of a DM")
+	keyFile := fs.String("key-file", "", "client secret key file (default <data dir>/client.key)")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for replies")
+	replies := fs.Int("replies", 1, "stop after this many messages: the answer, then notices (such as \"is running\"); 0 waits the whole -wait")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < 2 {
+		fs.Usage()
+		return errors.New("dm: want an instance npub and a command")
+	}
+	if *nip04 && *mention {
+		return errors.New("dm: -nip04 and -mention exclude each other")
+	}
+	prefix, v, err := nip19.Decode(fs.Arg(0))
+	if err != nil || prefix != "npub" {
+		return fmt.Errorf("dm: %q is not an npub", fs.Arg(0))
+	}
+	to := v.(string)
+	text := strings.Join(fs.Args()[1:], " ")
+	cfg, err := load(nil)
+	if err != nil {
+		return err
+	}
+	urls := []string(relays)
+	if len(urls) == 0 {
+		urls = cfg.Nostr.Relays
+	}
+	if len(urls) == 0 && cfg.Dev.RelayListen != "" {
+		urls = []string{"ws://" + cfg.Dev.RelayListen}
+	}
+	if len(urls) == 0 {
+		return errors.New("dm: no relay: give -relay")
+	}
+	if *keyFile == "" {
+		*keyFile = filepath.Join(cfg.DataDir, "client.key")
+	}
+	key, err := enclave.LoadOrCreateKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	keys := key.Keys()
+	me := key.PublicKey()
+
+	ch := nip.ChannelNIP17
+	var evt nostr.Event
+	var id string
+	now := nostr.Now()
+	switch {
+	case *mention:
+		ch = nip.ChannelMention
+		evt = nostr.Event{Kind: nostr.KindTextNote, CreatedAt: now, Content: "nostr:" + fs.Arg(0) + " " + text,
+			Tags: nostr.Tags{{"p", to}}}
+		err = keys.SignEvent(ctx, &evt)
+		id = evt.ID
+	case *nip04:
+		ch = nip.ChannelNIP04
+		evt, id, err = nip.DM(ctx, keys, ch, to, text, now)
+	default:
+		evt, id, err = nip.DM(ctx, keys, ch, to, text, now)
+	}
+	if err != nil {
+		return err
+	}
+
+	pool := nostr.NewSimplePool(ctx)
+	defer pool.Close("done")
+	ctx, cancel := context.WithTimeout(ctx, *wait)
+	defer cancel()
+	// Subscribe first, so no reply is missed; gift wraps may be back-dated.
+	since := nostr.Timestamp(now - 2*24*3600)
+	incoming := pool.SubscribeMany(ctx, urls, nostr.Filter{
+		Kinds: []int{nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote},
+		Tags:  nostr.TagMap{"p": {me}}, Since: &since,
+	})
+	sent := 0
+	for res := range pool.PublishMany(ctx, urls, evt) {
+		if res.Error != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", res.RelayURL, res.Error)
+		} else {
+			sent++
+		}
+	}
+	if sent == 0 {
+		return errors.New("dm: no relay took the message")
+	}
+	fmt.Fprintf(stderr, "sent by %s as %s; waiting up to %s for replies\n", ch, key.Npub(), *wait)
+	seen := map[string]bool{}
+	got, answered := 0, false
+	for re := range incoming {
+		if seen[re.Event.ID] {
+			continue
+		}
+		seen[re.Event.ID] = true
+		msg, err := nip.Decode(ctx, keys, me, re.Event)
+		if err != nil || msg.From != to {
+			continue
+		}
+		// The answer to this message first; notices (no e tag) count only
+		// once it came, so one from the same second before it is not
+		// taken for it. Answers to other messages are skipped. (For
+		// NIP-17, CreatedAt is the rumor's: the real time.)
+		isAnswer := msg.Event.Tags.FindWithValue("e", id) != nil
+		if !isAnswer && (msg.Event.Tags.Find("e") != nil || msg.CreatedAt < now || !answered) {
+			continue
+		}
+		answered = answered || isAnswer
+		kind := "reply"
+		if !isAnswer {
+			kind = "notice"
+		}
+		fmt.Fprintf(stdout, "--- %s %s\n%s\n", msg.Channel, kind, msg.Text)
+		if got++; *replies > 0 && got >= *replies {
+			return nil
+		}
+	}
+	if got == 0 {
+		return fmt.Errorf("dm: no reply within %s", *wait)
+	}
+	return nil
+}
