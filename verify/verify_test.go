@@ -387,3 +387,23 @@ func slicesDeleteTag(tags nostr.Tags, name string) nostr.Tags {
 	}
 	return out
 }
+
+// FuzzEmbedded drives the parsers of embedded events and builder
+// certificates alone: the whole-announcement fuzzers spend most of each
+// run in P-384 signature checks.
+func FuzzEmbedded(f *testing.F) {
+	inst := newDevInstance(f)
+	rj, _ := json.Marshal(inst.root)
+	f.Add(string(rj))
+	f.Add(`{"kind":23794,"tags":[["cert","MIIB"],["PCR8","00"]]}`)
+	f.Add("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	f.Fuzz(func(t *testing.T, raw string) {
+		if e, err := embedded(raw, nip.KindTEERoot, inst.pk); err == nil && e.PubKey != inst.pk {
+			t.Fatal("embedded event accepted from another signer")
+		}
+		if e, err := signature(raw, nip.KindBuildSignature); err == nil && e.Kind != nip.KindBuildSignature {
+			t.Fatal("signature of another kind accepted")
+		}
+		builderCert(raw)
+	})
+}
