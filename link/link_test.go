@@ -150,7 +150,9 @@ func TestHostileParent(t *testing.T) {
 		h = binary.BigEndian.AppendUint32(h, stream)
 		return binary.BigEndian.AppendUint32(h, n)
 	}
-	open := func(id uint32) Frame { return Frame{Type: TOpen, Stream: id, Payload: []byte{byte(Ingress), '4', '4', '3'}} }
+	open := func(id uint32) Frame {
+		return Frame{Type: TOpen, Stream: id, Payload: []byte{byte(Ingress), '4', '4', '3'}}
+	}
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T, r *rawParent)
