@@ -42,6 +42,37 @@ type Config struct {
 	Lightning Lightning `toml:"lightning"`
 	HTTP      HTTP      `toml:"http"`
 	Attest    Attest    `toml:"attest"`
+	Enclave   Enclave   `toml:"enclave"`
+	Parent    Parent    `toml:"parent"`
+}
+
+// Enclave configures the trusted side when it runs apart from its parent
+// (`enclaved enclave`): it reaches the network only through the parent.
+type Enclave struct {
+	// Parent is how to reach the parent: vsock:CID:PORT, unix:PATH or
+	// HOST:PORT.
+	Parent string `toml:"parent"`
+	// Egress lists the other destinations the instance may dial (image
+	// registries: "host:port", "host:*", "*.domain:port"); the relays and
+	// lightning.grpc are always allowed. Everything else is refused.
+	Egress []string `toml:"egress"`
+	// IngressPort is the public port whose forwarded connections the
+	// HTTP API serves.
+	IngressPort int64 `toml:"ingress_port"`
+}
+
+// Parent configures the host side (`enclaved parent`). It holds no secret.
+type Parent struct {
+	// Listen is where the enclave connects: vsock:PORT, unix:PATH or
+	// HOST:PORT.
+	Listen string `toml:"listen"`
+	// BlobDir holds the enclave's (encrypted) blobs; default data_dir/blobs.
+	BlobDir string `toml:"blob_dir"`
+	// Forward lists public listeners, "ADDR=PORT": connections to ADDR go
+	// into the enclave as ingress on PORT.
+	Forward    []string `toml:"forward"`
+	InstanceID string   `toml:"instance_id"` // the EC2 instance id, told to the enclave
+	PublicIP   string   `toml:"public_ip"`
 }
 
 // Attest chooses who attests the instance key.
@@ -138,8 +169,10 @@ func Default() Config {
 		Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
 		Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
 			LowBalance: time.Hour, Retention: 72 * time.Hour},
-		HTTP:   HTTP{Listen: "127.0.0.1:8080"},
-		Attest: Attest{Mode: "dev"},
+		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
+		Attest:  Attest{Mode: "dev"},
+		Enclave: Enclave{Parent: "vsock:3:7000", IngressPort: 443},
+		Parent:  Parent{Listen: "vsock:7000", Forward: []string{"0.0.0.0:443=443"}},
 	}
 }
 
@@ -401,6 +434,16 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
+	}
+	for i, f := range c.Parent.Forward {
+		addr, port, ok := strings.Cut(f, "=")
+		n, err := strconv.Atoi(port)
+		if _, _, aerr := net.SplitHostPort(addr); !ok || aerr != nil || err != nil || n <= 0 || n > 65535 {
+			bad("parent.forward", "entry %d %q is not ADDR=PORT (0.0.0.0:443=443)", i+1, f)
+		}
+	}
+	if c.Enclave.IngressPort <= 0 || c.Enclave.IngressPort > 65535 {
+		bad("enclave.ingress_port", "%d is not a port", c.Enclave.IngressPort)
 	}
 	if !oneOf(c.Attest.Mode, "nitro", "dev") {
 		bad("attest.mode", "%q is not one of nitro, dev", c.Attest.Mode)

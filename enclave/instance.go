@@ -44,6 +44,10 @@ type Parts struct {
 	// Attester (optional) attests the instance key; its documents become
 	// the tee_root of container status events.
 	Attester attest.Attester
+	// HTTPListener (optional) serves the HTTP API instead of listening on
+	// http.listen: in the enclave, the public connections the parent
+	// forwards in. http.public_url must then say where clients reach it.
+	HTTPListener net.Listener
 }
 
 // Instance is a whole running instance: bot, billing, deployer, metering
@@ -197,8 +201,10 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 	ledger := billing.NewLedger(in.parts.DB)
 	// The HTTP listener first: lightning addresses are named after it.
 	addr := ""
-	var l net.Listener
-	if in.cfg.HTTP.Listen != "" {
+	l := in.parts.HTTPListener
+	if l != nil {
+		addr = l.Addr().String()
+	} else if in.cfg.HTTP.Listen != "" {
 		var err error
 		if l, err = net.Listen("tcp", in.cfg.HTTP.Listen); err != nil {
 			return fmt.Errorf("http.listen: %w", err)

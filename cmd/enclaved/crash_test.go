@@ -67,9 +67,17 @@ type process struct {
 // until it prints its npub and relay, or exits.
 func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
+	return startProcessWith(t, &syscall.SysProcAttr{}, "try:", env, args...)
+}
+
+// startProcessWith starts enclaved with attr (Pdeathsig is added) and
+// waits for a line starting with upLine.
+func startProcessWith(t *testing.T, attr *syscall.SysProcAttr, upLine string, env []string, args ...string) *process {
+	t.Helper()
 	cmd := exec.Command(binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	attr.Pdeathsig = syscall.SIGKILL
+	cmd.SysProcAttr = attr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +102,7 @@ func startProcess(t *testing.T, env []string, args ...string) *process {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "http:"); ok {
 				api = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(v), "http://"), "/api/v1/instance")
 			}
-			if strings.HasPrefix(line, "try:") {
+			if strings.HasPrefix(line, upLine) {
 				up <- [3]string{npub, relay, api}
 			}
 		}

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/enclaved/enclaved/attest"
@@ -86,19 +89,6 @@ are marked t=dev.
 	}
 	log = log.With("mode", "dev")
 
-	key, err := enclave.LoadOrCreateKey(filepath.Join(cfg.DataDir, "instance.key"))
-	if err != nil {
-		return err
-	}
-	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, "enclaved.db"), store.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := db.ClaimInstance(ctx, key.PublicKey()); err != nil {
-		return err
-	}
-
 	urls := cfg.Nostr.Relays
 	if cfg.Dev.RelayListen != "" {
 		rl, err := devrelay.Start(cfg.Dev.RelayListen, filepath.Join(cfg.DataDir, "relay.db"))
@@ -143,7 +133,38 @@ are marked t=dev.
 	} else if ep, err = lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon); err != nil {
 		return err
 	}
-	ln, err := lnd.New(ep)
+	return runInstance(ctx, cfg, log, instanceOpts{Relays: urls, LND: ep, Images: &deployer.Resolver{}, PayHint: payHint,
+		Banner: "enclaved dev instance"}, stdout, ready)
+}
+
+// instanceOpts are what differs between a dev instance and an enclave
+// running apart from its parent.
+type instanceOpts struct {
+	Relays       []string
+	LND          lnd.Endpoint
+	Images       deployer.ImageResolver
+	HTTPListener net.Listener
+	PayHint      string
+	Banner       string
+}
+
+// runInstance opens the instance's key and database and runs it until ctx
+// ends, printing where to reach it once it is up.
+func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o instanceOpts, stdout io.Writer, ready func(devInfo)) error {
+	key, err := enclave.LoadOrCreateKey(filepath.Join(cfg.DataDir, "instance.key"))
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, "enclaved.db"), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.ClaimInstance(ctx, key.PublicKey()); err != nil {
+		return err
+	}
+	urls := o.Relays
+	ln, err := lnd.New(o.LND)
 	if err != nil {
 		return err
 	}
@@ -159,21 +180,23 @@ are marked t=dev.
 		return err
 	}
 	in, err := enclave.NewInstance(cfg, enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
-		Images: &deployer.Resolver{}, Relays: urls, Attester: attester}, Version, true, time.Now, log)
+		Images: o.Images, Relays: urls, Attester: attester, HTTPListener: o.HTTPListener}, Version, true, time.Now, log)
 	if err != nil {
 		return err
 	}
 	err = in.Run(ctx, func(httpAddr string) {
 		if attester.Mode() == "dev" {
-			fmt.Fprintf(stdout, "enclaved dev instance (dev attestation; not a Nitro enclave)\n")
+			fmt.Fprintf(stdout, "%s (dev attestation; not a Nitro enclave)\n", o.Banner)
 		} else {
-			fmt.Fprintf(stdout, "enclaved dev instance (%s attestation)\n", attester.Mode())
+			fmt.Fprintf(stdout, "%s (%s attestation)\n", o.Banner, attester.Mode())
 		}
 		fmt.Fprintf(stdout, "  npub:     %s\n", key.Npub())
 		for _, r := range urls {
 			fmt.Fprintf(stdout, "  relay:    %s\n", r)
 		}
-		if httpAddr != "" {
+		if o.HTTPListener != nil && cfg.HTTP.PublicURL != "" {
+			fmt.Fprintf(stdout, "  http:     %s/api/v1/instance\n", strings.TrimSuffix(cfg.HTTP.PublicURL, "/"))
+		} else if httpAddr != "" {
 			fmt.Fprintf(stdout, "  http:     http://%s/api/v1/instance\n", httpAddr)
 		}
 		fmt.Fprintf(stdout, "  data dir: %s\n", cfg.DataDir)
@@ -181,8 +204,8 @@ are marked t=dev.
 			fmt.Fprintf(stdout, "  dev root: %s\n", filepath.Join(cfg.DataDir, "dev-root.pem"))
 		}
 		fmt.Fprintf(stdout, "try:       enclaved dm -relay %s %s help\n", urls[0], key.Npub())
-		if payHint != "" {
-			fmt.Fprintf(stdout, "pay:       %s\n", payHint)
+		if o.PayHint != "" {
+			fmt.Fprintf(stdout, "pay:       %s\n", o.PayHint)
 		}
 		log.Info("instance up", "instance", key, "db_version", db.Version)
 		if ready != nil {

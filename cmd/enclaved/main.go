@@ -37,9 +37,14 @@ usage:
   enclaved dev [flags]          run a whole local instance (embedded relay, regtest
                                 Lightning, local Docker; dev attestation)
   enclaved dev pay <bolt11>     pay an invoice from the dev instance's regtest payer
+  enclaved parent [flags]       run the host side: the enclave's link, egress, ingress,
+                                blobs, log sink (holds no secret)
+  enclaved enclave [flags]      run the instance inside the enclave, reaching the
+                                network only through the parent
   enclaved dm <npub> <command>  send a command by DM (or -mention) and print the replies
   enclaved verify <npub|file>   verify an instance's attestation (pass/fail per check)
-  enclaved release sign|verify  sign a release's PCRs as a maintainer, or check a signature
+  enclaved release sign|sign-build|sign-instance|verify
+                                sign a release, build or instance; check a signature
   enclaved version              print the version
 
 run "enclaved dev -h" for the flags.
@@ -53,6 +58,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr, environ, nil)
+	case "parent":
+		return runParent(ctx, args[1:], stdout, stderr, environ)
+	case "enclave":
+		return runEnclave(ctx, args[1:], stdout, stderr, environ)
 	case "dm":
 		return runDM(ctx, args[1:], stdout, stderr, environ)
 	case "verify":

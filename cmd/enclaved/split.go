@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/enclaved/enclaved/billing/lnd"
+	"github.com/enclaved/enclaved/config"
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/internal/logging"
+	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/parent"
+	"github.com/enclaved/enclaved/tunnel"
+)
+
+// runParent runs the host side: it serves the enclave's link and forwards
+// public ports into it.
+func runParent(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := newFlagSet("parent", `Runs the parent, the untrusted host side of an enclave: it accepts the
+enclave's link (parent.listen: vsock:PORT in production), dials TCP for it,
+forwards public ports into it (parent.forward), keeps its encrypted blobs
+and its log lines. It holds no secret.`, stderr)
+	load := configFlags(fs, environ)
+	listen := fs.String("listen", "", "where the enclave connects (shorthand for -set parent.listen=...)")
+	var forwards setFlags
+	fs.Var(&forwards, "forward", "ADDR=PORT: forward public ADDR to the enclave's ingress PORT; repeatable")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := load(func(sets []string) []string {
+		if *listen != "" {
+			sets = append(sets, "parent.listen="+*listen)
+		}
+		if len(forwards) > 0 {
+			sets = append(sets, "parent.forward="+forwards.String())
+		}
+		return sets
+	})
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	log = log.With("side", "parent")
+	blobs := cfg.Parent.BlobDir
+	if blobs == "" {
+		blobs = filepath.Join(cfg.DataDir, "blobs")
+	}
+	if err := os.MkdirAll(blobs, 0o700); err != nil {
+		return err
+	}
+	srv := &parent.Server{BlobDir: blobs, LogOut: stderr, Log: log,
+		Meta: link.Metadata{InstanceID: cfg.Parent.InstanceID, PublicIP: cfg.Parent.PublicIP}}
+	l, err := link.Listen(cfg.Parent.Listen)
+	if err != nil {
+		return fmt.Errorf("parent.listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(cfg.Parent.Forward)+1)
+	for _, f := range cfg.Parent.Forward {
+		addr, ps, _ := strings.Cut(f, "=")
+		port, _ := strconv.Atoi(ps)
+		fl, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("parent.forward %s: %w", f, err)
+		}
+		fmt.Fprintf(stdout, "forward:  %s → enclave port %d\n", fl.Addr(), port)
+		go func() { errc <- srv.Forward(ctx, fl, port) }()
+	}
+	fmt.Fprintf(stdout, "parent:   link on %s\n", l.Addr())
+	go func() { errc <- srv.Serve(ctx, l) }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+// runEnclave runs the trusted side apart from its parent: every connection
+// out goes through the parent's egress, allowed by the allowlist; the HTTP
+// API is served on the connections the parent forwards in.
+func runEnclave(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := newFlagSet("enclave", `Runs the instance inside the enclave: it reaches the network only through
+its parent (enclave.parent: vsock:3:PORT in production), dialing only the
+relays, lightning.grpc and enclave.egress; the HTTP API is served on the
+public port the parent forwards (enclave.ingress_port). Needs nostr.relays
+and the lightning.* keys.`, stderr)
+	load := configFlags(fs, environ)
+	parentAddr := fs.String("parent", "", "how to reach the parent (shorthand for -set enclave.parent=...)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := load(func(sets []string) []string {
+		if *parentAddr != "" {
+			sets = append(sets, "enclave.parent="+*parentAddr)
+		}
+		return sets
+	})
+	if err != nil {
+		return err
+	}
+	if len(cfg.Nostr.Relays) == 0 || cfg.Lightning.GRPC == "" {
+		return fmt.Errorf("enclave: nostr.relays and lightning.grpc are required")
+	}
+	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	log = log.With("side", "enclave")
+
+	ingress := tunnel.NewIngress(int(cfg.Enclave.IngressPort))
+	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return link.DialAddr(ctx, cfg.Enclave.Parent) },
+		Handler: ingress.Handle, Log: log.With("part", "link")}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go keeper.Run(ctx)
+
+	egress := &tunnel.Egress{Link: keeper, Allow: egressAllowlist(cfg), Log: log.With("part", "egress")}
+	// Inside the enclave there is no other way out: whatever uses the
+	// default HTTP transport (the relay websockets) goes through egress.
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		t.DialContext = egress.DialContext
+		t.Proxy = nil
+	}
+	ep, err := lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon)
+	if err != nil {
+		return err
+	}
+	ep.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return egress.DialContext(ctx, "tcp", addr) }
+	images := &deployer.Resolver{Transport: &http.Transport{DialContext: egress.DialContext, ForceAttemptHTTP2: true}}
+	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
+		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave"}, stdout, nil)
+}
+
+// egressAllowlist is enclave.egress plus the relays and the LND node.
+func egressAllowlist(cfg config.Config) []string {
+	allow := append([]string(nil), cfg.Enclave.Egress...)
+	for _, r := range cfg.Nostr.Relays {
+		if hp, ok := relayHostPort(r); ok {
+			allow = append(allow, hp)
+		}
+	}
+	return append(allow, cfg.Lightning.GRPC)
+}
+
+// relayHostPort is a ws:// or wss:// URL's host:port.
+func relayHostPort(u string) (string, bool) {
+	rest, ok := strings.CutPrefix(u, "wss://")
+	port := "443"
+	if !ok {
+		if rest, ok = strings.CutPrefix(u, "ws://"); !ok {
+			return "", false
+		}
+		port = "80"
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host, true
+	}
+	return net.JoinHostPort(host, port), true
+}

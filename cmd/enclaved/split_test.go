@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/enclaved/enclaved/internal/testenv"
+)
+
+// The main loop and a zap, with the instance split in two processes that
+// talk only over the link: `enclaved parent` on this machine's network,
+// `enclaved enclave` in a network namespace of its own (no interface but a
+// downed loopback), reaching the parent over a unix socket. The relay,
+// LND and the registry listen on 127.0.0.1 here, which the enclave can
+// reach only through the parent's egress; renters reach its HTTP API only
+// through the parent's forwarded port.
+func TestSplitParentAndEnclave(t *testing.T) {
+	relay := testenv.Relay(t)
+	imgs := testenv.Images(t)
+	ln := testenv.Lightning(t)
+	testenv.Docker(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "link.sock")
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	public := pl.Addr().String()
+	pl.Close()
+
+	startProcessWith(t, &syscall.SysProcAttr{}, "parent:", nil, "parent", "-data-dir", filepath.Join(dir, "parent"),
+		"-listen", "unix:"+sock, "-forward", public+"=443")
+	registry := strings.SplitN(imgs.Hello.Ref, "/", 2)[0]
+	n := ln.Operator
+	p := startProcessWith(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}, "try:", nil, "enclave",
+		"-data-dir", filepath.Join(dir, "enclave"), "-parent", "unix:"+sock,
+		"-set", "nostr.relays="+relay.URL, "-set", "lightning.grpc="+n.GRPCAddr, "-set", "lightning.tls_cert="+n.TLSCertPath(),
+		"-set", "lightning.macaroon="+n.MacaroonPath("invoice"), "-set", "http.public_url=http://"+public,
+		"-set", "enclave.egress="+registry)
+	self := npubHex(t, p.npub)
+	theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.cmd.Process.Pid))
+	ours, _ := os.Readlink("/proc/self/ns/net")
+	if theirs == "" || theirs == ours {
+		t.Fatalf("the enclave shares our network namespace (%q)", theirs)
+	}
+
+	// Deploy, pay, run: by NIP-17 through the relay.
+	c := testenv.NewClient(t, relay.URL)
+	c.Send(t, "nip17", self, "deploy "+imgs.Hello.Ref+" name=split")
+	if _, err := ln.Payer.Pay(context.Background(), testenv.Invoice(t, c.Await(t, self, "Quote").Text)); err != nil {
+		t.Fatal(err)
+	}
+	c.Await(t, self, "split is running")
+	id := containerID(t, filepath.Join(dir, "enclave"), "split")
+	t.Cleanup(func() { removeAll(t, id) })
+
+	// A zap through the forwarded public port.
+	var pr struct{ Callback, NostrPubkey string }
+	resp, err := http.Get("http://" + public + "/.well-known/lnurlp/split")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&pr)
+	resp.Body.Close()
+	if !strings.HasPrefix(pr.Callback, "http://"+public+"/") {
+		t.Fatalf("callback %q is not on the public address", pr.Callback)
+	}
+	var pubkey string
+	openRO(t, filepath.Join(dir, "enclave")).QueryRow(`SELECT pubkey FROM containers WHERE id = ?`, id).Scan(&pubkey)
+	zr := nostr.Event{Kind: 9734, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relays", relay.URL}, {"amount", "21000"}, {"p", pubkey}}}
+	zr.Sign(nostr.GeneratePrivateKey())
+	raw, _ := json.Marshal(zr)
+	resp, err = http.Get(pr.Callback + "?amount=21000&nostr=" + url.QueryEscape(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv struct{ PR string }
+	json.NewDecoder(resp.Body).Decode(&inv)
+	resp.Body.Close()
+	if inv.PR == "" {
+		t.Fatal("no invoice from the callback")
+	}
+	if _, err := ln.Payer.Pay(context.Background(), inv.PR); err != nil {
+		t.Fatal(err)
+	}
+	receipts := nostr.Filter{Kinds: []int{9735}, Tags: nostr.TagMap{"p": {pubkey}}}
+	if r := testenv.Next(t, testenv.Subscribe(t, relay.URL, receipts), "zap receipt"); r.PubKey != pr.NostrPubkey {
+		t.Errorf("receipt by %s, want %s", r.PubKey, pr.NostrPubkey)
+	}
+	if credits := countCredits(t, filepath.Join(dir, "enclave"), id); credits != 2 {
+		t.Errorf("%d credits, want 2 (deploy and zap)", credits)
+	}
+}
