@@ -2,7 +2,9 @@
 # every test (installing what is missing first).
 
 GO        ?= go
-TESTFLAGS ?= -v -count=1 -timeout 20m
+# -trimpath: the dependencies compiled for the tests are then the ones
+# scripts/build-enclaved.sh needs, so the reproducibility test reuses them.
+TESTFLAGS ?= -v -count=1 -timeout 25m -trimpath
 # The regtest Lightning tools (btcd, lnd) are built once into this cache.
 export ENCLAVED_TOOLS ?= $(HOME)/.cache/enclaved/tools
 

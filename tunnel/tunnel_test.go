@@ -31,7 +31,8 @@ type world struct {
 	parent *parent.Server
 	keeper *link.Keeper
 	ingr   *tunnel.Ingress
-	logs   *syncBuffer
+	logs   *syncBuffer // the enclave's own log (egress denials)
+	plogs  *syncBuffer // the parent's log sink
 }
 
 type syncBuffer struct {
@@ -59,8 +60,8 @@ func newWorld(t testing.TB, ports ...int) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{parent: &parent.Server{BlobDir: t.TempDir(), Meta: link.Metadata{InstanceID: "i-0123456789abcdef0"}},
-		ingr: tunnel.NewIngress(ports...), logs: &syncBuffer{}}
+	w := &world{ingr: tunnel.NewIngress(ports...), logs: &syncBuffer{}, plogs: &syncBuffer{}}
+	w.parent = &parent.Server{BlobDir: t.TempDir(), Meta: link.Metadata{InstanceID: "i-0123456789abcdef0"}, LogOut: w.plogs}
 	go w.parent.Serve(ctx, l)
 	w.keeper = &link.Keeper{Handler: w.ingr.Handle, Dial: func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
@@ -296,4 +297,20 @@ func BenchmarkEgress(b *testing.B) {
 		}
 		run(b, c)
 	})
+}
+
+// The enclave's log lines reach the parent's sink.
+func TestLogsReachTheParent(t *testing.T) {
+	w := newWorld(t)
+	out := w.plogs
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lw := tunnel.NewLogWriter(ctx, w.keeper)
+	log := slog.New(slog.NewTextHandler(lw, nil))
+	log.Info("instance up", "npub", "npub1example")
+	if err := proc.WaitFor(ctx, "the log line at the parent", 10*time.Second, func(context.Context) (bool, error) {
+		return strings.Contains(out.String(), "enclave: ") && strings.Contains(out.String(), `msg="instance up" npub=npub1example`), nil
+	}); err != nil {
+		t.Fatalf("%v; the parent has %q", err, out.String())
+	}
 }

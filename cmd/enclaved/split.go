@@ -129,6 +129,13 @@ and the lightning.* keys.`, stderr)
 	defer cancel()
 	go keeper.Run(ctx)
 
+	// The instance logs to stderr (the enclave's console) and to the
+	// parent's log sink; the link's own log stays on stderr, as it must
+	// work while the link is down.
+	if log, err = logging.New(io.MultiWriter(stderr, tunnel.NewLogWriter(ctx, keeper)), cfg.Log.Level, cfg.Log.Format); err != nil {
+		return err
+	}
+	log = log.With("side", "enclave")
 	egress := &tunnel.Egress{Link: keeper, Allow: egressAllowlist(cfg), Log: log.With("part", "egress")}
 	// Inside the enclave there is no other way out: whatever uses the
 	// default HTTP transport (the relay websockets) goes through egress.
