@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/enclaved/enclaved/internal/proc"
 )
 
 // Invoice is an invoice the node issued.
@@ -55,12 +57,8 @@ func WatchSettlements(ctx context.Context, ln Lightning, l *Ledger, log *slog.Lo
 			return ctx.Err()
 		}
 		log.Warn("invoice stream ended; resubscribing", "err", err, "settle_index", idx, "after", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := proc.Sleep(ctx, backoff); err != nil {
+			return err
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/internal/proc"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
 )
@@ -162,12 +163,8 @@ func (b *Bot) listen(ctx context.Context, url string, out chan<- *nostr.Event) {
 			backoff = 200 * time.Millisecond
 		}
 		b.log.Warn("relay subscription ended; resubscribing", "relay", url, "err", err, "after", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if proc.Sleep(ctx, backoff) != nil {
 			return
-		case <-t.C:
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/enclaved/enclaved/internal/proc"
 )
 
 // Keeper keeps the enclave's session with its parent up: it dials, runs
@@ -44,12 +46,8 @@ func (k *Keeper) Run(ctx context.Context) error {
 			}
 		}
 		log.Warn("parent link down; dialing again", "err", err, "after", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := proc.Sleep(ctx, backoff); err != nil {
+			return err
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}

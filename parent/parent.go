@@ -59,38 +59,27 @@ func (s *Server) log() *slog.Logger {
 // Serve accepts enclave connections on l until ctx ends. The newest
 // session is the one ingress connections go to.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-	for {
-		c, err := l.Accept()
+	return acceptAll(ctx, l, func(c net.Conn) {
+		sess, err := link.NewSession(c, link.Parent, s.handle)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
+			s.log().Warn("enclave connection refused", "err", err)
+			return
 		}
-		go func() {
-			sess, err := link.NewSession(c, link.Parent, s.handle)
-			if err != nil {
-				s.log().Warn("enclave connection refused", "err", err)
-				return
-			}
-			s.log().Info("enclave connected", "from", c.RemoteAddr().String())
-			s.mu.Lock()
-			old := s.cur
-			s.cur = sess
-			s.mu.Unlock()
-			if old != nil {
-				old.Close()
-			}
-			select {
-			case <-sess.Done():
-				s.log().Warn("enclave session ended", "err", sess.Err())
-			case <-ctx.Done():
-				sess.Close()
-			}
-		}()
-	}
+		s.log().Info("enclave connected", "from", c.RemoteAddr().String())
+		s.mu.Lock()
+		old := s.cur
+		s.cur = sess
+		s.mu.Unlock()
+		if old != nil {
+			old.Close()
+		}
+		select {
+		case <-sess.Done():
+			s.log().Warn("enclave session ended", "err", sess.Err())
+		case <-ctx.Done():
+			sess.Close()
+		}
+	})
 }
 
 // Session is the enclave's current session, or nil.
@@ -239,6 +228,27 @@ func (s *Server) logSink(st *link.Stream) {
 // Forward accepts public connections on l and forwards each into the
 // enclave as an ingress stream for port, until ctx ends.
 func (s *Server) Forward(ctx context.Context, l net.Listener, port int) error {
+	return acceptAll(ctx, l, func(c net.Conn) {
+		sess := s.Session()
+		if sess == nil {
+			c.Close()
+			return
+		}
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := sess.Open(octx, link.Ingress, strconv.Itoa(port)+" "+c.RemoteAddr().String())
+		cancel()
+		if err != nil {
+			s.log().Warn("ingress refused by the enclave", "port", port, "err", err)
+			c.Close()
+			return
+		}
+		Pipe(st, c)
+	})
+}
+
+// acceptAll serves each connection l accepts on its own goroutine until
+// ctx ends (then it closes l and returns ctx's error) or l fails.
+func acceptAll(ctx context.Context, l net.Listener, serve func(net.Conn)) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	for {
@@ -249,21 +259,6 @@ func (s *Server) Forward(ctx context.Context, l net.Listener, port int) error {
 			}
 			return err
 		}
-		go func() {
-			sess := s.Session()
-			if sess == nil {
-				c.Close()
-				return
-			}
-			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			st, err := sess.Open(octx, link.Ingress, strconv.Itoa(port)+" "+c.RemoteAddr().String())
-			cancel()
-			if err != nil {
-				s.log().Warn("ingress refused by the enclave", "port", port, "err", err)
-				c.Close()
-				return
-			}
-			Pipe(st, c)
-		}()
+		go serve(c)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/enclaved/enclaved/internal/proc"
 	"github.com/enclaved/enclaved/link"
 )
 
@@ -69,12 +70,8 @@ func (w *LogWriter) run(ctx context.Context, o Opener) {
 				if ctx.Err() != nil {
 					return
 				}
-				t := time.NewTimer(time.Second)
-				select {
-				case <-ctx.Done():
-					t.Stop()
+				if proc.Sleep(ctx, time.Second) != nil {
 					return
-				case <-t.C:
 				}
 				continue
 			}
