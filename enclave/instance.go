@@ -388,16 +388,58 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 // loadSigned reads a signed event of one of kinds from path (the file named
 // by config key).
 func loadSigned(key, path string, kinds ...int) (nostr.Event, error) {
-	var evt nostr.Event
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return evt, fmt.Errorf("%s: %w", key, err)
+		return nostr.Event{}, fmt.Errorf("%s: %w", key, err)
 	}
-	if err := json.Unmarshal(b, &evt); err != nil || !slices.Contains(kinds, evt.Kind) {
-		return evt, fmt.Errorf("%s: %s is not a kind-%d event", key, path, kinds[0])
-	}
-	if ok, _ := evt.CheckSignature(); !ok || evt.GetID() != evt.ID {
-		return evt, fmt.Errorf("%s: %s: bad signature", key, path)
+	evt, err := parseSigned(b, kinds...)
+	if err != nil {
+		return evt, fmt.Errorf("%s: %s: %w", key, path, err)
 	}
 	return evt, nil
+}
+
+// parseSigned parses a signed event of one of kinds.
+func parseSigned(b []byte, kinds ...int) (nostr.Event, error) {
+	var evt nostr.Event
+	if err := json.Unmarshal(b, &evt); err != nil || !slices.Contains(kinds, evt.Kind) {
+		return evt, fmt.Errorf("not a kind-%d event", kinds[0])
+	}
+	if ok, _ := evt.CheckSignature(); !ok || evt.GetID() != evt.ID {
+		return evt, errors.New("bad signature")
+	}
+	return evt, nil
+}
+
+// UseSignatures takes the build, instance and release signatures the
+// parent supplies (JSON events), for an instance whose configuration names
+// none: each is checked (kind, signature) and the ones that fail are
+// skipped, with the reasons returned. Verifiers check them against the
+// attestation; nothing else trusts them. Call it before Run.
+func (in *Instance) UseSignatures(build, launch string, releases []string) []error {
+	var errs []error
+	if build != "" && in.build.ID == "" {
+		if e, err := parseSigned([]byte(build), nip.KindBuildSignature, nip.KindBuildSignatureLegacy); err != nil {
+			errs = append(errs, fmt.Errorf("build signature: %w", err))
+		} else {
+			in.build = e
+		}
+	}
+	if launch != "" && in.launch.ID == "" {
+		if e, err := parseSigned([]byte(launch), nip.KindInstanceSignature, nip.KindInstanceSignatureLegacy); err != nil {
+			errs = append(errs, fmt.Errorf("instance signature: %w", err))
+		} else {
+			in.launch = e
+		}
+	}
+	if len(in.releases) == 0 {
+		for i, r := range releases {
+			if e, err := parseSigned([]byte(r), nip.KindRelease); err != nil {
+				errs = append(errs, fmt.Errorf("release %d: %w", i+1, err))
+			} else {
+				in.releases = append(in.releases, e)
+			}
+		}
+	}
+	return errs
 }

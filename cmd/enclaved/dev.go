@@ -23,6 +23,7 @@ import (
 	"github.com/enclaved/enclaved/internal/devrelay"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/internal/regtest"
+	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -146,6 +147,9 @@ type instanceOpts struct {
 	HTTPListener net.Listener
 	PayHint      string
 	Banner       string
+	// Meta is what the parent says; its signatures are used where the
+	// configuration names none.
+	Meta link.Metadata
 }
 
 // runInstance opens the instance's key and database and runs it until ctx
@@ -183,6 +187,9 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 		Images: o.Images, Relays: urls, Attester: attester, HTTPListener: o.HTTPListener}, Version, true, time.Now, log)
 	if err != nil {
 		return err
+	}
+	for _, err := range in.UseSignatures(o.Meta.Build, o.Meta.Instance, o.Meta.Releases) {
+		log.Warn("a signature from the parent was skipped", "err", err)
 	}
 	err = in.Run(ctx, func(httpAddr string) {
 		if attester.Mode() == "dev" {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/config"
@@ -58,8 +59,34 @@ and its log lines. It holds no secret.`, stderr)
 	if err := os.MkdirAll(blobs, 0o700); err != nil {
 		return err
 	}
-	srv := &parent.Server{BlobDir: blobs, LogOut: stderr, Log: log,
-		Meta: link.Metadata{InstanceID: cfg.Parent.InstanceID, PublicIP: cfg.Parent.PublicIP}}
+	meta := link.Metadata{InstanceID: cfg.Parent.InstanceID, PublicIP: cfg.Parent.PublicIP}
+	// The operator's signatures are passed on as they are: the enclave
+	// checks them, and verifiers check them against its attestation.
+	read := func(key, path string) (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", key, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if f := cfg.Instance.BuildSignature; f != "" {
+		if meta.Build, err = read("instance.build_signature", f); err != nil {
+			return err
+		}
+	}
+	if f := cfg.Instance.InstanceSignature; f != "" {
+		if meta.Instance, err = read("instance.instance_signature", f); err != nil {
+			return err
+		}
+	}
+	for _, f := range cfg.Instance.Releases {
+		r, err := read("instance.releases", f)
+		if err != nil {
+			return err
+		}
+		meta.Releases = append(meta.Releases, r)
+	}
+	srv := &parent.Server{BlobDir: blobs, LogOut: stderr, Log: log, Meta: meta}
 	l, err := link.Listen(cfg.Parent.Listen)
 	if err != nil {
 		return fmt.Errorf("parent.listen: %w", err)
@@ -149,8 +176,14 @@ and the lightning.* keys.`, stderr)
 	}
 	ep.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return egress.DialContext(ctx, "tcp", addr) }
 	images := &deployer.Resolver{Transport: &http.Transport{DialContext: egress.DialContext, ForceAttemptHTTP2: true}}
+	mctx, mcancel := context.WithTimeout(ctx, 30*time.Second)
+	meta, err := tunnel.FetchMeta(mctx, keeper)
+	mcancel()
+	if err != nil {
+		log.Warn("no metadata from the parent", "err", err)
+	}
 	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
-		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave"}, stdout, nil)
+		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta}, stdout, nil)
 }
 
 // egressAllowlist is enclave.egress plus the relays and the LND node.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -39,8 +40,19 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	public := pl.Addr().String()
 	pl.Close()
 
+	// The operator gives the parent a release signature, which the enclave
+	// embeds, and a broken build signature, which it skips.
+	var rel bytes.Buffer
+	pcr := strings.Repeat("ab", 48)
+	if err := run(context.Background(), []string{"release", "sign", "-version", "0.0.1", "-pcr0", pcr, "-pcr1", pcr, "-pcr2", pcr},
+		&rel, &bytes.Buffer{}, []string{signingKeyEnv + "=" + nostr.GeneratePrivateKey()}); err != nil {
+		t.Fatal(err)
+	}
+	relFile, badFile := filepath.Join(dir, "release.json"), filepath.Join(dir, "build.json")
+	os.WriteFile(relFile, rel.Bytes(), 0o600)
+	os.WriteFile(badFile, []byte(`{"kind":23794,"sig":"forged"}`), 0o600)
 	startProcessWith(t, &syscall.SysProcAttr{}, "parent:", nil, "parent", "-data-dir", filepath.Join(dir, "parent"),
-		"-listen", "unix:"+sock, "-forward", public+"=443")
+		"-listen", "unix:"+sock, "-forward", public+"=443", "-set", "instance.releases="+relFile, "-set", "instance.build_signature="+badFile)
 	registry := strings.SplitN(imgs.Hello.Ref, "/", 2)[0]
 	n := ln.Operator
 	p := startProcessWith(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}, "try:", nil, "enclave",
@@ -53,6 +65,14 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	ours, _ := os.Readlink("/proc/self/ns/net")
 	if theirs == "" || theirs == ours {
 		t.Fatalf("the enclave shares our network namespace (%q)", theirs)
+	}
+
+	ann := testenv.Next(t, testenv.Subscribe(t, relay.URL, nostr.Filter{Kinds: []int{13793}, Authors: []string{self}}), "announcement")
+	if r := ann.Tags.Find("release"); r == nil || !strings.Contains(r[1], pcr) {
+		t.Errorf("the parent's release signature is not in the announcement")
+	}
+	if ann.Tags.Find("build") != nil {
+		t.Errorf("the forged build signature was embedded")
 	}
 
 	// Deploy, pay, run: by NIP-17 through the relay.
