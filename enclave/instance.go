@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -401,14 +400,11 @@ func loadSigned(key, path string, kinds ...int) (nostr.Event, error) {
 
 // parseSigned parses a signed event of one of kinds.
 func parseSigned(b []byte, kinds ...int) (nostr.Event, error) {
-	var evt nostr.Event
-	if err := json.Unmarshal(b, &evt); err != nil || !slices.Contains(kinds, evt.Kind) {
-		return evt, fmt.Errorf("not a kind-%d event", kinds[0])
+	e, err := nip.ParseSigned(b, kinds...)
+	if err != nil {
+		return nostr.Event{}, err
 	}
-	if ok, _ := evt.CheckSignature(); !ok || evt.GetID() != evt.ID {
-		return evt, errors.New("bad signature")
-	}
-	return evt, nil
+	return *e, nil
 }
 
 // UseSignatures takes the build, instance and release signatures the

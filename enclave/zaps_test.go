@@ -261,17 +261,7 @@ func BenchmarkZapSettlementToReceipt(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		before, _ := inst.in.Deployer.Get(ctx, q.ContainerID)
-		zr := nostr.Event{Kind: 9734, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relays", relay.URL}, {"amount", "2000"}, {"p", rec.Pubkey}}}
-		zr.Sign(nostr.GeneratePrivateKey())
-		raw, _ := json.Marshal(zr)
-		resp, err := http.Get(callback + "?amount=2000&nostr=" + url.QueryEscape(string(raw)))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var inv struct{ PR string }
-		json.NewDecoder(resp.Body).Decode(&inv)
-		resp.Body.Close()
-		pay(b, inv.PR)
+		pay(b, testenv.ZapInvoice(b, callback, rec.Pubkey, relay.URL, 2000))
 		b.StartTimer()
 		testenv.Next(b, receipts, "receipt")
 		for { // the credit commits before the receipt is built; this rarely loops

@@ -2,6 +2,10 @@ package nip
 
 import (
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -36,4 +40,23 @@ func InstanceSignature(pcr4 []byte, mode string, now nostr.Timestamp) nostr.Even
 		{"-"}, {"t", mode}, {"PCR4", hex.EncodeToString(pcr4)},
 		{"alt", "enclaved instance signature"},
 	}}
+}
+
+// ParseSigned parses a JSON event of one of kinds and checks its id and
+// signature. Who signed it is the caller's to check.
+func ParseSigned(raw []byte, kinds ...int) (*nostr.Event, error) {
+	var e nostr.Event
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, errors.New("not a JSON event")
+	}
+	if !slices.Contains(kinds, e.Kind) {
+		if len(kinds) == 1 {
+			return nil, fmt.Errorf("kind %d, want %d", e.Kind, kinds[0])
+		}
+		return nil, fmt.Errorf("kind %d, want one of %v", e.Kind, kinds)
+	}
+	if ok, _ := e.CheckSignature(); !ok || e.GetID() != e.ID {
+		return nil, errors.New("bad signature")
+	}
+	return &e, nil
 }

@@ -13,7 +13,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -156,17 +155,7 @@ func signature(raw string, kinds ...int) (*nostr.Event, error) {
 	if len(raw) > 64<<10 {
 		return nil, errors.New("too long")
 	}
-	var e nostr.Event
-	if err := json.Unmarshal([]byte(raw), &e); err != nil {
-		return nil, errors.New("not a JSON event")
-	}
-	if !slices.Contains(kinds, e.Kind) {
-		return nil, fmt.Errorf("kind %d, want one of %v", e.Kind, kinds)
-	}
-	if ok, _ := e.CheckSignature(); !ok || e.GetID() != e.ID {
-		return nil, fmt.Errorf("by %s: bad signature", nip.Npub(e.PubKey))
-	}
-	return &e, nil
+	return nip.ParseSigned([]byte(raw), kinds...)
 }
 
 // instanceSignature checks the launcher's signature of PCR4, the digest
@@ -411,23 +400,14 @@ func embedded(raw string, kind int, signer string) (*nostr.Event, error) {
 	if raw == "" {
 		return nil, errors.New("missing")
 	}
-	if len(raw) > 64<<10 {
-		return nil, errors.New("too long")
-	}
-	var e nostr.Event
-	if err := json.Unmarshal([]byte(raw), &e); err != nil {
-		return nil, errors.New("not a JSON event")
-	}
-	if e.Kind != kind {
-		return nil, fmt.Errorf("kind %d, want %d", e.Kind, kind)
-	}
-	if ok, _ := e.CheckSignature(); !ok || e.GetID() != e.ID {
-		return nil, errors.New("bad signature")
+	e, err := signature(raw, kind)
+	if err != nil {
+		return nil, err
 	}
 	if e.PubKey != signer {
 		return nil, fmt.Errorf("signed by %s, not %s", nip.Npub(e.PubKey), nip.Npub(signer))
 	}
-	return &e, nil
+	return e, nil
 }
 
 func errText(err error, ok string) string {

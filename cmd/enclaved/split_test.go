@@ -3,11 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,32 +83,13 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	t.Cleanup(func() { removeAll(t, id) })
 
 	// A zap through the forwarded public port.
-	var pr struct{ Callback, NostrPubkey string }
-	resp, err := http.Get("http://" + public + "/.well-known/lnurlp/split")
-	if err != nil {
-		t.Fatal(err)
-	}
-	json.NewDecoder(resp.Body).Decode(&pr)
-	resp.Body.Close()
+	pr := testenv.FetchPayRequest(t, "http://"+public+"/.well-known/lnurlp/split")
 	if !strings.HasPrefix(pr.Callback, "http://"+public+"/") {
 		t.Fatalf("callback %q is not on the public address", pr.Callback)
 	}
 	var pubkey string
 	openRO(t, filepath.Join(dir, "enclave")).QueryRow(`SELECT pubkey FROM containers WHERE id = ?`, id).Scan(&pubkey)
-	zr := nostr.Event{Kind: 9734, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relays", relay.URL}, {"amount", "21000"}, {"p", pubkey}}}
-	zr.Sign(nostr.GeneratePrivateKey())
-	raw, _ := json.Marshal(zr)
-	resp, err = http.Get(pr.Callback + "?amount=21000&nostr=" + url.QueryEscape(string(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var inv struct{ PR string }
-	json.NewDecoder(resp.Body).Decode(&inv)
-	resp.Body.Close()
-	if inv.PR == "" {
-		t.Fatal("no invoice from the callback")
-	}
-	if _, err := ln.Payer.Pay(context.Background(), inv.PR); err != nil {
+	if _, err := ln.Payer.Pay(context.Background(), testenv.ZapInvoice(t, pr.Callback, pubkey, relay.URL, 21000)); err != nil {
 		t.Fatal(err)
 	}
 	receipts := nostr.Filter{Kinds: []int{9735}, Tags: nostr.TagMap{"p": {pubkey}}}

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/url"
 	"testing"
 	"time"
 
@@ -43,29 +40,11 @@ func TestCrashBetweenZapSettlementAndReceipt(t *testing.T) {
 			p.stop(t)
 
 			p = startProcess(t, []string{crashpoint.Env + "=" + point}, args...)
-			var pr struct{ Callback, NostrPubkey string }
-			resp, err := http.Get("http://" + p.http + "/.well-known/lnurlp/" + name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			json.NewDecoder(resp.Body).Decode(&pr)
-			resp.Body.Close()
+			pr := testenv.FetchPayRequest(t, "http://"+p.http+"/.well-known/lnurlp/"+name)
 			var pubkey string
 			openRO(t, dir).QueryRow(`SELECT pubkey FROM containers WHERE id = ?`, id).Scan(&pubkey)
-			zr := nostr.Event{Kind: 9734, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relays", relay.URL}, {"amount", "5000"}, {"p", pubkey}}}
-			zr.Sign(nostr.GeneratePrivateKey())
-			raw, _ := json.Marshal(zr)
-			var inv struct{ PR string }
-			resp, err = http.Get(pr.Callback + "?amount=5000&nostr=" + url.QueryEscape(string(raw)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			json.NewDecoder(resp.Body).Decode(&inv)
-			resp.Body.Close()
-			if inv.PR == "" {
-				t.Fatal("no invoice from the callback")
-			}
-			if _, err := ln.Payer.Pay(context.Background(), inv.PR); err != nil {
+			invoice := testenv.ZapInvoice(t, pr.Callback, pubkey, relay.URL, 5000)
+			if _, err := ln.Payer.Pay(context.Background(), invoice); err != nil {
 				t.Fatal(err)
 			}
 			p.waitKilled(t)
