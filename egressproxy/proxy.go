@@ -1,0 +1,274 @@
+// Package egressproxy is the enclave's transparent proxy for renters'
+// containers: the only way their TCP connections leave the enclave.
+//
+// It runs inside the enclave. Each container gets its own listener; the
+// enclave's firewall redirects every TCP connection coming from the
+// container's bridge to it (iptables REDIRECT), and the proxy reads the
+// original destination from the socket (SO_ORIGINAL_DST). A container
+// reaches only the hosts it asked for at deploy time, within the
+// operator's policy: each is named in its /etc/hosts at a synthetic
+// address (198.18.0.0/15, never routed on the internet), which the proxy
+// maps back to the host name before dialing it through the parent. There
+// is no DNS inside, so nothing else resolves; a connection to any other
+// address or port is refused and logged. The default is deny.
+package egressproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// MaxHosts bounds the hosts one container may ask for.
+const MaxHosts = 16
+
+// syntheticBase is the first address handed out (RFC 2544's benchmarking
+// range).
+var syntheticBase = netip.MustParseAddr("198.18.0.1")
+
+// Plan is one container's egress: the host:port pairs it may reach and the
+// synthetic address its /etc/hosts gives each host.
+type Plan struct {
+	allow map[string]bool       // "host:port"
+	hosts map[netip.Addr]string // synthetic address → host
+	names []string              // "host:address" in order, for ExtraHosts
+}
+
+// NewPlan checks the requested destinations ("host:port" or "host",
+// meaning port 443) and gives each host its address. An empty request is
+// the default: nothing is reachable.
+func NewPlan(requested []string) (Plan, error) {
+	p := Plan{allow: map[string]bool{}, hosts: map[netip.Addr]string{}}
+	addrOf := map[string]netip.Addr{}
+	next := syntheticBase
+	for _, r := range requested {
+		host, port, err := SplitDestination(r)
+		if err != nil {
+			return Plan{}, err
+		}
+		if _, ok := addrOf[host]; !ok {
+			if len(p.names) == MaxHosts {
+				return Plan{}, fmt.Errorf("egress: at most %d hosts", MaxHosts)
+			}
+			addrOf[host] = next
+			p.hosts[next] = host
+			p.names = append(p.names, host+":"+next.String())
+			next = next.Next()
+		}
+		p.allow[net.JoinHostPort(host, strconv.Itoa(port))] = true
+	}
+	return p, nil
+}
+
+// SplitDestination parses "host:port" or "host" (port 443). The host must
+// be a DNS name: an IP address would bypass the naming the policy rests on.
+func SplitDestination(s string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		host, ps = s, "443"
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	port, perr := strconv.Atoi(ps)
+	if perr != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("egress %q: bad port", clip(s))
+	}
+	if !isDNSName(host) {
+		return "", 0, fmt.Errorf("egress %q: want a host name such as api.example.com", clip(s))
+	}
+	return host, port, nil
+}
+
+func isDNSName(h string) bool {
+	if len(h) == 0 || len(h) > 253 || !strings.Contains(h, ".") {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	// The last label of a name is never all digits (that is an address).
+	last := h[strings.LastIndexByte(h, '.')+1:]
+	return strings.Trim(last, "0123456789") != ""
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// ExtraHosts is the container's /etc/hosts additions, "host:address", in
+// the form Docker's ExtraHosts takes.
+func (p Plan) ExtraHosts() []string {
+	return append([]string(nil), p.names...)
+}
+
+// Allowed lists the allowed destinations, "host:port".
+func (p Plan) Allowed() []string {
+	out := make([]string, 0, len(p.allow))
+	for a := range p.allow {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Destination maps an original destination back to the host:port the
+// container meant, or says why it is refused.
+func (p Plan) Destination(dst netip.AddrPort) (string, error) {
+	host, ok := p.hosts[dst.Addr().Unmap()]
+	if !ok {
+		return "", fmt.Errorf("%s is not a host this container asked for", dst.Addr())
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(int(dst.Port())))
+	if !p.allow[addr] {
+		return "", fmt.Errorf("%s is not allowed (port %d)", host, dst.Port())
+	}
+	return addr, nil
+}
+
+// DialFunc dials through the parent (tunnel.Egress.DialContext).
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Proxy serves one container's redirected connections.
+type Proxy struct {
+	Container string // its name, for the log
+	Plan      Plan
+	Dial      DialFunc
+	Log       *slog.Logger
+	// DialTimeout bounds the dial through the parent (default 15 s).
+	DialTimeout time.Duration
+}
+
+// Serve accepts redirected connections on l until ctx ends or l closes.
+func (p *Proxy) Serve(ctx context.Context, l net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst, err := OriginalDst(c)
+			if err != nil {
+				p.log().Warn("container egress without a destination", "container", p.Container, "err", err)
+				c.Close()
+				return
+			}
+			p.Handle(ctx, c, dst)
+		}()
+	}
+}
+
+func (p *Proxy) log() *slog.Logger {
+	if p.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Log
+}
+
+// Handle carries one connection whose original destination is dst, or
+// refuses it (closing c) and logs why. It returns when both directions
+// are done.
+func (p *Proxy) Handle(ctx context.Context, c net.Conn, dst netip.AddrPort) {
+	defer c.Close()
+	addr, err := p.Plan.Destination(dst)
+	if err != nil {
+		p.log().Warn("container egress denied", "container", p.Container, "to", dst.String(), "why", err.Error())
+		return
+	}
+	timeout := p.DialTimeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	up, err := p.Dial(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		p.log().Warn("container egress failed", "container", p.Container, "to", addr, "err", err)
+		return
+	}
+	defer up.Close()
+	p.log().Info("container egress", "container", p.Container, "to", addr)
+	stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, c)
+		closeWrite(up)
+		close(done)
+	}()
+	io.Copy(c, up)
+	closeWrite(c)
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		c.Close()
+	}
+}
+
+// soOriginalDst is Linux's SO_ORIGINAL_DST (netfilter_ipv4.h).
+const soOriginalDst = 80
+
+// OriginalDst is where a connection redirected by iptables was going.
+func OriginalDst(c net.Conn) (netip.AddrPort, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("original destination: %T is not TCP", c)
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var sa syscall.RawSockaddrInet4
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		size := uint32(unsafe.Sizeof(sa))
+		_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_IP, soOriginalDst,
+			uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&size)), 0)
+		if errno != 0 {
+			serr = errno
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
+	}
+	if sa.Family != syscall.AF_INET {
+		return netip.AddrPort{}, fmt.Errorf("original destination: address family %d", sa.Family)
+	}
+	port := uint16(sa.Port>>8) | uint16(sa.Port<<8) // network byte order
+	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), nil
+}

@@ -1,0 +1,257 @@
+package egressproxy_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/enclaved/enclaved/egressproxy"
+	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/parent"
+	"github.com/enclaved/enclaved/tunnel"
+)
+
+func TestPlan(t *testing.T) {
+	p, err := egressproxy.NewPlan([]string{"api.example.com", "API.example.com:8443", "relay.damus.io:443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(p.ExtraHosts(), " "), "api.example.com:198.18.0.1 relay.damus.io:198.18.0.2"; got != want {
+		t.Errorf("ExtraHosts = %q, want %q", got, want)
+	}
+	if got, want := strings.Join(p.Allowed(), " "), "api.example.com:443 api.example.com:8443 relay.damus.io:443"; got != want {
+		t.Errorf("Allowed = %q, want %q", got, want)
+	}
+	for dst, want := range map[string]string{
+		"198.18.0.1:443":  "api.example.com:443",
+		"198.18.0.1:8443": "api.example.com:8443",
+		"198.18.0.2:443":  "relay.damus.io:443",
+		"198.18.0.1:80":   "error: not allowed (port 80)",
+		"198.18.0.3:443":  "error: not a host this container asked for",
+		"1.1.1.1:443":     "error: not a host this container asked for",
+	} {
+		got, err := p.Destination(netip.MustParseAddrPort(dst))
+		if err != nil {
+			got = "error: " + err.Error()
+		}
+		if !strings.HasSuffix(got, strings.TrimPrefix(want, "error: ")) || strings.HasPrefix(want, "error: ") != (err != nil) {
+			t.Errorf("Destination(%s) = %q, want %q", dst, got, want)
+		}
+	}
+	empty, _ := egressproxy.NewPlan(nil)
+	if _, err := empty.Destination(netip.MustParseAddrPort("198.18.0.1:443")); err == nil {
+		t.Error("an empty plan allows a destination")
+	}
+	for _, bad := range []string{"1.2.3.4", "1.2.3.4:443", "localhost", "a..b", "-a.com", "x.com:0", "x.com:99999", "x.com:http", "[::1]:443", "ex ample.com", strings.Repeat("a", 300) + ".com"} {
+		if _, err := egressproxy.NewPlan([]string{bad}); err == nil {
+			t.Errorf("NewPlan(%q) accepted", bad)
+		}
+	}
+	many := make([]string, egressproxy.MaxHosts+1)
+	for i := range many {
+		many[i] = "h" + strings.Repeat("x", i) + ".example.com"
+	}
+	if _, err := egressproxy.NewPlan(many); err == nil {
+		t.Errorf("%d hosts accepted", len(many))
+	}
+}
+
+// world is a parent on 127.0.0.1 serving an enclave's link, and an echo
+// server the parent can reach. The enclave's egress maps the test's host
+// names to the echo server, as DNS would at the parent.
+type world struct {
+	egress *tunnel.Egress
+	echo   string
+	logs   *syncBuffer
+	dials  func() int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// echoServer echoes TCP on 127.0.0.1; dials counts its connections.
+func echoServer(t *testing.T) (addr string, dials func() int) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	var mu sync.Mutex
+	n := 0
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return echo.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+// newWorld starts a parent unless linkAddr names one, and an echo server
+// unless echo names one (then dials is nil).
+func newWorld(t *testing.T, linkAddr, echo string, operatorPolicy ...string) *world {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w := &world{echo: echo, logs: &syncBuffer{}}
+	if echo == "" {
+		w.echo, w.dials = echoServer(t)
+	}
+	if linkAddr == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		linkAddr = l.Addr().String()
+		srv := &parent.Server{BlobDir: t.TempDir()}
+		go srv.Serve(ctx, l)
+	}
+	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return link.DialAddr(ctx, linkAddr) }}
+	go keeper.Run(ctx)
+	w.egress = &tunnel.Egress{Link: keeper, Allow: operatorPolicy, Log: slog.New(slog.NewTextHandler(w.logs, nil))}
+	return w
+}
+
+// dial is the proxy's dialer: the operator's policy is checked by the
+// egress with the real name, then the name is resolved to the echo
+// server, as the parent's resolver would.
+func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if !tunnel.Allowed(w.egress.Allow, addr) {
+		return w.egress.DialContext(ctx, network, addr) // refused and logged
+	}
+	return w.egress.DialContext(ctx, network, w.echo)
+}
+
+func (w *world) proxy(t *testing.T, allow ...string) *egressproxy.Proxy {
+	t.Helper()
+	plan, err := egressproxy.NewPlan(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.egress.Allow = append(w.egress.Allow, w.echo)
+	return &egressproxy.Proxy{Container: "web", Plan: plan, Dial: w.dial, Log: slog.New(slog.NewTextHandler(w.logs, nil))}
+}
+
+// roundTrip writes ping on c and reads what comes back until EOF.
+func roundTrip(t *testing.T, c net.Conn) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return "write: " + err.Error()
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	b, err := io.ReadAll(c)
+	if err != nil && !strings.Contains(err.Error(), "reset") {
+		return "read: " + err.Error()
+	}
+	return string(b)
+}
+
+// The proxy's policy and tunnel with explicit destinations, as a
+// CONNECT-style dial gives them: the connection the container asked for
+// reaches its host through the parent; another address, another port and
+// a host outside the operator's policy are refused, and each refusal is
+// logged.
+func TestProxyPolicy(t *testing.T) {
+	w := newWorld(t, "", "", "api.example.com:443")
+	p := w.proxy(t, "api.example.com", "blocked.example.com")
+	cases := []struct {
+		dst, want, log string
+	}{
+		{"198.18.0.1:443", "ping", "container egress"},
+		{"198.18.0.1:80", "", "not allowed (port 80)"},
+		{"198.18.0.7:443", "", "not a host this container asked for"},
+		{"93.184.216.34:443", "", "not a host this container asked for"},
+		{"198.18.0.2:443", "", "egress to blocked.example.com:443 is not allowed"},
+	}
+	for _, c := range cases {
+		before := w.dials()
+		in, out := tcpPair(t)
+		go p.Handle(context.Background(), out, netip.MustParseAddrPort(c.dst))
+		if got := roundTrip(t, in); got != c.want {
+			t.Errorf("%s: got %q, want %q", c.dst, got, c.want)
+		}
+		if reached := w.dials() > before; reached != (c.want != "") {
+			t.Errorf("%s: reached the server: %v", c.dst, reached)
+		}
+		if !strings.Contains(w.logs.String(), c.log) {
+			t.Errorf("%s: log has no %q:\n%s", c.dst, c.log, w.logs)
+		}
+	}
+}
+
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// A connection that was not redirected has no original destination, and
+// Serve refuses it rather than guessing.
+func TestServeNeedsRedirect(t *testing.T) {
+	w := newWorld(t, "", "", "api.example.com:443")
+	p := w.proxy(t, "api.example.com")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Serve(ctx, l) }()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roundTrip(t, c); got != "" {
+		t.Errorf("an unredirected connection got %q", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if w.dials() != 0 {
+		t.Error("the server was reached")
+	}
+}
