@@ -122,7 +122,8 @@ func (b *Bot) help(ctx context.Context) string {
 	}
 	return fmt.Sprintf(`enclaved: rent a container in this instance, pay over Lightning.
 
-deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...]  quote + invoice (env only by DM)
+deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...] [egress=HOST[:PORT],...] [port=N]
+    quote + invoice (env only by DM); egress: hosts it may reach (%s); port: its HTTP port, served at https://NAME.<host>
 status [name|npub]  your containers
 topup <name|npub> <sats>  an invoice that credits a container
 logs <name|npub> [lines]  its output (DM, owner only)
@@ -131,7 +132,7 @@ stop|start|delete <name|npub>  owner only
 1 unit = %s; disk %s.
 Price: %s per unit-hour, charged per second of running time. Capacity: %d of %d units free.
 A container whose balance runs out is paused and kept %s, then removed; a topup resumes it.`,
-		unitText(u, 1), disk, sats(b.cfg.Pricing.PriceMsatPerUnitHour), max(free, 0), b.d.Capacity(), deployer.Human(b.cfg.Retention))
+		b.d.EgressText(), unitText(u, 1), disk, sats(b.cfg.Pricing.PriceMsatPerUnitHour), max(free, 0), b.d.Capacity(), deployer.Human(b.cfg.Retention))
 }
 
 func (b *Bot) deploy(ctx context.Context, msg nip.Message, cmd nip.Command) string {

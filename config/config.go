@@ -59,6 +59,12 @@ type Enclave struct {
 	// IngressPort is the public port whose forwarded connections the
 	// HTTP API serves.
 	IngressPort int64 `toml:"ingress_port"`
+	// ConfineContainers runs each container's outbound TCP through the
+	// enclave's transparent proxy (iptables REDIRECT on its bridge; needs
+	// iptables and root), allowing only what its renter asked for within
+	// instance.container_egress. On in the enclave image; off by default
+	// so a dev instance leaves a shared host's firewall alone.
+	ConfineContainers bool `toml:"confine_containers"`
 }
 
 // Parent configures the host side (`enclaved parent`). It holds no secret.
@@ -100,6 +106,10 @@ type Instance struct {
 	// 23795), embedded in the announcement. Optional.
 	BuildSignature    string `toml:"build_signature"`
 	InstanceSignature string `toml:"instance_signature"`
+	// ContainerEgress bounds what renters may ask their containers to
+	// reach at deploy time (egress=HOST[:PORT]): "host:port", "host:*",
+	// "*.domain:port" or "*.domain:*". Empty (the default): nothing.
+	ContainerEgress []string `toml:"container_egress"`
 }
 
 // Unit is the slice of the instance one unit buys.
@@ -133,6 +143,16 @@ type HTTP struct {
 	// lightning addresses and NIP-05 names use its host. Empty in dev
 	// mode means http://<listen address>.
 	PublicURL string `toml:"public_url"`
+	// TLS terminates TLS on the served connections: "" (none: plain
+	// HTTP, dev), "dev" (certificates from a dev CA in the data dir,
+	// dev-ca.pem) or "acme" (certificates from an ACME CA, TLS-ALPN-01,
+	// for the public host and NAME.<public host> of containers serving
+	// HTTP).
+	TLS string `toml:"tls"`
+	// ACMEDirectory is the ACME CA's directory URL (default Let's
+	// Encrypt's); its host must be reachable (enclave.egress).
+	ACMEDirectory string `toml:"acme_directory"`
+	ACMEEmail     string `toml:"acme_email"`
 }
 
 // Log configures structured logging.
@@ -444,6 +464,17 @@ func (c Config) Validate() error {
 	}
 	if c.Enclave.IngressPort <= 0 || c.Enclave.IngressPort > 65535 {
 		bad("enclave.ingress_port", "%d is not a port", c.Enclave.IngressPort)
+	}
+	for i, p := range c.Instance.ContainerEgress {
+		if h, port, err := net.SplitHostPort(p); err != nil || h == "" || port == "" {
+			bad("instance.container_egress", "entry %d %q is not host:port, host:*, *.domain:port or *.domain:*", i+1, p)
+		}
+	}
+	if !oneOf(c.HTTP.TLS, "", "dev", "acme") {
+		bad("http.tls", "%q is not one of \"\", dev, acme", c.HTTP.TLS)
+	}
+	if c.HTTP.TLS == "acme" && !strings.HasPrefix(c.HTTP.PublicURL, "https://") {
+		bad("http.tls", "acme needs http.public_url = https://HOST (the certificate's name)")
 	}
 	if !oneOf(c.Attest.Mode, "nitro", "dev") {
 		bad("attest.mode", "%q is not one of nitro, dev", c.Attest.Mode)

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
@@ -51,6 +53,12 @@ type Config struct {
 	// ContainerKey returns the hex public key of a container's own Nostr
 	// identity, derived from the instance key (enclave.Key.ContainerKey).
 	ContainerKey func(id string) string
+	// EgressPolicy is the operator's bound on what renters may ask their
+	// containers to reach (tunnel.Allowed patterns); empty: nothing.
+	EgressPolicy []string
+	// Confiner confines each container's egress to its plan; nil leaves
+	// containers on the runtime's own network (dev mode on a shared host).
+	Confiner Confiner
 }
 
 // Notice is a message for a container's owner.
@@ -112,6 +120,26 @@ func (d *Deployer) Unit() Unit { return d.cfg.Unit }
 // Capacity returns the instance's capacity in units.
 func (d *Deployer) Capacity() int64 { return d.cfg.CapacityUnits }
 
+// EgressPolicy is what renters may ask their containers to reach, and
+// whether it is enforced (confined) or the containers share the runtime's
+// network (a dev instance).
+func (d *Deployer) EgressPolicy() (patterns []string, confined bool) {
+	return d.cfg.EgressPolicy, d.cfg.Confiner != nil
+}
+
+// EgressText says the egress policy in words, for help and profiles.
+func (d *Deployer) EgressText() string {
+	p, confined := d.EgressPolicy()
+	text := "none"
+	if len(p) > 0 {
+		text = strings.Join(p, ", ")
+	}
+	if !confined {
+		text += "; not enforced on this dev instance"
+	}
+	return text
+}
+
 // DiskLimits says whether the runtime enforces the units' disk size.
 func (d *Deployer) DiskLimits() bool { return d.rt.DiskLimits() }
 
@@ -122,6 +150,8 @@ type Record struct {
 	Units, PriceMsat, BalanceMsat             int64
 	State, Reason, DockerID                   string
 	Env                                       [][2]string
+	Egress                                    []string // "host:port" the container may reach
+	HTTPPort                                  int      // served by host name; 0: none
 	HasVolumes                                bool
 	PausedAt                                  time.Time
 	RunMs, ChargedMsat                        int64
@@ -166,13 +196,13 @@ var ErrNotFound = errors.New("no such container")
 // Get reads a container record.
 func (d *Deployer) Get(ctx context.Context, id string) (Record, error) {
 	var r Record
-	var env string
+	var env, egress string
 	var paused, since sql.NullInt64
 	var created int64
 	err := d.db.QueryRowContext(ctx, `SELECT id, name, owner, channel, image, image_ref, pubkey, units, price_msat, balance_msat,
-		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes, created_at, running_since FROM containers WHERE id = ?`, id).Scan(
+		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes, created_at, running_since, egress, http_port FROM containers WHERE id = ?`, id).Scan(
 		&r.ID, &r.Name, &r.Owner, &r.Channel, &r.Image, &r.ImageRef, &r.Pubkey, &r.Units, &r.PriceMsat, &r.BalanceMsat,
-		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes, &created, &since)
+		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes, &created, &since, &egress, &r.HTTPPort)
 	r.CreatedAt = time.UnixMilli(created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
@@ -189,7 +219,51 @@ func (d *Deployer) Get(ctx context.Context, id string) (Record, error) {
 	if err := json.Unmarshal([]byte(env), &r.Env); err != nil {
 		return r, fmt.Errorf("container %s env: %w", id, err)
 	}
+	if err := json.Unmarshal([]byte(egress), &r.Egress); err != nil {
+		return r, fmt.Errorf("container %s egress: %w", id, err)
+	}
 	return r, nil
+}
+
+// plan is the record's egress plan; ExtraHosts name its hosts only where
+// the proxy maps them back (unconfined containers resolve names as usual).
+func (d *Deployer) plan(rec Record) (egressproxy.Plan, []string, error) {
+	p, err := egressproxy.NewPlan(rec.Egress)
+	if err != nil || d.cfg.Confiner == nil {
+		return p, nil, err
+	}
+	return p, p.ExtraHosts(), nil
+}
+
+// confine starts the container's egress proxy (again, after a restart of
+// the instance); it does nothing without a confiner.
+func (d *Deployer) confine(ctx context.Context, rec Record) error {
+	if d.cfg.Confiner == nil {
+		return nil
+	}
+	p, _, err := d.plan(rec)
+	if err != nil {
+		return err
+	}
+	n, err := d.rt.Network(ctx, RuntimeName(rec.ID))
+	if err != nil {
+		return err
+	}
+	return d.cfg.Confiner.Confine(ctx, RuntimeName(rec.ID), n.Bridge, n.Gateway, p)
+}
+
+// Address is where the container's HTTP port is reached from the instance
+// (its address on its own network); ok is false if it serves none or is
+// not running.
+func (d *Deployer) Address(ctx context.Context, rec Record) (string, bool) {
+	if rec.HTTPPort == 0 || rec.State != StateRunning {
+		return "", false
+	}
+	n, err := d.rt.Network(ctx, RuntimeName(rec.ID))
+	if err != nil || !n.Container.IsValid() {
+		return "", false
+	}
+	return netip.AddrPortFrom(n.Container, uint16(rec.HTTPPort)).String(), true
 }
 
 func (d *Deployer) setState(ctx context.Context, id, state, reason string, extra func(*sql.Tx) error) error {
@@ -291,9 +365,13 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	for _, kv := range rec.Env {
 		env = append(env, kv[0]+"="+kv[1])
 	}
+	_, hosts, err := d.plan(rec)
+	if err != nil {
+		return fail("egress", err)
+	}
 	u := d.cfg.Unit
 	dockerID, err := d.rt.Create(ctx, Spec{
-		Name: RuntimeName(id), Image: rec.ImageRef, Env: env,
+		Name: RuntimeName(id), Image: rec.ImageRef, Env: env, ExtraHosts: hosts,
 		Labels:   map[string]string{LabelID: id, LabelInstance: d.cfg.Instance},
 		NanoCPUs: rec.Units * u.NanoCPUs, MemoryBytes: rec.Units * u.MemoryBytes, Pids: rec.Units * u.Pids,
 		DiskBytes: rec.Units * u.DiskBytes, ReadonlyRoot: !rec.HasVolumes,
@@ -302,6 +380,9 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 		return fail("create", err)
 	}
 	crashpoint.Hit("after-create")
+	if err := d.confine(ctx, rec); err != nil {
+		return fail("egress", err)
+	}
 	if err := d.rt.Start(ctx, dockerID); err != nil {
 		return fail("start", err)
 	}
@@ -414,6 +495,9 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 	if rec.Left() <= 0 {
 		return &UserError{rec.Name + " has no balance left: top it up first"}
 	}
+	if err := d.confine(ctx, rec); err != nil {
+		return err
+	}
 	if err := d.rt.Start(ctx, rec.DockerID); err != nil {
 		return err
 	}
@@ -448,6 +532,11 @@ func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
 		return err
 	}); err != nil {
 		return err
+	}
+	if d.cfg.Confiner != nil {
+		if err := d.cfg.Confiner.Release(ctx, RuntimeName(id)); err != nil {
+			d.log.Warn("egress proxy release", "container", id, "err", err)
+		}
 	}
 	if rec.DockerID == "" {
 		return nil
@@ -597,7 +686,9 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 						return err
 					})
 					err = d.Launch(ctx, id)
-				} else if !c.Running {
+				} else if rec, gerr := d.Get(ctx, id); gerr != nil {
+					err = gerr
+				} else if err = d.confine(ctx, rec); err == nil && !c.Running {
 					err = d.rt.Start(ctx, c.ID)
 				}
 			case StateStarting, StatePaid:

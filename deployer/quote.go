@@ -6,12 +6,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/tunnel"
 )
 
 // Pricing is what the operator charges.
@@ -93,6 +98,11 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 		env = append(env, [2]string{e.Key, e.Value})
 	}
 	envJSON, _ := json.Marshal(env)
+	egress, err := d.checkEgress(cmd.Egress)
+	if err != nil {
+		return Quote{}, err
+	}
+	egressJSON, _ := json.Marshal(egress)
 	price := q.Pricing.PriceMsatPerUnitHour
 	total := units * price * hours
 	if total <= 0 {
@@ -100,11 +110,11 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 	}
 	now := d.now()
 	res, err := d.db.ExecContext(ctx, `INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, image_volumes,
-		units, price_msat, env, pubkey, state, created_at, updated_at)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?
+		units, price_msat, env, pubkey, state, created_at, updated_at, egress, http_port)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?, ?, ?
 		WHERE NOT EXISTS (SELECT 1 FROM containers WHERE name = ?)`,
 		id, name, owner, channel, cmd.Image, img.Pinned, img.Size, img.HasVolumes, units, price, string(envJSON),
-		d.cfg.ContainerKey(id), now.UnixMilli(), now.UnixMilli(), name)
+		d.cfg.ContainerKey(id), now.UnixMilli(), now.UnixMilli(), string(egressJSON), cmd.Port, name)
 	if err != nil {
 		if strings.Contains(err.Error(), "UNIQUE") {
 			return Quote{}, &UserError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
@@ -128,6 +138,32 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 	}
 	return Quote{ContainerID: id, Name: name, Image: img, Units: units, Hours: hours, Per: d.cfg.Unit,
 		PriceMsat: price, TotalMsat: total, Invoice: inv}, nil
+}
+
+// checkEgress normalises the requested destinations to host:port and
+// checks each against the operator's policy.
+func (d *Deployer) checkEgress(req []string) ([]string, error) {
+	out := make([]string, 0, len(req))
+	for _, r := range req {
+		host, port, err := egressproxy.SplitDestination(r)
+		if err != nil {
+			return nil, &UserError{err.Error()}
+		}
+		hp := net.JoinHostPort(host, strconv.Itoa(port))
+		if !tunnel.Allowed(d.cfg.EgressPolicy, hp) {
+			if len(d.cfg.EgressPolicy) == 0 {
+				return nil, &UserError{"this instance lets containers reach no outside host; deploy without egress="}
+			}
+			return nil, &UserError{fmt.Sprintf("egress to %s is outside this instance's policy (%s)", hp, strings.Join(d.cfg.EgressPolicy, ", "))}
+		}
+		if !slices.Contains(out, hp) {
+			out = append(out, hp)
+		}
+	}
+	if _, err := egressproxy.NewPlan(out); err != nil {
+		return nil, &UserError{err.Error()}
+	}
+	return out, nil
 }
 
 func randomID() (string, error) {

@@ -1,6 +1,11 @@
 package deployer
 
-import "context"
+import (
+	"context"
+	"net/netip"
+
+	"github.com/enclaved/enclaved/egressproxy"
+)
 
 // Label keys on every runtime object the deployer creates.
 const (
@@ -19,6 +24,9 @@ type Spec struct {
 	MemoryBytes int64
 	Pids        int64
 	DiskBytes   int64 // enforced only where the storage driver supports it
+
+	// ExtraHosts are /etc/hosts lines, "host:address".
+	ExtraHosts []string
 
 	// ReadonlyRoot mounts the root file system read-only (images without
 	// VOLUMEs have nowhere else to write, so they keep a writable root).
@@ -44,4 +52,20 @@ type Runtime interface {
 	List(ctx context.Context) ([]Info, error)
 	// DiskLimits says whether DiskBytes is enforced.
 	DiskLimits() bool
+	// Network describes the network Create made for the container name.
+	Network(ctx context.Context, name string) (Network, error)
+}
+
+// Network is a container's own bridge network.
+type Network struct {
+	Bridge    string     // the host side's interface
+	Gateway   netip.Addr // the host's address on it
+	Container netip.Addr // the container's address (zero until it runs)
+}
+
+// Confiner runs a container's egress proxy (egressproxy.Manager): once
+// confined, the container reaches only what its plan allows.
+type Confiner interface {
+	Confine(ctx context.Context, name, bridge string, gateway netip.Addr, plan egressproxy.Plan) error
+	Release(ctx context.Context, name string) error
 }

@@ -45,6 +45,7 @@ func (in *Instance) Announcement(ctx context.Context) (nostr.Event, error) {
 		Open: free > 0, Expires: expires, TEERoot: root, PCRs: doc.PCRs,
 		Releases:  in.releases,
 		PriceMsat: in.cfg.Pricing.MsatPerUnitHour, FreeUnits: max(free, 0), Capacity: in.Deployer.Capacity(),
+		InstanceEgress: in.parts.Egress, ContainerEgress: in.cfg.Instance.ContainerEgress, ContainersConfined: in.parts.Confiner != nil,
 		Unit: fmt.Sprintf("%d millicpu, %d MiB memory, %d pids, %d MiB disk", u.NanoCPUs/1_000_000, u.MemoryBytes>>20, u.Pids, u.DiskBytes>>20),
 	}, nostr.Timestamp(in.now().Unix()))
 	err = in.parts.Key.Keys().SignEvent(ctx, &evt)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ import (
 func TestAnnouncement(t *testing.T) {
 	relay := testenv.Relay(t)
 	imgs := testenv.Images(t)
-	inst := startInstance(t, t.TempDir(), []string{relay.URL}, "instance.capacity_units=1")
+	inst := startInstance(t, t.TempDir(), []string{relay.URL}, "instance.capacity_units=1", "instance.container_egress=api.example.com:443")
 	self := inst.key.PublicKey()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -66,6 +67,18 @@ func TestAnnouncement(t *testing.T) {
 	}
 	if tg := ann.Tags.Find("capacity"); len(tg) < 3 || tg[1] != "1" || tg[2] != "1" {
 		t.Errorf("capacity tag %v", tg)
+	}
+	// The egress policy: a dev instance in one process enforces neither
+	// its own nor its containers' (the split test checks the enforced
+	// one).
+	var egress []string
+	for _, tg := range ann.Tags {
+		if tg[0] == "egress" {
+			egress = append(egress, strings.Join(tg, " "))
+		}
+	}
+	if got, want := strings.Join(egress, "; "), "egress instance unenforced; egress containers unconfined api.example.com:443"; got != want {
+		t.Errorf("egress tags %q, want %q", got, want)
 	}
 
 	// Full: the announcement says closed.

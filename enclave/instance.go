@@ -3,6 +3,7 @@ package enclave
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/enclaved/enclaved/bot"
 	"github.com/enclaved/enclaved/config"
 	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/frontend"
 	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
@@ -47,6 +49,16 @@ type Parts struct {
 	// http.listen: in the enclave, the public connections the parent
 	// forwards in. http.public_url must then say where clients reach it.
 	HTTPListener net.Listener
+	// Egress is the allowlist of the instance's own connections, for the
+	// announcement; nil: they are not confined (dev mode).
+	Egress []string
+	// Confiner (optional) confines containers' egress to what their
+	// renters asked for (egressproxy.Manager); nil leaves them on the
+	// runtime's network.
+	Confiner deployer.Confiner
+	// TLS (optional) terminates TLS on the HTTP listener (frontend: dev
+	// CA or ACME); the public URL is then https.
+	TLS *tls.Config
 }
 
 // Instance is a whole running instance: bot, billing, deployer, metering
@@ -98,6 +110,7 @@ func NewInstance(cfg config.Config, p Parts, version string, dev bool, now func(
 		Instance: p.Key.PublicKey(), Unit: unit, CapacityUnits: cfg.Instance.CapacityUnits,
 		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
 		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
+		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner,
 	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
 		if in.Bot != nil {
 			in.Bot.Notify(ctx, n)
@@ -240,7 +253,11 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 
 	var srv *http.Server
 	if l != nil {
-		srv = &http.Server{Handler: httpapi.New(in.info(), in.Deployer, in.Zaps.Routes), ReadHeaderTimeout: 10 * time.Second}
+		if in.parts.TLS != nil {
+			l = tls.NewListener(l, in.parts.TLS)
+		}
+		srv = &http.Server{Handler: &frontend.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer, in.Zaps.Routes),
+			Lookup: in.containerHTTP}, ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
@@ -305,10 +322,43 @@ func (in *Instance) meter(ctx context.Context) error {
 }
 
 // setupZaps creates the zap service for an HTTP API at addr.
+// containerHTTP is the address of the HTTP port of the running container
+// called name.
+func (in *Instance) containerHTTP(ctx context.Context, name string) (string, bool) {
+	rec, err := in.Deployer.Find(ctx, name)
+	if err != nil {
+		return "", false
+	}
+	return in.Deployer.Address(ctx, rec)
+}
+
+// ServesHost says whether host is the instance's public host or names a
+// container that serves HTTP: the names ACME certificates are asked for.
+func (in *Instance) ServesHost(ctx context.Context, host string) bool {
+	public := in.cfg.HTTP.PublicURL
+	u, err := url.Parse(public)
+	if err != nil || public == "" {
+		return false
+	}
+	if strings.EqualFold(host, u.Hostname()) {
+		return true
+	}
+	r := frontend.Router{Host: u.Hostname()}
+	name, ok := r.ContainerName(host)
+	if !ok {
+		return false
+	}
+	rec, err := in.Deployer.Find(ctx, name)
+	return err == nil && rec.HTTPPort != 0 && rec.State != deployer.StateRemoved
+}
+
 func (in *Instance) setupZaps(addr string) error {
 	public := in.cfg.HTTP.PublicURL
 	if public == "" {
 		public = "http://" + addr
+		if in.parts.TLS != nil {
+			public = "https://" + addr
+		}
 	}
 	base, err := url.Parse(strings.TrimSuffix(public, "/"))
 	if err != nil {

@@ -61,6 +61,12 @@ type instance struct {
 // stop or the end of the test.
 func startInstance(t testing.TB, dir string, relays []string, sets ...string) *instance {
 	t.Helper()
+	return startInstanceWith(t, dir, relays, nil, sets...)
+}
+
+// startInstanceWith is startInstance with parts changed by with.
+func startInstanceWith(t testing.TB, dir string, relays []string, with func(*enclave.Parts), sets ...string) *instance {
+	t.Helper()
 	ln := testenv.Lightning(t)
 	testenv.Docker(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -95,8 +101,12 @@ func startInstance(t testing.TB, dir string, relays []string, sets ...string) *i
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := enclave.NewInstance(cfg, enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: testenv.InvoiceClient(t, ln.Operator),
-		Images: &deployer.Resolver{}, Relays: relays, Attester: attester}, "test", true, clk.Now, testLogger())
+	parts := enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: testenv.InvoiceClient(t, ln.Operator),
+		Images: &deployer.Resolver{}, Relays: relays, Attester: attester}
+	if with != nil {
+		with(&parts)
+	}
+	in, err := enclave.NewInstance(cfg, parts, "test", true, clk.Now, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

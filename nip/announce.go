@@ -37,12 +37,18 @@ type Announcement struct {
 	PriceMsat           int64
 	Unit                string
 	FreeUnits, Capacity int64
+	// The egress policy: what the instance itself dials (nil: not
+	// enforced, a dev instance), what containers may ask for, and whether
+	// containers are confined to it.
+	InstanceEgress     []string
+	ContainerEgress    []string
+	ContainersConfined bool
 }
 
 // AnnouncementEvent builds the unsigned kind-13793 announcement in the
 // format explorers read (r, name, v, t, relay, expiration, alt, o, comment,
-// tee_root, x PCRn; build/instance/release with p tags), plus price, unit
-// and capacity tags of ours.
+// tee_root, x PCRn; build/instance/release with p tags), plus price, unit,
+// capacity and egress tags of ours.
 func AnnouncementEvent(a Announcement, now nostr.Timestamp) nostr.Event {
 	open, comment := "false", "Closed: no free capacity"
 	if a.Open {
@@ -79,6 +85,18 @@ func AnnouncementEvent(a Announcement, now nostr.Timestamp) nostr.Event {
 		nostr.Tag{"unit", a.Unit},
 		nostr.Tag{"capacity", strconv.FormatInt(a.FreeUnits, 10), strconv.FormatInt(a.Capacity, 10)},
 	)
+	// ["egress", "instance", "enforced"|"unenforced", pattern...] and
+	// ["egress", "containers", "confined"|"unconfined", pattern...]; no
+	// pattern means nothing may be reached.
+	inst := nostr.Tag{"egress", "instance", "unenforced"}
+	if a.InstanceEgress != nil {
+		inst = append(nostr.Tag{"egress", "instance", "enforced"}, a.InstanceEgress...)
+	}
+	ctr := nostr.Tag{"egress", "containers", "unconfined"}
+	if a.ContainersConfined {
+		ctr[2] = "confined"
+	}
+	tags = append(tags, inst, append(ctr, a.ContainerEgress...))
 	return nostr.Event{Kind: KindAnnouncement, CreatedAt: now,
 		Content: "enclaved: rent a container in this enclave over Nostr, pay over Lightning", Tags: tags}
 }

@@ -35,11 +35,15 @@ const (
 	MaxUnits      = 64
 	MaxHours      = 24 * 90
 	MaxEnv        = 32
+	MaxEgress     = 16
 	MaxLogLines   = 1000
 	DefaultLines  = 50
 	MaxTopupSats  = 100_000_000 // 1 BTC
 	maxImageLen   = 512
 )
+
+// DeployUsage is deploy's synopsis.
+const DeployUsage = "deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...] [egress=HOST[:PORT],...] [port=N]"
 
 // EnvVar is one env=K=V option of deploy.
 type EnvVar struct{ Key, Value string }
@@ -52,6 +56,8 @@ type Command struct {
 	Hours  int      // deploy; default 1
 	Name   string   // deploy (optional)
 	Env    []EnvVar // deploy
+	Egress []string // deploy: hosts ("host" or "host:port") the container may reach
+	Port   int      // deploy: the container's HTTP port, served at https://NAME.<instance host>
 	Target string   // status (optional), topup, logs, stop, start, delete: a name or npub
 	Sats   int64    // topup
 	Lines  int      // logs; default DefaultLines
@@ -202,12 +208,28 @@ func parseDeploy(args []string) (Command, error) {
 				return c, errorf("at most %d env options", MaxEnv)
 			}
 			c.Env = append(c.Env, EnvVar{Key: ek, Value: ev})
+		case "egress":
+			for _, h := range strings.Split(v, ",") {
+				if h == "" {
+					return c, errorf("egress=%s: want egress=HOST[:PORT][,HOST[:PORT]...]", clip(v, 40))
+				}
+				if len(c.Egress) == MaxEgress {
+					return c, errorf("at most %d egress hosts", MaxEgress)
+				}
+				c.Egress = append(c.Egress, strings.ToLower(h))
+			}
+		case "port":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 65535 {
+				return c, errorf("port=%s: want the container's HTTP port, 1 to 65535", clip(v, 16))
+			}
+			c.Port = n
 		default:
-			return c, errorf("unknown option %q; deploy takes units=, hours=, name=, env=", clip(k, 32))
+			return c, errorf("unknown option %q; deploy takes units=, hours=, name=, env=, egress=, port=", clip(k, 32))
 		}
 	}
 	if c.Image == "" {
-		return c, errorf("usage: deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...]")
+		return c, errorf("usage: " + DeployUsage)
 	}
 	return c, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,12 +21,15 @@ import (
 	"github.com/enclaved/enclaved/config"
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/deployer/docker"
+	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/enclave"
+	"github.com/enclaved/enclaved/frontend"
 	"github.com/enclaved/enclaved/internal/devrelay"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/internal/regtest"
 	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/store"
+	"github.com/enclaved/enclaved/tunnel"
 )
 
 // devInfo is what a running dev instance tells tests once it is up.
@@ -138,6 +143,44 @@ are marked t=dev.
 		Banner: "enclaved dev instance"}, stdout, ready)
 }
 
+// containerDial is how containers' allowed connections leave: dial
+// (default: this host's network), checked again against the operator's
+// policy, which may have narrowed since the container was deployed.
+func containerDial(cfg config.Config, dial egressproxy.DialFunc) egressproxy.DialFunc {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 15 * time.Second}).DialContext
+	}
+	policy := cfg.Instance.ContainerEgress
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if !tunnel.Allowed(policy, addr) {
+			return nil, &tunnel.DeniedError{Addr: addr}
+		}
+		return dial(ctx, network, addr)
+	}
+}
+
+// serverTLS is the public listener's TLS (http.tls): none, the dev CA in
+// the data dir, or ACME certificates for the names serves allows.
+func serverTLS(cfg config.Config, serves func(context.Context, string) bool) (*tls.Config, error) {
+	switch cfg.HTTP.TLS {
+	case "dev":
+		ca, err := frontend.LoadOrCreateDevCA(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		fallback := "localhost"
+		if u, err := url.Parse(cfg.HTTP.PublicURL); err == nil && u.Hostname() != "" {
+			fallback = u.Hostname()
+		}
+		return frontend.ServerConfig(ca.GetCertificate(fallback), false), nil
+	case "acme":
+		m := frontend.ACME{Directory: cfg.HTTP.ACMEDirectory, Email: cfg.HTTP.ACMEEmail,
+			CacheDir: filepath.Join(cfg.DataDir, "acme"), Allowed: serves}.Manager()
+		return frontend.ServerConfig(m.GetCertificate, true), nil
+	}
+	return nil, nil
+}
+
 // instanceOpts are what differs between a dev instance and an enclave
 // running apart from its parent.
 type instanceOpts struct {
@@ -150,6 +193,11 @@ type instanceOpts struct {
 	// Meta is what the parent says; its signatures are used where the
 	// configuration names none.
 	Meta link.Metadata
+	// Egress is the instance's own allowlist (nil in dev mode).
+	Egress []string
+	// ContainerDial carries containers' allowed connections out (the
+	// parent's egress in the enclave; nil: this host's network).
+	ContainerDial egressproxy.DialFunc
 }
 
 // runInstance opens the instance's key and database and runs it until ctx
@@ -183,9 +231,18 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 	if err != nil {
 		return err
 	}
-	in, err := enclave.NewInstance(cfg, enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
-		Images: o.Images, Relays: urls, Attester: attester, HTTPListener: o.HTTPListener}, Version, true, time.Now, log)
-	if err != nil {
+	parts := enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
+		Images: o.Images, Relays: urls, Attester: attester, HTTPListener: o.HTTPListener, Egress: o.Egress}
+	if cfg.Enclave.ConfineContainers {
+		m := &egressproxy.Manager{Dial: containerDial(cfg, o.ContainerDial), Log: log.With("part", "egressproxy"), Firewall: &egressproxy.Firewall{}}
+		defer m.Close(context.Background())
+		parts.Confiner = m
+	}
+	var in *enclave.Instance
+	if parts.TLS, err = serverTLS(cfg, func(ctx context.Context, host string) bool { return in != nil && in.ServesHost(ctx, host) }); err != nil {
+		return err
+	}
+	if in, err = enclave.NewInstance(cfg, parts, Version, true, time.Now, log); err != nil {
 		return err
 	}
 	for _, err := range in.UseSignatures(o.Meta.Build, o.Meta.Instance, o.Meta.Releases) {
@@ -209,6 +266,9 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 		fmt.Fprintf(stdout, "  data dir: %s\n", cfg.DataDir)
 		if attester.Mode() == "dev" {
 			fmt.Fprintf(stdout, "  dev root: %s\n", filepath.Join(cfg.DataDir, "dev-root.pem"))
+		}
+		if cfg.HTTP.TLS == "dev" {
+			fmt.Fprintf(stdout, "  dev CA:   %s\n", filepath.Join(cfg.DataDir, "dev-ca.pem"))
 		}
 		fmt.Fprintf(stdout, "try:       enclaved dm -relay %s %s help\n", urls[0], key.Npub())
 		if o.PayHint != "" {

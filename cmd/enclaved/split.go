@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/acme"
 
 	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/config"
@@ -182,8 +185,12 @@ and the lightning.* keys.`, stderr)
 	if err != nil {
 		log.Warn("no metadata from the parent", "err", err)
 	}
+	// Containers' allowed connections leave through the parent too, under
+	// the operator's container policy (checked again in containerDial).
+	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
 	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
-		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta}, stdout, nil)
+		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta,
+		ContainerDial: containers.DialContext, Egress: egress.Allow}, stdout, nil)
 }
 
 // egressAllowlist is enclave.egress plus the relays and the LND node.
@@ -192,6 +199,19 @@ func egressAllowlist(cfg config.Config) []string {
 	for _, r := range cfg.Nostr.Relays {
 		if hp, ok := relayHostPort(r); ok {
 			allow = append(allow, hp)
+		}
+	}
+	if cfg.HTTP.TLS == "acme" {
+		dir := cfg.HTTP.ACMEDirectory
+		if dir == "" {
+			dir = acme.LetsEncryptURL
+		}
+		if u, err := url.Parse(dir); err == nil && u.Host != "" {
+			port := u.Port()
+			if port == "" {
+				port = "443"
+			}
+			allow = append(allow, net.JoinHostPort(u.Hostname(), port))
 		}
 	}
 	return append(allow, cfg.Lightning.GRPC)

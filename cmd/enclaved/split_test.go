@@ -68,6 +68,13 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	if r := ann.Tags.Find("release"); r == nil || !strings.Contains(r[1], pcr) {
 		t.Errorf("the parent's release signature is not in the announcement")
 	}
+	for _, tg := range ann.Tags {
+		if len(tg) > 2 && tg[0] == "egress" && tg[1] == "instance" {
+			if got := strings.Join(tg[2:], " "); !strings.HasPrefix(got, "enforced "+registry) {
+				t.Errorf("instance egress tag says %q", got)
+			}
+		}
+	}
 	if ann.Tags.Find("build") != nil {
 		t.Errorf("the forged build signature was embedded")
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -127,6 +128,7 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 			MemorySwap: s.MemoryBytes, // no swap
 			PidsLimit:  &pids,
 		},
+		ExtraHosts:    s.ExtraHosts,
 		LogConfig:     container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "5m", "max-file": "2"}},
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 	}
@@ -143,6 +145,33 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 		return "", fmt.Errorf("create %s: %w", s.Name, err)
 	}
 	return created.ID, nil
+}
+
+// Network describes the container's own network: Docker names a bridge
+// br-<first 12 of the network id> unless told otherwise.
+func (r *Runtime) Network(ctx context.Context, name string) (deployer.Network, error) {
+	n, err := r.c.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil {
+		return deployer.Network{}, fmt.Errorf("network %s: %w", name, err)
+	}
+	out := deployer.Network{Bridge: n.Options["com.docker.network.bridge.name"]}
+	if out.Bridge == "" && len(n.ID) >= 12 {
+		out.Bridge = "br-" + n.ID[:12]
+	}
+	for _, c := range n.IPAM.Config {
+		if a, err := netip.ParseAddr(c.Gateway); err == nil && a.Is4() {
+			out.Gateway = a
+		}
+	}
+	for _, ep := range n.Containers {
+		if p, err := netip.ParsePrefix(ep.IPv4Address); err == nil {
+			out.Container = p.Addr()
+		}
+	}
+	if !out.Gateway.IsValid() {
+		return out, fmt.Errorf("network %s has no IPv4 gateway", name)
+	}
+	return out, nil
 }
 
 // Start starts a created or stopped container.

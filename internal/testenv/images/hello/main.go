@@ -1,15 +1,19 @@
 // Command hello is a test image: it prints its environment, counts its starts
 // in /data/starts (a volume), and serves a greeting over HTTP on :8080.
+// GET /fetch?addr=HOST:PORT dials addr from inside the container, writes
+// "ping", and answers "reply: " and what came back (or "error: ...").
 package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -32,6 +36,19 @@ func main() {
 		for _, kv := range env {
 			fmt.Fprintln(w, kv)
 		}
+	})
+	http.HandleFunc("/fetch", func(w http.ResponseWriter, r *http.Request) {
+		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 10*time.Second)
+		if err != nil {
+			fmt.Fprintf(w, "error: %v", err)
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("ping"))
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(io.LimitReader(c, 1024))
+		fmt.Fprintf(w, "reply: %s", b)
 	})
 	// Bind before saying so: tests wait for this line to connect.
 	ln, err := net.Listen("tcp", ":8080")
