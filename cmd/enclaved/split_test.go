@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,7 +58,7 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	p := startProcessWith(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}, "try:", nil, "enclave",
 		"-data-dir", filepath.Join(dir, "enclave"), "-parent", "unix:"+sock,
 		"-set", "nostr.relays="+relay.URL, "-set", "lightning.grpc="+n.GRPCAddr, "-set", "lightning.tls_cert="+n.TLSCertPath(),
-		"-set", "lightning.macaroon="+n.MacaroonPath("invoice"), "-set", "http.public_url=http://"+public,
+		"-set", "lightning.macaroon="+n.MacaroonPath("invoice"), "-set", "http.public_url=https://"+public, "-set", "http.tls=dev",
 		"-set", "enclave.egress="+registry)
 	self := npubHex(t, p.npub)
 	theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.cmd.Process.Pid))
@@ -89,9 +92,20 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	id := containerID(t, filepath.Join(dir, "enclave"), "split")
 	t.Cleanup(func() { removeAll(t, id) })
 
-	// A zap through the forwarded public port.
-	pr := testenv.FetchPayRequest(t, "http://"+public+"/.well-known/lnurlp/split")
-	if !strings.HasPrefix(pr.Callback, "http://"+public+"/") {
+	// A zap through the forwarded public port, over TLS that terminates
+	// in the enclave: the client trusts only the enclave's dev CA.
+	pem, err := os.ReadFile(filepath.Join(dir, "enclave", "dev-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	dt := http.DefaultTransport.(*http.Transport)
+	saved := dt.TLSClientConfig
+	dt.TLSClientConfig = &tls.Config{RootCAs: pool}
+	defer func() { dt.TLSClientConfig = saved }()
+	pr := testenv.FetchPayRequest(t, "https://"+public+"/.well-known/lnurlp/split")
+	if !strings.HasPrefix(pr.Callback, "https://"+public+"/") {
 		t.Fatalf("callback %q is not on the public address", pr.Callback)
 	}
 	var pubkey string
