@@ -79,6 +79,14 @@ type Parent struct {
 	Forward    []string `toml:"forward"`
 	InstanceID string   `toml:"instance_id"` // the EC2 instance id, told to the enclave
 	PublicIP   string   `toml:"public_ip"`
+	// What `enclaved parent launch` passes to nitro-cli run-enclave: the
+	// enclave image file, its vCPUs and memory, its vsock CID, and debug
+	// mode (console output, but PCRs read as zeros: verifiers refuse it).
+	EIF             string `toml:"eif"`
+	EnclaveCPUs     int64  `toml:"enclave_cpus"`
+	EnclaveMemoryMB int64  `toml:"enclave_memory_mib"`
+	EnclaveCID      int64  `toml:"enclave_cid"`
+	EnclaveDebug    bool   `toml:"enclave_debug"`
 }
 
 // Attest chooses who attests the instance key.
@@ -192,7 +200,8 @@ func Default() Config {
 		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
 		Attest:  Attest{Mode: "dev"},
 		Enclave: Enclave{Parent: "vsock:3:7000", IngressPort: 443},
-		Parent:  Parent{Listen: "vsock:7000", Forward: []string{"0.0.0.0:443=443"}},
+		Parent: Parent{Listen: "vsock:7000", Forward: []string{"0.0.0.0:443=443"}, EIF: "enclaved.eif",
+			EnclaveCPUs: 2, EnclaveMemoryMB: 4096, EnclaveCID: 16},
 	}
 }
 
@@ -461,6 +470,12 @@ func (c Config) Validate() error {
 		if _, _, aerr := net.SplitHostPort(addr); !ok || aerr != nil || err != nil || n <= 0 || n > 65535 {
 			bad("parent.forward", "entry %d %q is not ADDR=PORT (0.0.0.0:443=443)", i+1, f)
 		}
+	}
+	if c.Parent.EnclaveCPUs <= 0 || c.Parent.EnclaveMemoryMB < 64 {
+		bad("parent.enclave_cpus/enclave_memory_mib", "want at least 1 CPU and 64 MiB")
+	}
+	if c.Parent.EnclaveCID < 4 || c.Parent.EnclaveCID > 1<<32-2 {
+		bad("parent.enclave_cid", "%d: 0 to 3 are reserved (3 is the parent); want 4 to 4294967294", c.Parent.EnclaveCID)
 	}
 	if c.Enclave.IngressPort <= 0 || c.Enclave.IngressPort > 65535 {
 		bad("enclave.ingress_port", "%d is not a port", c.Enclave.IngressPort)

@@ -39,6 +39,7 @@ usage:
   enclaved dev pay <bolt11>     pay an invoice from the dev instance's regtest payer
   enclaved parent [flags]       run the host side: the enclave's link, egress, ingress,
                                 blobs, log sink (holds no secret)
+  enclaved parent launch        start the enclave with nitro-cli run-enclave
   enclaved enclave [flags]      run the instance inside the enclave, reaching the
                                 network only through the parent
   enclaved dm <npub> <command>  send a command by DM (or -mention) and print the replies

@@ -27,6 +27,9 @@ import (
 // runParent runs the host side: it serves the enclave's link and forwards
 // public ports into it.
 func runParent(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	if len(args) > 0 && args[0] == "launch" {
+		return runLaunch(ctx, args[1:], stdout, stderr, environ)
+	}
 	fs := newFlagSet("parent", `Runs the parent, the untrusted host side of an enclave: it accepts the
 enclave's link (parent.listen: vsock:PORT in production), dials TCP for it,
 forwards public ports into it (parent.forward), keeps its encrypted blobs
