@@ -65,6 +65,11 @@ type Enclave struct {
 	// instance.container_egress. On in the enclave image; off by default
 	// so a dev instance leaves a shared host's firewall alone.
 	ConfineContainers bool `toml:"confine_containers"`
+	// ConnectProxy is where the enclave serves an HTTP CONNECT proxy for
+	// the programs in it that dial on their own (dockerd pulling images,
+	// told HTTPS_PROXY): its tunnels go through the egress allowlist.
+	// Empty: none. The enclave image uses 127.0.0.1:3128.
+	ConnectProxy string `toml:"connect_proxy"`
 }
 
 // Parent configures the host side (`enclaved parent`). It holds no secret.
@@ -543,7 +548,7 @@ func (c Config) Validate() error {
 			bad("http.public_url", "%q is not an origin such as https://enclaved.example.com", c.HTTP.PublicURL)
 		}
 	}
-	for _, kv := range [][2]string{{"http.listen", c.HTTP.Listen}, {"lightning.grpc", c.Lightning.GRPC}} {
+	for _, kv := range [][2]string{{"http.listen", c.HTTP.Listen}, {"lightning.grpc", c.Lightning.GRPC}, {"enclave.connect_proxy", c.Enclave.ConnectProxy}} {
 		if _, _, err := net.SplitHostPort(kv[1]); kv[1] != "" && err != nil {
 			bad(kv[0], "%q is not host:port", kv[1])
 		}

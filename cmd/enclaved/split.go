@@ -176,6 +176,13 @@ and the lightning.* keys.`, stderr)
 		t.DialContext = egress.DialContext
 		t.Proxy = nil
 	}
+	if a := cfg.Enclave.ConnectProxy; a != "" {
+		cl, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("enclave.connect_proxy: %w", err)
+		}
+		go tunnel.ServeConnect(ctx, cl, &tunnel.ConnectProxy{Dial: egress.DialContext, Log: log.With("part", "connect-proxy")})
+	}
 	ep, err := lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon)
 	if err != nil {
 		return err
