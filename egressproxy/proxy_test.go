@@ -91,7 +91,7 @@ func (s *syncBuffer) String() string {
 }
 
 // echoServer echoes TCP on 127.0.0.1; dials counts its connections.
-func echoServer(t *testing.T) (addr string, dials func() int) {
+func echoServer(t testing.TB) (addr string, dials func() int) {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func echoServer(t *testing.T) (addr string, dials func() int) {
 
 // newWorld starts a parent unless linkAddr names one, and an echo server
 // unless echo names one (then dials is nil).
-func newWorld(t *testing.T, linkAddr, echo string, operatorPolicy ...string) *world {
+func newWorld(t testing.TB, linkAddr, echo string, operatorPolicy ...string) *world {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -149,7 +149,7 @@ func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error
 	return w.egress.DialContext(ctx, network, w.echo)
 }
 
-func (w *world) proxy(t *testing.T, allow ...string) *egressproxy.Proxy {
+func (w *world) proxy(t testing.TB, allow ...string) *egressproxy.Proxy {
 	t.Helper()
 	plan, err := egressproxy.NewPlan(allow)
 	if err != nil {
@@ -254,4 +254,85 @@ func TestServeNeedsRedirect(t *testing.T) {
 	if w.dials() != 0 {
 		t.Error("the server was reached")
 	}
+}
+
+// Renters' egress requests are hostile input: NewPlan never panics, and
+// whatever it accepts maps each host's address back to that host only.
+func FuzzNewPlan(f *testing.F) {
+	for _, s := range []string{"api.example.com", "a.b:8443,c.d", "1.2.3.4:443", "[::1]:443", "x.com:0", "ünï.com", "a..b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := egressproxy.NewPlan(strings.Split(s, ","))
+		if err != nil {
+			return
+		}
+		for _, eh := range p.ExtraHosts() {
+			host, addr, _ := strings.Cut(eh, ":")
+			for _, a := range p.Allowed() {
+				h, port, _ := net.SplitHostPort(a)
+				if h != host {
+					continue
+				}
+				dst := netip.MustParseAddrPort(addr + ":" + port)
+				if got, err := p.Destination(dst); err != nil || got != a {
+					t.Fatalf("%q: %s maps to %q, %v; want %q", s, dst, got, err, a)
+				}
+			}
+		}
+	})
+}
+
+// Throughput of a container's connection through its proxy and the
+// parent's egress, against the same echo server dialed directly.
+func BenchmarkProxy(b *testing.B) {
+	w := newWorld(b, "", "", "api.example.com:443")
+	p := w.proxy(b, "api.example.com")
+	chunk := make([]byte, 32<<10)
+	for _, mode := range []string{"proxy", "direct"} {
+		b.Run(mode, func(b *testing.B) {
+			var c net.Conn
+			if mode == "proxy" {
+				in, out := tcpPairB(b)
+				go p.Handle(context.Background(), out, netip.MustParseAddrPort("198.18.0.1:443"))
+				c = in
+			} else {
+				var err error
+				if c, err = net.Dial("tcp", w.echo); err != nil {
+					b.Fatal(err)
+				}
+			}
+			defer c.Close()
+			go func() {
+				for range b.N {
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			b.SetBytes(int64(len(chunk)))
+			b.ResetTimer()
+			if _, err := io.CopyN(io.Discard, c, int64(b.N*len(chunk))); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+func tcpPairB(b *testing.B) (net.Conn, net.Conn) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	a, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := l.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { a.Close(); c.Close() })
+	return a, c
 }
