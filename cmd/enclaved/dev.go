@@ -112,27 +112,12 @@ are marked t=dev.
 	var ep lnd.Endpoint
 	payHint := ""
 	if cfg.Lightning.GRPC == "" {
-		bins, err := regtest.Tools()
+		net, err := startRegtest(ctx, cfg.DataDir, stdout)
 		if err != nil {
-			return fmt.Errorf("regtest Lightning (give --lnd-grpc to use your own node): %w", err)
-		}
-		// A fresh network each run (see regtest.Start): invoices of an
-		// earlier run are void; balances and containers are kept.
-		dir := filepath.Join(cfg.DataDir, "regtest")
-		if err := os.RemoveAll(dir); err != nil {
 			return err
-		}
-		fmt.Fprintf(stdout, "starting a fresh regtest Lightning network in %s …\n", dir)
-		net, err := regtest.Start(ctx, dir, bins)
-		if err != nil {
-			return fmt.Errorf("regtest Lightning: %w", err)
 		}
 		defer net.Close()
 		if ep, err = net.Operator.Endpoint("invoice"); err != nil {
-			return err
-		}
-		pi, _ := json.Marshal(payerInfo{GRPC: net.Payer.GRPCAddr, TLSCert: net.Payer.TLSCertPath(), Macaroon: net.Payer.MacaroonPath("admin")})
-		if err := os.WriteFile(filepath.Join(dir, payerFile), pi, 0o600); err != nil {
 			return err
 		}
 		payHint = fmt.Sprintf("enclaved dev pay -data-dir %s <bolt11>", cfg.DataDir)
@@ -141,6 +126,32 @@ are marked t=dev.
 	}
 	return runInstance(ctx, cfg, log, instanceOpts{Relays: urls, LND: ep, Images: &deployer.Resolver{}, PayHint: payHint,
 		Banner: "enclaved dev instance"}, stdout, ready)
+}
+
+// startRegtest starts a fresh regtest Lightning network under dataDir and
+// writes the payer's credentials for `enclaved dev pay -data-dir dataDir`.
+func startRegtest(ctx context.Context, dataDir string, stdout io.Writer) (*regtest.Net, error) {
+	bins, err := regtest.Tools()
+	if err != nil {
+		return nil, fmt.Errorf("regtest Lightning (give --lnd-grpc to use your own node): %w", err)
+	}
+	// A fresh network each run (see regtest.Start): invoices of an earlier
+	// run are void; balances and containers are kept.
+	dir := filepath.Join(dataDir, "regtest")
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "starting a fresh regtest Lightning network in %s …\n", dir)
+	net, err := regtest.Start(ctx, dir, bins)
+	if err != nil {
+		return nil, fmt.Errorf("regtest Lightning: %w", err)
+	}
+	pi, _ := json.Marshal(payerInfo{GRPC: net.Payer.GRPCAddr, TLSCert: net.Payer.TLSCertPath(), Macaroon: net.Payer.MacaroonPath("admin")})
+	if err := os.WriteFile(filepath.Join(dir, payerFile), pi, 0o600); err != nil {
+		net.Close()
+		return nil, err
+	}
+	return net, nil
 }
 
 // containerDial is how containers' allowed connections leave: dial

@@ -37,6 +37,8 @@ usage:
   enclaved dev [flags]          run a whole local instance (embedded relay, regtest
                                 Lightning, local Docker; dev attestation)
   enclaved dev pay <bolt11>     pay an invoice from the dev instance's regtest payer
+  enclaved devnet               run the embedded relay and regtest Lightning alone (for
+                                a split dev instance; docker-compose runs it)
   enclaved parent [flags]       run the host side: the enclave's link, egress, ingress,
                                 blobs, log sink (holds no secret)
   enclaved parent launch        start the enclave with nitro-cli run-enclave
@@ -59,6 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr, environ, nil)
+	case "devnet":
+		return runDevnet(ctx, args[1:], stdout, stderr, environ)
 	case "parent":
 		return runParent(ctx, args[1:], stdout, stderr, environ)
 	case "enclave":

@@ -134,8 +134,16 @@ public port the parent forwards (enclave.ingress_port). Needs nostr.relays
 and the lightning.* keys.`, stderr)
 	load := configFlags(fs, environ)
 	parentAddr := fs.String("parent", "", "how to reach the parent (shorthand for -set enclave.parent=...)")
+	wait := fs.Duration("wait-config", 0, "wait this long for the -config file to appear (one written by enclaved devnet)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *wait > 0 {
+		if f := fs.Lookup("config").Value.String(); f != "" {
+			if err := waitForFile(ctx, f, *wait); err != nil {
+				return err
+			}
+		}
 	}
 	cfg, err := load(func(sets []string) []string {
 		if *parentAddr != "" {
