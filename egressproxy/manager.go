@@ -169,4 +169,3 @@ func (m *Manager) Close(ctx context.Context) {
 		}
 	}
 }
-
