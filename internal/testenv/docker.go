@@ -74,8 +74,10 @@ func WaitLog(tb testing.TB, dc *client.Client, id, want string) {
 func WaitFile(tb testing.TB, dc *client.Client, id, path, want string) {
 	tb.Helper()
 	var last string
-	err := proc.WaitFor(context.Background(), path+" = "+want, 30*time.Second, func(ctx context.Context) (bool, error) {
-		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	// Generous bounds: under a full CI run (image builds, the compose
+	// test) the engine has stalled archive reads for over 30 s.
+	err := proc.WaitFor(context.Background(), path+" = "+want, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		rc, _, err := dc.CopyFromContainer(ctx, id, path)
 		if err != nil {
