@@ -69,7 +69,7 @@ func WaitLog(tb testing.TB, dc *client.Client, id, want string) {
 // WaitFile waits until the file at path inside container id holds want
 // (surrounding space ignored), reading it through the engine's archive API,
 // and fails the test with the last content read if that does not happen in
-// 30 s. It checks a container's volume without its log: Docker 20.10 can
+// 2 min. It checks a container's volume without its log: Docker 20.10 can
 // leave a log read hanging for good once the container was restarted.
 func WaitFile(tb testing.TB, dc *client.Client, id, path, want string) {
 	tb.Helper()
