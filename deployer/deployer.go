@@ -120,21 +120,15 @@ func (d *Deployer) Unit() Unit { return d.cfg.Unit }
 // Capacity returns the instance's capacity in units.
 func (d *Deployer) Capacity() int64 { return d.cfg.CapacityUnits }
 
-// EgressPolicy is what renters may ask their containers to reach, and
-// whether it is enforced (confined) or the containers share the runtime's
-// network (a dev instance).
-func (d *Deployer) EgressPolicy() (patterns []string, confined bool) {
-	return d.cfg.EgressPolicy, d.cfg.Confiner != nil
-}
-
-// EgressText says the egress policy in words, for help and profiles.
+// EgressText says in words what renters may ask their containers to
+// reach, and whether that is enforced (confined) or the containers share
+// the runtime's network (a dev instance).
 func (d *Deployer) EgressText() string {
-	p, confined := d.EgressPolicy()
 	text := "none"
-	if len(p) > 0 {
+	if p := d.cfg.EgressPolicy; len(p) > 0 {
 		text = strings.Join(p, ", ")
 	}
-	if !confined {
+	if d.cfg.Confiner == nil {
 		text += "; not enforced on this dev instance"
 	}
 	return text

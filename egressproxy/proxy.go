@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -28,6 +27,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/enclaved/enclaved/link"
 )
 
 // MaxHosts bounds the hosts one container may ask for.
@@ -214,27 +215,10 @@ func (p *Proxy) Handle(ctx context.Context, c net.Conn, dst netip.AddrPort) {
 		p.log().Warn("container egress failed", "container", p.Container, "to", addr, "err", err)
 		return
 	}
-	defer up.Close()
 	p.log().Info("container egress", "container", p.Container, "to", addr)
 	stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
 	defer stop()
-	done := make(chan struct{})
-	go func() {
-		io.Copy(up, c)
-		closeWrite(up)
-		close(done)
-	}()
-	io.Copy(c, up)
-	closeWrite(c)
-	<-done
-}
-
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	} else {
-		c.Close()
-	}
+	link.Pipe(c, up)
 }
 
 // soOriginalDst is Linux's SO_ORIGINAL_DST (netfilter_ipv4.h).

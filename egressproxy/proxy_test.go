@@ -1,7 +1,6 @@
 package egressproxy_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/egressproxy"
+	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/parent"
 	"github.com/enclaved/enclaved/tunnel"
@@ -69,25 +69,8 @@ func TestPlan(t *testing.T) {
 type world struct {
 	egress *tunnel.Egress
 	echo   string
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 	dials  func() int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // echoServer echoes TCP on 127.0.0.1; dials counts its connections.
@@ -120,7 +103,7 @@ func newWorld(t testing.TB, linkAddr, echo string, operatorPolicy ...string) *wo
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	w := &world{echo: echo, logs: &syncBuffer{}}
+	w := &world{echo: echo, logs: &testenv.SyncBuffer{}}
 	if echo == "" {
 		w.echo, w.dials = echoServer(t)
 	}

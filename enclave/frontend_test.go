@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,7 +56,7 @@ func TestContainerHTTPAndEgress(t *testing.T) {
 			go func() { defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	var logs lockedBuffer
+	var logs testenv.SyncBuffer
 	policy := []string{"api.example.com:443", "*.example.org:443"}
 	m := &egressproxy.Manager{Log: slog.New(slog.NewTextHandler(&logs, nil)), Firewall: &egressproxy.Firewall{},
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -153,21 +152,4 @@ func TestContainerHTTPAndEgress(t *testing.T) {
 	if bytes.Contains(rules, []byte("--to-ports "+strconv.Itoa(bridge))) {
 		t.Errorf("rules left after removal:\n%s", rules)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -131,26 +131,7 @@ func (s *Server) dial(st *link.Stream, addr string) {
 		c.Close()
 		return
 	}
-	Pipe(st, c)
-}
-
-// Pipe copies both ways between a and b until both directions end, then
-// closes both.
-func Pipe(a, b net.Conn) {
-	var wg sync.WaitGroup
-	half := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Go(func() { half(a, b) })
-	wg.Go(func() { half(b, a) })
-	wg.Wait()
-	a.Close()
-	b.Close()
+	link.Pipe(st, c)
 }
 
 var blobName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -242,7 +223,7 @@ func (s *Server) Forward(ctx context.Context, l net.Listener, port int) error {
 			c.Close()
 			return
 		}
-		Pipe(st, c)
+		link.Pipe(st, c)
 	})
 }
 

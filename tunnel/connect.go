@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/enclaved/enclaved/link"
 )
 
 // ConnectProxy is an HTTP CONNECT proxy on the enclave's loopback for the
@@ -58,20 +60,23 @@ func (p *ConnectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, err := c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
 		return
 	}
-	done := make(chan struct{})
-	go func() {
-		// Whatever the client sent after its request is in buf.
-		io.Copy(up, buf)
-		if cw, ok := up.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-		close(done)
-	}()
-	io.Copy(c, up)
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+	// Whatever the client sent after its request is in buf.
+	link.Pipe(&hijacked{Conn: c, r: buf.Reader}, up)
+}
+
+// hijacked is a hijacked connection read through the server's buffer.
+type hijacked struct {
+	net.Conn
+	r io.Reader
+}
+
+func (h *hijacked) Read(p []byte) (int, error) { return h.r.Read(p) }
+
+func (h *hijacked) CloseWrite() error {
+	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
-	<-done
+	return h.Conn.Close()
 }
 
 // ServeConnect serves p on l until ctx ends.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,25 +30,8 @@ type world struct {
 	parent *parent.Server
 	keeper *link.Keeper
 	ingr   *tunnel.Ingress
-	logs   *syncBuffer // the enclave's own log (egress denials)
-	plogs  *syncBuffer // the parent's log sink
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *testenv.SyncBuffer // the enclave's own log (egress denials)
+	plogs  *testenv.SyncBuffer // the parent's log sink
 }
 
 func newWorld(t testing.TB, ports ...int) *world {
@@ -60,7 +42,7 @@ func newWorld(t testing.TB, ports ...int) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{ingr: tunnel.NewIngress(ports...), logs: &syncBuffer{}, plogs: &syncBuffer{}}
+	w := &world{ingr: tunnel.NewIngress(ports...), logs: &testenv.SyncBuffer{}, plogs: &testenv.SyncBuffer{}}
 	w.parent = &parent.Server{BlobDir: t.TempDir(), Meta: link.Metadata{InstanceID: "i-0123456789abcdef0"}, LogOut: w.plogs}
 	go w.parent.Serve(ctx, l)
 	w.keeper = &link.Keeper{Handler: w.ingr.Handle, Dial: func(ctx context.Context) (net.Conn, error) {

@@ -59,7 +59,7 @@ type process struct {
 	npub   string
 	relay  string
 	http   string // host:port of the HTTP API
-	stderr *lockedBuffer
+	stderr *testenv.SyncBuffer
 	exited chan struct{}
 }
 
@@ -82,7 +82,7 @@ func startProcessWith(t *testing.T, attr *syscall.SysProcAttr, upLine string, en
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &process{cmd: cmd, stderr: &testenv.SyncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -154,19 +154,22 @@ func startRegtest(ctx context.Context, dataDir string, stdout io.Writer) (*regte
 	return net, nil
 }
 
-// containerDial is how containers' allowed connections leave: dial
-// (default: this host's network), checked again against the operator's
-// policy, which may have narrowed since the container was deployed.
+// containerDial is how containers' allowed connections leave, checked at
+// dial time against the operator's policy (which may have narrowed since a
+// container was deployed): dial if given (the enclave's tunnel.Egress under
+// that policy), else this host's network.
 func containerDial(cfg config.Config, dial egressproxy.DialFunc) egressproxy.DialFunc {
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 15 * time.Second}).DialContext
+	if dial != nil {
+		return dial
 	}
 	policy := cfg.Instance.ContainerEgress
+	var d net.Dialer
+	d.Timeout = 15 * time.Second
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if !tunnel.Allowed(policy, addr) {
 			return nil, &tunnel.DeniedError{Addr: addr}
 		}
-		return dial(ctx, network, addr)
+		return d.DialContext(ctx, network, addr)
 	}
 }
 
@@ -206,8 +209,9 @@ type instanceOpts struct {
 	Meta link.Metadata
 	// Egress is the instance's own allowlist (nil in dev mode).
 	Egress []string
-	// ContainerDial carries containers' allowed connections out (the
-	// parent's egress in the enclave; nil: this host's network).
+	// ContainerDial carries containers' allowed connections out: in the
+	// enclave a tunnel.Egress under instance.container_egress; nil: this
+	// host's network, under the same policy.
 	ContainerDial egressproxy.DialFunc
 }
 

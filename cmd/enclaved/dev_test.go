@@ -16,24 +16,6 @@ import (
 	"github.com/enclaved/enclaved/store"
 )
 
-// lockedBuffer is an io.Writer safe for the goroutine running the command.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // lndFlags point an instance at the shared regtest operator node, with its
@@ -45,10 +27,10 @@ func lndFlags(t *testing.T) []string {
 
 // startDev runs `enclaved dev` until the test ends and returns what it
 // printed once it is up.
-func startDev(t *testing.T, dataDir string) (devInfo, *lockedBuffer, func() error) {
+func startDev(t *testing.T, dataDir string) (devInfo, *testenv.SyncBuffer, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testenv.SyncBuffer
 	ready := make(chan devInfo, 1)
 	done := make(chan error, 1)
 	args := append([]string{"-data-dir", dataDir, "-set", "dev.relay_listen=127.0.0.1:0", "-http", "127.0.0.1:0"}, lndFlags(t)...)

@@ -204,7 +204,7 @@ and the lightning.* keys.`, stderr)
 		log.Warn("no metadata from the parent", "err", err)
 	}
 	// Containers' allowed connections leave through the parent too, under
-	// the operator's container policy (checked again in containerDial).
+	// the operator's container policy.
 	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
 	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
 		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta,
