@@ -26,6 +26,7 @@ require (
 require (
 	dario.cat/mergo v1.0.1 // indirect
 	fiatjaf.com/lib v0.3.2 // indirect
+	filippo.io/age v1.2.1 // indirect
 	github.com/Azure/go-ansiterm v0.0.0-20230124172434-306776ec8161 // indirect
 	github.com/ImVexed/fasturl v0.0.0-20230304231329-4e41488060f3 // indirect
 	github.com/Microsoft/go-winio v0.6.2 // indirect

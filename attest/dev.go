@@ -113,6 +113,15 @@ func (d *Dev) Simulate(instanceID string, signingCert []byte) {
 	}
 }
 
+// SimulateDebug makes the dev attestor report what Nitro reports for an
+// enclave launched in debug mode: every PCR zero. Call it before the
+// first Attest.
+func (d *Dev) SimulateDebug() {
+	for i := range d.pcrs {
+		d.pcrs[i] = make([]byte, 48)
+	}
+}
+
 // BinaryHash is the sha384 of the running executable.
 func BinaryHash() ([]byte, error) {
 	exe, err := os.Executable()
