@@ -74,8 +74,8 @@ type Reply struct {
 type Params struct {
 	// Attestation is the requester's base64 attestation document, whose
 	// public_key is the request's pubkey (set, get, has).
-	Attestation string `json:"attestation,omitempty"`
-	Data        string `json:"data,omitempty"`   // set: the secret
+	Attestation string  `json:"attestation,omitempty"`
+	Data        string  `json:"data,omitempty"`   // set: the secret
 	Policy      *Policy `json:"policy,omitempty"` // set
 	Input       *Input  `json:"input,omitempty"`  // set (with a policy), get, has
 	// Event is a backup checkpoint to record; Pubkey asks for the newest

@@ -168,7 +168,9 @@ func TestKeyRelease(t *testing.T) {
 
 	// An attestation of another key (one copied from elsewhere).
 	borrowed := f.client(a)
-	borrowed.Attest = func(ctx context.Context, _ []byte) ([]byte, error) { return a.Attest(ctx, bytes.Repeat([]byte{1}, 32), nil, nil) }
+	borrowed.Attest = func(ctx context.Context, _ []byte) ([]byte, error) {
+		return a.Attest(ctx, bytes.Repeat([]byte{1}, 32), nil, nil)
+	}
 	if _, err := borrowed.Get(ctx, nil); err == nil || !strings.Contains(err.Error(), "not the request's pubkey") {
 		t.Errorf("borrowed attestation: %v", err)
 	}
