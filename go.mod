@@ -3,6 +3,7 @@ module github.com/enclaved/enclaved
 go 1.26.0
 
 require (
+	filippo.io/age v1.2.1
 	github.com/btcsuite/btcd v0.25.1-0.20260310163610-1c55c7c18179
 	github.com/btcsuite/btcd/btcutil v1.1.6
 	github.com/docker/docker v28.5.2+incompatible
@@ -26,7 +27,6 @@ require (
 require (
 	dario.cat/mergo v1.0.1 // indirect
 	fiatjaf.com/lib v0.3.2 // indirect
-	filippo.io/age v1.2.1 // indirect
 	github.com/Azure/go-ansiterm v0.0.0-20230124172434-306776ec8161 // indirect
 	github.com/ImVexed/fasturl v0.0.0-20230304231329-4e41488060f3 // indirect
 	github.com/Microsoft/go-winio v0.6.2 // indirect

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,4 +224,23 @@ func FetchMeta(ctx context.Context, o Opener) (link.Metadata, error) {
 		return m, fmt.Errorf("parent metadata: %w", err)
 	}
 	return m, nil
+}
+
+// Blobs is the parent's blob store as package backup uses it.
+type Blobs struct{ Link Opener }
+
+// Put stores r's bytes as name.
+func (b Blobs) Put(ctx context.Context, name string, r io.Reader) error {
+	return PutBlob(ctx, b.Link, name, r)
+}
+
+// Get reads the blob name; a blob the parent does not have is an error
+// wrapping os.ErrNotExist.
+func (b Blobs) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	rc, err := GetBlob(ctx, b.Link, name)
+	var re *link.RefusedError
+	if errors.As(err, &re) && re.Reason == "not found" {
+		return nil, fmt.Errorf("blob %s: %w", name, os.ErrNotExist)
+	}
+	return rc, err
 }

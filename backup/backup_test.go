@@ -1,0 +1,405 @@
+package backup_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/enclaved/enclaved/backup"
+	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/keystore"
+	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/parent"
+	"github.com/enclaved/enclaved/store"
+	"github.com/enclaved/enclaved/tunnel"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// world is an instance's database and backuper, a parent holding its
+// blobs over a link on 127.0.0.1, and a key store recording checkpoints.
+type world struct {
+	t       testing.TB
+	db      *store.DB
+	sec     backup.Secrets
+	blobDir string // the parent's
+	blobs   tunnel.Blobs
+	ks      *keystore.Client
+	b       *backup.Backuper
+}
+
+func newWorld(t testing.TB) *world {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, blobDir: t.TempDir()}
+	go (&parent.Server{BlobDir: w.blobDir, LogOut: io.Discard}).Serve(ctx, l)
+	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", l.Addr().String())
+	}}
+	go keeper.Run(ctx)
+	w.blobs = tunnel.Blobs{Link: keeper}
+	ks := testenv.NewKeyStore(t)
+	w.sec, err = backup.NewSecrets(nostr.GeneratePrivateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := nip.NewLocalKeys(w.sec.InstanceKey)
+	w.ks = ks.Client(ks.Attestor("build", "i-0123456789abcdef0"))
+	dir := t.TempDir()
+	if w.db, err = store.Open(ctx, filepath.Join(dir, "enclaved.db"), store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.db.Close() })
+	if err := w.db.ClaimInstance(ctx, w.sec.Pubkey()); err != nil {
+		t.Fatal(err)
+	}
+	w.b = &backup.Backuper{DB: w.db, Blobs: w.blobs, Secrets: w.sec, Keys: keys, Mode: "dev", Dir: dir,
+		Record: w.ks.RecordCheckpoint,
+		Newest: func(ctx context.Context) (*nostr.Event, error) { return w.ks.NewestCheckpoint(ctx, w.sec.Pubkey()) }}
+	return w
+}
+
+// credit adds a container and a credit of msat to it.
+func (w *world) credit(name string, msat int64) {
+	w.t.Helper()
+	now := time.Now().UnixMilli()
+	id := fmt.Sprintf("%x", name)
+	if _, err := w.db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, balance_msat, created_at, updated_at)
+		VALUES (?, ?, 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'running', ?, ?, ?)`, id, name, msat, now, now); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := w.db.Exec(`INSERT INTO ledger (container_id, kind, amount_msat, payment_hash, at) VALUES (?, 'credit', ?, ?, ?)`,
+		id, msat, "hash-"+name, now); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// newest is the key store's newest checkpoint of the instance.
+func (w *world) newest() nip.Checkpoint {
+	w.t.Helper()
+	evt, err := w.ks.NewestCheckpoint(context.Background(), w.sec.Pubkey())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cp, err := backup.Newest(w.sec.Pubkey(), evt)
+	if err != nil || cp == nil {
+		w.t.Fatalf("no newest checkpoint: %v", err)
+	}
+	return *cp
+}
+
+// restore restores the newest checkpoint into a fresh directory and
+// opens it as the instance would.
+func (w *world) restore(cp nip.Checkpoint) (*store.DB, error) {
+	dir := w.t.TempDir()
+	path := filepath.Join(dir, "enclaved.db")
+	if _, err := backup.Restore(context.Background(), w.blobs, w.sec, cp, path, filepath.Join(dir, "volumes")); err != nil {
+		return nil, err
+	}
+	db, err := store.Open(context.Background(), path, store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	w.t.Cleanup(func() { db.Close() })
+	return db, db.ClaimInstance(context.Background(), w.sec.Pubkey())
+}
+
+func balances(t testing.TB, db *store.DB) string {
+	t.Helper()
+	rows, err := db.Query(`SELECT c.name, SUM(l.amount_msat) FROM containers c JOIN ledger l ON l.container_id = c.id GROUP BY c.name ORDER BY c.name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		var sum int64
+		rows.Scan(&name, &sum)
+		out = append(out, fmt.Sprintf("%s=%d", name, sum))
+	}
+	return strings.Join(out, " ")
+}
+
+// Backups alternate between two blobs; a restore brings back exactly the
+// newest one's ledger, into a database the instance opens as its own.
+func TestBackupAndRestore(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.credit("alpha", 21_000)
+	cp1, err := w.b.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.credit("beta", 5_000)
+	cp2, err := w.b.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp1.Seq != 1 || cp2.Seq != 2 || cp1.Blob == cp2.Blob {
+		t.Fatalf("checkpoints %d %s, %d %s: want seqs 1, 2 in two blobs", cp1.Seq, cp1.Blob, cp2.Seq, cp2.Blob)
+	}
+	newest := w.newest()
+	if newest.Seq != 2 || newest.SHA256 != cp2.SHA256 {
+		t.Fatalf("key store's newest: %+v", newest)
+	}
+	db, err := w.restore(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := balances(t, db); got != "alpha=21000 beta=5000" {
+		t.Errorf("restored ledger %q", got)
+	}
+	// The parent holds ciphertext only.
+	raw, _ := os.ReadFile(filepath.Join(w.blobDir, cp2.Blob))
+	if !strings.HasPrefix(string(raw), "age-encryption.org/v1") || strings.Contains(string(raw), "alpha") {
+		t.Errorf("blob is not age ciphertext")
+	}
+	// The next instance run continues the sequence in the other slot.
+	next := &backup.Backuper{DB: db, Blobs: w.blobs, Secrets: w.sec, Keys: mustKeys(t, w.sec), Dir: t.TempDir(), Record: w.ks.RecordCheckpoint, Last: &newest}
+	cp3, err := next.Backup(ctx)
+	if err != nil || cp3.Seq != 3 || cp3.Blob != cp1.Blob {
+		t.Fatalf("after restore: %+v, %v", cp3, err)
+	}
+}
+
+func mustKeys(t testing.TB, s backup.Secrets) *nip.LocalKeys {
+	k, err := nip.NewLocalKeys(s.InstanceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// The parent cannot make the instance load anything but the newest
+// backup: an altered blob, another instance's blob, an older backup of
+// its own and a missing blob are each refused, saying which.
+func TestRestoreRefuses(t *testing.T) {
+	w := newWorld(t)
+	other := newWorld(t)
+	ctx := context.Background()
+	w.credit("alpha", 1_000)
+	cp1, _ := w.b.Backup(ctx)
+	w.credit("beta", 2_000)
+	cp2, err := w.b.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.credit("gamma", 3_000)
+	ocp, err := other.b.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(filepath.Join(w.blobDir, cp2.Blob))
+	older, _ := os.ReadFile(filepath.Join(w.blobDir, cp1.Blob))
+	foreign, _ := os.ReadFile(filepath.Join(other.blobDir, ocp.Blob))
+	flipped := append([]byte(nil), good...)
+	flipped[len(flipped)/2] ^= 1
+	for _, c := range []struct {
+		name string
+		blob []byte
+		want string
+	}{
+		{"altered", flipped, "does not match checkpoint 2"},
+		{"another instance's", foreign, "is not this instance's backup"},
+		{"replayed older", older, "rollback: the parent returned backup 1, older than the newest checkpoint 2"},
+		{"missing", nil, "backup 2 (blob " + cp2.Blob + ") is missing at the parent"},
+	} {
+		path := filepath.Join(w.blobDir, cp2.Blob)
+		if c.blob == nil {
+			os.Remove(path)
+		} else if err := os.WriteFile(path, c.blob, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := w.restore(w.newest())
+		var re *backup.RefusedError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want refused with %q", c.name, err, c.want)
+		}
+	}
+	// Put back, it loads.
+	os.WriteFile(filepath.Join(w.blobDir, cp2.Blob), good, 0o600)
+	if _, err := w.restore(w.newest()); err != nil {
+		t.Errorf("the right blob: %v", err)
+	}
+	// Another instance's checkpoint is not ours to restore.
+	if _, err := w.restore(ocp); err == nil || !strings.Contains(err.Error(), "not this instance") {
+		t.Errorf("foreign checkpoint: %v", err)
+	}
+}
+
+// Sync returns only once a backup holding what was committed before it is
+// recorded; Changed alone leads to one within the delay.
+func TestSyncAndChanged(t *testing.T) {
+	w := newWorld(t)
+	w.b.Delay = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.b.Run(ctx) }()
+	w.credit("alpha", 7_000)
+	sctx, scancel := context.WithTimeout(ctx, time.Minute)
+	defer scancel()
+	if err := w.b.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := w.restore(w.newest()); err != nil || balances(t, db) != "alpha=7000" {
+		t.Fatalf("after Sync: %v", err)
+	}
+	w.credit("beta", 1_000)
+	w.b.Changed()
+	testenv.Eventually(t, time.Minute, "a backup after Changed", func() bool { return w.newest().Seq >= 2 })
+	if db, err := w.restore(w.newest()); err != nil || balances(t, db) != "alpha=7000 beta=1000" {
+		t.Fatalf("after Changed: %v", err)
+	}
+	// Shutdown takes one more.
+	w.credit("gamma", 1)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if db, err := w.restore(w.newest()); err != nil || balances(t, db) != "alpha=7000 beta=1000 gamma=1" {
+		t.Fatalf("after shutdown: %v", err)
+	}
+}
+
+// A checkpoint the key store recorded though its answer was lost: the
+// next backup learns of it and does not overwrite the blob it names.
+func TestLostRecordAnswer(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	lose := true
+	w.b.Record = func(ctx context.Context, evt nostr.Event) error {
+		err := w.ks.RecordCheckpoint(ctx, evt)
+		if lose {
+			lose = false
+			return errors.New("no reply in time")
+		}
+		return err
+	}
+	w.credit("alpha", 1)
+	if _, err := w.b.Backup(ctx); err == nil {
+		t.Fatal("the lost answer should fail the backup")
+	}
+	recorded := w.newest()
+	w.credit("beta", 2)
+	cp, err := w.b.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Seq != recorded.Seq+1 || cp.Blob == recorded.Blob {
+		t.Fatalf("next backup %d in %s after recorded %d in %s", cp.Seq, cp.Blob, recorded.Seq, recorded.Blob)
+	}
+	if db, err := w.restore(w.newest()); err != nil || balances(t, db) != "alpha=1 beta=2" {
+		t.Fatalf("restore: %v", err)
+	}
+}
+
+// Newest picks the highest seq and calls two different checkpoints with
+// one seq a fork.
+func TestNewest(t *testing.T) {
+	sk := nostr.GeneratePrivateKey()
+	pk, _ := nostr.GetPublicKey(sk)
+	mk := func(seq uint64, hash string) *nostr.Event {
+		e := nip.CheckpointEvent(nip.Checkpoint{Seq: seq, SHA256: strings.Repeat(hash, 64), Size: 1, Blob: "state-a"}, "dev", nostr.Timestamp(seq))
+		e.Sign(sk)
+		return &e
+	}
+	cp, err := backup.Newest(pk, mk(1, "a"), nil, mk(3, "b"), mk(2, "c"))
+	if err != nil || cp.Seq != 3 {
+		t.Fatalf("%+v %v", cp, err)
+	}
+	if cp, err := backup.Newest("other", mk(1, "a")); err != nil || cp != nil {
+		t.Errorf("another instance's: %+v %v", cp, err)
+	}
+	if _, err := backup.Newest(pk, mk(3, "b"), mk(3, "d")); err == nil || !strings.Contains(err.Error(), "two different checkpoints 3") {
+		t.Errorf("fork: %v", err)
+	}
+}
+
+// fill gives the database n containers, each with an invoice, its credit
+// and two metering debits.
+func (w *world) fill(n int) {
+	w.t.Helper()
+	tx, err := w.db.Begin()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	for i := range n {
+		id := fmt.Sprintf("%032x", i)
+		hash := fmt.Sprintf("%064x", i)
+		if _, err := tx.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, balance_msat, pubkey, created_at, updated_at)
+			VALUES (?, ?, ?, 'nip17', 'registry.example.com/app:latest', ?, 4096000, 2, 10000, 'running', 100000, ?, ?, ?)`,
+			id, fmt.Sprintf("c%05d", i), strings.Repeat("ab", 32), "registry.example.com/app@sha256:"+hash, hash, now, now); err != nil {
+			w.t.Fatal(err)
+		}
+		if _, err := tx.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at, settled_at)
+			VALUES (?, ?, 'deploy', 120000, ?, ?, ?, ?)`, hash, id, "lnbcrt1200n1"+strings.Repeat("q", 300), now/1000+600, now/1000, now/1000); err != nil {
+			w.t.Fatal(err)
+		}
+		if _, err := tx.Exec(`INSERT INTO ledger (container_id, kind, amount_msat, payment_hash, at) VALUES (?, 'credit', 120000, ?, ?)`, id, hash, now); err != nil {
+			w.t.Fatal(err)
+		}
+		for j := range 2 {
+			if _, err := tx.Exec(`INSERT INTO ledger (container_id, kind, amount_msat, from_ms, to_ms, at) VALUES (?, 'debit', 10000, ?, ?, ?)`,
+				id, now+int64(j)*60000, now+int64(j+1)*60000, now); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// Backup and restore of a database of 10,000 containers (each with an
+// invoice, a credit and two debits), through the parent's blob store over
+// the link and the key store.
+func BenchmarkBackup10k(b *testing.B) {
+	w := newWorld(b)
+	w.fill(10_000)
+	var cp nip.Checkpoint
+	b.ResetTimer()
+	for b.Loop() {
+		var err error
+		if cp, err = w.b.Backup(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cp.Size), "blob-bytes")
+	fi, _ := os.Stat(w.db.Path)
+	b.ReportMetric(float64(fi.Size()), "db-bytes")
+}
+
+func BenchmarkRestore10k(b *testing.B) {
+	w := newWorld(b)
+	w.fill(10_000)
+	cp, err := w.b.Backup(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := backup.Restore(context.Background(), w.blobs, w.sec, cp, filepath.Join(dir, "enclaved.db"), filepath.Join(dir, "volumes")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cp.Size), "blob-bytes")
+}
