@@ -336,6 +336,9 @@ func Restore(ctx context.Context, blobs Blobs, sec Secrets, cp nip.Checkpoint, d
 		return m, fmt.Errorf("fetch backup %d: %w", cp.Seq, err)
 	}
 	defer rc.Close()
+	if err := os.MkdirAll(filepath.Dir(dbPath), 0o700); err != nil {
+		return m, err
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(dbPath), ".restore-*")
 	if err != nil {
 		return m, err
@@ -376,9 +379,7 @@ func Restore(ctx context.Context, blobs Blobs, sec Secrets, cp nip.Checkpoint, d
 	if m.Instance != cp.Instance || m.Seq != cp.Seq {
 		return m, &RefusedError{fmt.Sprintf("backup %d says it is instance %s's backup %d", cp.Seq, nip.Npub(m.Instance), m.Seq)}
 	}
-	for _, suffix := range []string{"", "-wal", "-shm"} {
-		os.Remove(dbPath + suffix)
-	}
+	removeDB(dbPath)
 	if err := os.Rename(dbTmp, dbPath); err != nil {
 		return m, err
 	}

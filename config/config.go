@@ -44,6 +44,48 @@ type Config struct {
 	Attest    Attest    `toml:"attest"`
 	Enclave   Enclave   `toml:"enclave"`
 	Parent    Parent    `toml:"parent"`
+	Backup    Backup    `toml:"backup"`
+	KeyStore  KeyStore  `toml:"keystore"`
+}
+
+// Backup keeps the instance's state across restarts: encrypted backups in
+// the parent's blob store, keys in a key store (see docs/backup.md).
+type Backup struct {
+	// Mode is "" (off: the data dir is the state, dev mode) or
+	// "keystore": the instance key and backup key come from the key
+	// store, state is restored from the parent at boot and backed up to
+	// it (needs the parent's link: enclaved enclave).
+	Mode string `toml:"mode"`
+	// Delay bounds how long after a money event a backup starts;
+	// Interval is how often one is taken anyway.
+	Delay    time.Duration `toml:"delay"`
+	Interval time.Duration `toml:"interval"`
+	// Ref and Maintainers are the key store policy: builds whose
+	// PCR0/1/2 Threshold (0: all) of the maintainers (hex pubkeys)
+	// signed, in release events with r = Ref, may have the keys.
+	Ref         string   `toml:"ref"`
+	Maintainers []string `toml:"maintainers"`
+	Threshold   int64    `toml:"threshold"`
+	// AcceptLoss is the operator's acknowledgement that the state is
+	// lost: start although the newest backup cannot be restored, or
+	// although the key store has no keys while the parent holds backups.
+	AcceptLoss bool `toml:"accept_loss"`
+}
+
+// KeyStore names the key store the instance uses, and configures
+// `enclaved keystore`.
+type KeyStore struct {
+	Pubkey string   `toml:"pubkey"` // hex or npub of the key store
+	Relays []string `toml:"relays"` // where it listens (default nostr.relays)
+	// Refresh is how often the instance sets its keys and checkpoint
+	// again, so the key store's TTL never drops them while it runs.
+	Refresh time.Duration `toml:"refresh"`
+	// TTL (enclaved keystore) is how long a secret is kept after it was
+	// last set.
+	TTL time.Duration `toml:"ttl"`
+	// DevRoot (enclaved keystore) is a dev attestation root (PEM file)
+	// whose documents it accepts besides AWS Nitro's: for development.
+	DevRoot string `toml:"dev_root"`
 }
 
 // Enclave configures the trusted side when it runs apart from its parent
@@ -104,6 +146,10 @@ type Attest struct {
 	// that certificate (PEM file), to try instance and build signatures.
 	DevInstanceID  string `toml:"dev_instance_id"`
 	DevSigningCert string `toml:"dev_signing_cert"`
+	// DevRootDir holds the dev root (dev-root.pem, dev-root.key);
+	// default data_dir. It stands for the Nitro hardware, so it may live
+	// outside a data dir that is wiped at every restart.
+	DevRootDir string `toml:"dev_root_dir"`
 }
 
 // Instance describes the instance as a whole.
@@ -205,6 +251,8 @@ func Default() Config {
 		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
 		Attest:  Attest{Mode: "dev"},
 		Enclave: Enclave{Parent: "vsock:3:7000", IngressPort: 443},
+		Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, Ref: "https://github.com/enclaved/enclaved"},
+		KeyStore: KeyStore{Refresh: time.Hour, TTL: 72 * time.Hour},
 		Parent: Parent{Listen: "vsock:7000", Forward: []string{"0.0.0.0:443=443"}, EIF: "enclaved.eif",
 			EnclaveCPUs: 2, EnclaveMemoryMB: 4096, EnclaveCID: 16},
 	}
@@ -501,6 +549,28 @@ func (c Config) Validate() error {
 	}
 	if c.Attest.Mode == "nitro" && (c.Attest.DevInstanceID != "" || c.Attest.DevSigningCert != "") {
 		bad("attest.dev_instance_id/dev_signing_cert", "only for attest.mode = dev")
+	}
+	if !oneOf(c.Backup.Mode, "", "keystore") {
+		bad("backup.mode", "%q is not one of \"\", keystore", c.Backup.Mode)
+	}
+	if c.Backup.Mode == "keystore" && c.KeyStore.Pubkey == "" {
+		bad("keystore.pubkey", "backup.mode = keystore needs the key store's pubkey")
+	}
+	for i, m := range c.Backup.Maintainers {
+		if len(m) != 64 {
+			bad("backup.maintainers", "entry %d %q is not a hex pubkey", i+1, m)
+		}
+	}
+	if c.Backup.Threshold < 0 || c.Backup.Threshold > int64(len(c.Backup.Maintainers)) {
+		bad("backup.threshold", "%d: want 0 (all) to %d", c.Backup.Threshold, len(c.Backup.Maintainers))
+	}
+	if c.Backup.Delay < 0 || c.Backup.Interval <= 0 || c.KeyStore.Refresh <= 0 || c.KeyStore.TTL <= c.KeyStore.Refresh {
+		bad("backup.delay/interval, keystore.refresh/ttl", "want delay ≥ 0, interval > 0 and 0 < refresh < ttl")
+	}
+	for i, r := range c.KeyStore.Relays {
+		if u, err := url.Parse(r); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			bad("keystore.relays", "entry %d %q is not a ws:// or wss:// URL", i+1, r)
+		}
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)

@@ -59,7 +59,27 @@ type Config struct {
 	// Confiner confines each container's egress to its plan; nil leaves
 	// containers on the runtime's own network (dev mode on a shared host).
 	Confiner Confiner
+	// Durable (optional) returns once everything committed so far is
+	// saved outside the enclave (backup.Backuper.Sync): an invoice is
+	// handed out only after its record would survive a restart.
+	Durable func(ctx context.Context) error
 }
+
+// durable waits for Config.Durable, if set.
+func (d *Deployer) durable(ctx context.Context) error {
+	if d.cfg.Durable == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, durableTimeout)
+	defer cancel()
+	if err := d.cfg.Durable(ctx); err != nil {
+		return fmt.Errorf("saving the instance's state: %w", err)
+	}
+	return nil
+}
+
+// durableTimeout bounds the wait for a backup before an invoice is given.
+const durableTimeout = time.Minute
 
 // Notice is a message for a container's owner.
 type Notice struct {

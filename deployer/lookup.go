@@ -143,7 +143,10 @@ func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64) (billing.Inv
 	now := q.D.now()
 	_, err = q.D.db.ExecContext(ctx, `INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
 		VALUES (?, ?, 'topup', ?, ?, ?, ?)`, inv.PaymentHash, rec.ID, msat, inv.Bolt11, inv.ExpiresAt.Unix(), now.Unix())
-	return inv, err
+	if err != nil {
+		return inv, err
+	}
+	return inv, q.D.durable(ctx)
 }
 
 // Human formats a duration for people: "3 days 4 h", "2 h 5 min", "40 min",

@@ -59,6 +59,16 @@ type Parts struct {
 	// TLS (optional) terminates TLS on the HTTP listener (frontend: dev
 	// CA or ACME); the public URL is then https.
 	TLS *tls.Config
+	// Backup (optional) saves the state outside the enclave
+	// (backup.Backuper): Changed after money events, Sync before an
+	// invoice is handed out.
+	Backup Backup
+}
+
+// Backup is what the instance asks of its backups.
+type Backup interface {
+	Changed()
+	Sync(ctx context.Context) error
 }
 
 // Instance is a whole running instance: bot, billing, deployer, metering
@@ -110,8 +120,9 @@ func NewInstance(cfg config.Config, p Parts, version string, dev bool, now func(
 		Instance: p.Key.PublicKey(), Unit: unit, CapacityUnits: cfg.Instance.CapacityUnits,
 		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
 		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
-		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner,
+		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
 	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
+		in.changed() // notices follow state changes: started, paused, resumed, removed
 		if in.Bot != nil {
 			in.Bot.Notify(ctx, n)
 		}
@@ -233,6 +244,7 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 	wg.Go(func() {
 		errc <- billing.WatchSettlements(ctx, in.parts.Lightning, ledger, in.log.With("part", "billing"), func(c billing.Credit) {
 			crashpoint.Hit("after-credit")
+			in.changed()
 			// Launching pulls and starts containers: off the stream's
 			// goroutine, so settlements keep being applied meanwhile.
 			wg.Go(func() {
@@ -302,6 +314,7 @@ func (in *Instance) meter(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			in.log.Error("metering tick failed", "err", err)
 		}
+		in.changed() // debits
 		if now := in.now(); now.Sub(lastPrune) > time.Hour {
 			if err := in.Bot.PruneSeen(ctx); err != nil && ctx.Err() == nil {
 				in.log.Warn("pruning seen events failed", "err", err)
@@ -321,7 +334,6 @@ func (in *Instance) meter(ctx context.Context) error {
 	}
 }
 
-// setupZaps creates the zap service for an HTTP API at addr.
 // containerHTTP is the address of the HTTP port of the running container
 // called name.
 func (in *Instance) containerHTTP(ctx context.Context, name string) (string, bool) {
@@ -352,6 +364,22 @@ func (in *Instance) ServesHost(ctx context.Context, host string) bool {
 	return err == nil && rec.HTTPPort != 0 && rec.State != deployer.StateRemoved
 }
 
+// durable is Parts.Backup's Sync, or nil without backups.
+func (in *Instance) durable() func(context.Context) error {
+	if in.parts.Backup == nil {
+		return nil
+	}
+	return in.parts.Backup.Sync
+}
+
+// changed asks for a backup soon, if backups are on.
+func (in *Instance) changed() {
+	if in.parts.Backup != nil {
+		in.parts.Backup.Changed()
+	}
+}
+
+// setupZaps creates the zap service for an HTTP API at addr.
 func (in *Instance) setupZaps(addr string) error {
 	public := in.cfg.HTTP.PublicURL
 	if public == "" {
@@ -368,7 +396,7 @@ func (in *Instance) setupZaps(addr string) error {
 		DB: in.parts.DB, Containers: in.Deployer, Lightning: in.parts.Lightning, BaseURL: base,
 		InstanceName: in.cfg.Instance.Name, InstancePubkey: in.parts.Key.PublicKey(),
 		Zapper: in.parts.Key.ZapperKey().Keys(), Relays: in.parts.Relays, Publish: in.Bot.Publish,
-		Now: in.now, Log: in.log.With("part", "zaps"),
+		Durable: in.durable(), Now: in.now, Log: in.log.With("part", "zaps"),
 	}
 	return nil
 }

@@ -77,6 +77,9 @@ type Service struct {
 	// Relays are the instance's relays; receipts go there too.
 	Relays  []string
 	Publish Publisher
+	// Durable (optional) returns once the invoice just recorded is saved
+	// outside the enclave (backup.Backuper.Sync).
+	Durable func(ctx context.Context) error
 	Now     func() time.Time
 	Log     *slog.Logger
 }
@@ -218,6 +221,16 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		s.Log.Error("zap invoice record", "container", rec.ID, "err", err)
 		lnurlError(w, http.StatusServiceUnavailable, "could not issue an invoice; try again later")
 		return
+	}
+	if s.Durable != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+		err := s.Durable(ctx)
+		cancel()
+		if err != nil {
+			s.Log.Error("zap invoice not saved", "container", rec.ID, "err", err)
+			lnurlError(w, http.StatusServiceUnavailable, "could not save the invoice; try again later")
+			return
+		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"pr": inv.Bolt11, "routes": []any{}})
 }

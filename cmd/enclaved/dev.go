@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/attest"
+	"github.com/enclaved/enclaved/backup"
 	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/config"
 	"github.com/enclaved/enclaved/deployer"
@@ -209,6 +210,9 @@ type instanceOpts struct {
 	Meta link.Metadata
 	// Egress is the instance's own allowlist (nil in dev mode).
 	Egress []string
+	// Blobs is the parent's blob store, where backups go (nil in dev
+	// mode: there is no parent).
+	Blobs backup.Blobs
 	// ContainerDial carries containers' allowed connections out: in the
 	// enclave a tunnel.Egress under instance.container_egress; nil: this
 	// host's network, under the same policy.
@@ -218,7 +222,23 @@ type instanceOpts struct {
 // runInstance opens the instance's key and database and runs it until ctx
 // ends, printing where to reach it once it is up.
 func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o instanceOpts, stdout io.Writer, ready func(devInfo)) error {
-	key, err := enclave.LoadOrCreateKey(filepath.Join(cfg.DataDir, "instance.key"))
+	attester, err := newAttester(cfg)
+	if err != nil {
+		return err
+	}
+	// The keys and the state: from the key store and the parent's
+	// backups (backup.mode = keystore), or the data dir (dev).
+	var cust *custody
+	var key enclave.Key
+	if cfg.Backup.Mode == "keystore" {
+		if cust, err = bootCustody(ctx, cfg, attester, o.Blobs, o.Relays, o.Meta.Releases, log); err != nil {
+			return err
+		}
+		defer cust.close()
+		key, err = cust.key()
+	} else {
+		key, err = enclave.LoadOrCreateKey(filepath.Join(cfg.DataDir, "instance.key"))
+	}
 	if err != nil {
 		return err
 	}
@@ -242,12 +262,34 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 	}
 	defer rt.Close()
 
-	attester, err := newAttester(cfg)
-	if err != nil {
-		return err
-	}
 	parts := enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
 		Images: o.Images, Relays: urls, Attester: attester, HTTPListener: o.HTTPListener, Egress: o.Egress}
+	if cust != nil {
+		mode := "prod"
+		if attester.Mode() == "dev" {
+			mode = "dev"
+		}
+		b := cust.backuper(db, o.Blobs, key, mode)
+		if cust.state.Last == nil {
+			// A first boot is recorded before anything is sold.
+			if _, err := b.Backup(ctx); err != nil {
+				return fmt.Errorf("first backup: %w", err)
+			}
+		}
+		// Backups outlive the instance's context: the last one is taken
+		// once everything else stopped.
+		bctx, bcancel := context.WithCancel(context.WithoutCancel(ctx))
+		bdone := make(chan error, 1)
+		go func() { bdone <- b.Run(bctx) }()
+		go cust.refresh(bctx, b)
+		defer func() {
+			bcancel()
+			if err := <-bdone; err != nil {
+				log.Error("last backup failed", "err", err)
+			}
+		}()
+		parts.Backup = b
+	}
 	if cfg.Enclave.ConfineContainers {
 		m := &egressproxy.Manager{Dial: containerDial(cfg, o.ContainerDial), Log: log.With("part", "egressproxy"), Firewall: &egressproxy.Firewall{}}
 		defer m.Close(context.Background())
@@ -349,7 +391,11 @@ func newAttester(cfg config.Config) (attest.Attester, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := attest.LoadOrCreateDev(cfg.DataDir, binHash, time.Now)
+	rootDir := cfg.Attest.DevRootDir
+	if rootDir == "" {
+		rootDir = cfg.DataDir
+	}
+	dev, err := attest.LoadOrCreateDev(rootDir, binHash, time.Now)
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,8 @@ usage:
   enclaved parent launch        start the enclave with nitro-cli run-enclave
   enclaved enclave [flags]      run the instance inside the enclave, reaching the
                                 network only through the parent
+  enclaved keystore [flags]     run a key store (keycrux-compatible, kind 29525) that
+                                releases instances' keys to attested enclaves only
   enclaved dm <npub> <command>  send a command by DM (or -mention) and print the replies
   enclaved verify <npub|file>   verify an instance's attestation (pass/fail per check)
   enclaved release sign|sign-build|sign-instance|verify
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return runParent(ctx, args[1:], stdout, stderr, environ)
 	case "enclave":
 		return runEnclave(ctx, args[1:], stdout, stderr, environ)
+	case "keystore":
+		return runKeyStore(ctx, args[1:], stdout, stderr, environ)
 	case "dm":
 		return runDM(ctx, args[1:], stdout, stderr, environ)
 	case "verify":

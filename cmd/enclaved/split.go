@@ -166,14 +166,18 @@ and the lightning.* keys.`, stderr)
 	ingress := tunnel.NewIngress(int(cfg.Enclave.IngressPort))
 	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return link.DialAddr(ctx, cfg.Enclave.Parent) },
 		Handler: ingress.Handle, Log: log.With("part", "link")}
+	// The link outlives ctx: the instance's last backup at shutdown goes
+	// through it, after ctx ended.
+	lctx, lcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer lcancel()
+	go keeper.Run(lctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go keeper.Run(ctx)
 
 	// The instance logs to stderr (the enclave's console) and to the
 	// parent's log sink; the link's own log stays on stderr, as it must
 	// work while the link is down.
-	if log, err = logging.New(io.MultiWriter(stderr, tunnel.NewLogWriter(ctx, keeper)), cfg.Log.Level, cfg.Log.Format); err != nil {
+	if log, err = logging.New(io.MultiWriter(stderr, tunnel.NewLogWriter(lctx, keeper)), cfg.Log.Level, cfg.Log.Format); err != nil {
 		return err
 	}
 	log = log.With("side", "enclave")
@@ -208,13 +212,13 @@ and the lightning.* keys.`, stderr)
 	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
 	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
 		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta,
-		ContainerDial: containers.DialContext, Egress: egress.Allow}, stdout, nil)
+		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper}}, stdout, nil)
 }
 
 // egressAllowlist is enclave.egress plus the relays and the LND node.
 func egressAllowlist(cfg config.Config) []string {
 	allow := append([]string(nil), cfg.Enclave.Egress...)
-	for _, r := range cfg.Nostr.Relays {
+	for _, r := range append(append([]string(nil), cfg.Nostr.Relays...), cfg.KeyStore.Relays...) {
 		if hp, ok := relayHostPort(r); ok {
 			allow = append(allow, hp)
 		}
