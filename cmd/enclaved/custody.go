@@ -116,9 +116,9 @@ func (c *custody) publish(ctx context.Context, evt nostr.Event) error {
 func (c *custody) backuper(db *store.DB, blobs backup.Blobs, key enclave.Key, mode string) *backup.Backuper {
 	return &backup.Backuper{DB: db, Blobs: blobs, Secrets: c.state.Secrets, Keys: key.Keys(), Mode: mode,
 		Record: c.ks.RecordCheckpoint, Publish: c.publish,
-		Newest:   func(ctx context.Context) (*nostr.Event, error) { return c.ks.NewestCheckpoint(ctx, key.PublicKey()) },
-		Dir:      c.cfg.DataDir, Delay: c.cfg.Backup.Delay, Interval: c.cfg.Backup.Interval,
-		Log:      c.log.With("part", "backup"), Last: c.state.Last}
+		Newest: func(ctx context.Context) (*nostr.Event, error) { return c.ks.NewestCheckpoint(ctx, key.PublicKey()) },
+		Dir:    c.cfg.DataDir, Delay: c.cfg.Backup.Delay, Interval: c.cfg.Backup.Interval,
+		Log: c.log.With("part", "backup"), Last: c.state.Last}
 }
 
 // refresh sets the keys and the newest checkpoint in the key store again
