@@ -3,16 +3,23 @@ package main
 import (
 	"context"
 	"crypto/sha512"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+
 	"github.com/enclaved/enclaved/attest"
+	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
@@ -24,6 +31,7 @@ type split struct {
 	t          *testing.T
 	dir        string
 	parentAddr string
+	public     string // the parent's forwarded HTTP port
 	keystore   string // npub
 	enclave    *process
 	args       []string
@@ -49,14 +57,20 @@ func newSplit(t *testing.T, extra ...string) *split {
 	}
 	s.parentAddr = l.Addr().String()
 	l.Close()
-	startProcessWith(t, &syscall.SysProcAttr{}, "parent:", nil, "parent", "-data-dir", filepath.Join(s.dir, "parent"), "-listen", s.parentAddr)
+	if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	s.public = l.Addr().String()
+	l.Close()
+	startProcessWith(t, &syscall.SysProcAttr{}, "parent:", nil, "parent", "-data-dir", filepath.Join(s.dir, "parent"), "-listen", s.parentAddr,
+		"-forward", s.public+"=443")
 	registry := strings.SplitN(imgs.Hello.Ref, "/", 2)[0]
 	n := ln.Operator
 	s.args = append([]string{"enclave", "-data-dir", filepath.Join(s.dir, "enclave"), "-parent", s.parentAddr,
 		"-set", "nostr.relays=" + relay.URL, "-set", "lightning.grpc=" + n.GRPCAddr, "-set", "lightning.tls_cert=" + n.TLSCertPath(),
 		"-set", "lightning.macaroon=" + n.MacaroonPath("invoice"), "-set", "enclave.egress=" + registry,
 		"-set", "backup.mode=keystore", "-set", "keystore.pubkey=" + s.keystore, "-set", "attest.dev_root_dir=" + root,
-		"-set", "backup.delay=100ms", "-set", "http.public_url=https://enclaved.test"}, extra...)
+		"-set", "backup.delay=100ms", "-set", "http.public_url=http://" + s.public}, extra...)
 	return s
 }
 
@@ -151,4 +165,190 @@ func startRefused(t *testing.T, args ...string) *process {
 		t.Fatalf("enclaved %s started; want a refusal", args[0])
 	}
 	return p
+}
+
+// payment is an invoice the test paid.
+type payment struct {
+	hash, container, purpose string
+}
+
+// The instance is SIGKILLed at a random moment of a deploy, a top-up, a
+// zap or the metering that runs at every start, KILLS times (50 by
+// default), and each time starts again on an empty disk from the parent's
+// backup. After every restart each paid invoice is credited exactly once,
+// nothing else is credited, and every container paid for runs.
+func TestRandomKills(t *testing.T) {
+	kills := 50
+	if v := os.Getenv("ENCLAVED_KILLS"); v != "" {
+		fmt.Sscan(v, &kills)
+	}
+	s := newSplit(t, "-set", "nostr.commands_per_minute=1000", "-set", "pricing.msat_per_unit_hour=360000")
+	imgs := testenv.Images(t)
+	ln := testenv.Lightning(t)
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("seed %d", seed)
+	var paid []payment
+	var deployed []string // containers whose deploy was paid
+	var mu sync.Mutex
+	p := s.boot()
+	self := npubHex(t, p.npub)
+	t.Cleanup(func() { removeInstance(t, self) })
+	c := testenv.NewClient(t, p.relay)
+	pay := func(bolt11, container, purpose string) {
+		res, err := ln.Payer.Pay(context.Background(), bolt11)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		paid = append(paid, payment{res.PaymentHash, container, purpose})
+		if purpose == "deploy" {
+			deployed = append(deployed, container)
+		}
+		mu.Unlock()
+	}
+	// ask sends a command and returns the invoice in its reply, if one
+	// comes within 5 s.
+	ask := func(text string) string {
+		id := c.Send(t, "nip17", self, text)
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case r := <-c.Replies():
+				if r.RefersTo(id) {
+					if i := strings.Index(r.Text, "lnbcrt"); i >= 0 {
+						return strings.Fields(r.Text[i:])[0]
+					}
+					return ""
+				}
+			case <-deadline:
+				return ""
+			}
+		}
+	}
+	flows := map[string]int{}
+	for i := range kills {
+		mu.Lock()
+		names := append([]string(nil), deployed...)
+		mu.Unlock()
+		flow := "deploy"
+		if len(names) >= 4 || (len(names) > 0 && rng.IntN(2) == 0) {
+			flow = []string{"topup", "zap"}[rng.IntN(2)]
+		}
+		flows[flow]++
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			switch flow {
+			case "deploy":
+				name := fmt.Sprintf("k%02d", i)
+				if inv := ask("deploy " + imgs.Hello.Ref + " name=" + name); inv != "" {
+					pay(inv, name, "deploy")
+				}
+			case "topup":
+				name := names[rng.IntN(len(names))]
+				if inv := ask(fmt.Sprintf("topup %s %d", name, 10+rng.IntN(90))); inv != "" {
+					pay(inv, name, "topup")
+				}
+			case "zap":
+				name := names[rng.IntN(len(names))]
+				pr, err := testenv.TryPayRequest("http://" + s.public + "/.well-known/lnurlp/" + name)
+				if err != nil {
+					return
+				}
+				var pubkey string
+				openRO(t, filepath.Join(s.dir, "enclave")).QueryRow(`SELECT pubkey FROM containers WHERE name = ?`, name).Scan(&pubkey)
+				if inv, err := testenv.TryZapInvoice(pr.Callback, pubkey, p.relay, int64(1000*(1+rng.IntN(50)))); err == nil {
+					pay(inv, name, "zap")
+				}
+			}
+		}()
+		// The kill lands anywhere from before the command is read to
+		// after the payment settled.
+		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+		s.kill()
+		<-done
+		p = s.boot()
+		if npubHex(t, p.npub) != self {
+			t.Fatalf("kill %d: restarted as another instance %s", i+1, p.npub)
+		}
+		mu.Lock()
+		want := append([]payment(nil), paid...)
+		running := append([]string(nil), deployed...)
+		mu.Unlock()
+		checkLedger(t, s, i+1, want, running)
+	}
+	t.Logf("%d kills: flows %v, %d payments, %d containers", kills, flows, len(paid), len(deployed))
+	if flows["deploy"] == 0 || flows["topup"] == 0 || flows["zap"] == 0 || len(paid) < kills/4 {
+		t.Errorf("too few flows completed to mean much: %v, %d payments", flows, len(paid))
+	}
+}
+
+// checkLedger waits (a bound, not a timing) until the restarted
+// instance's ledger holds exactly one credit per payment and nothing
+// else, and every paid container runs, in the records and in Docker.
+func checkLedger(t *testing.T, s *split, kill int, paid []payment, running []string) {
+	t.Helper()
+	dir := filepath.Join(s.dir, "enclave")
+	var last string
+	ok := func() bool {
+		db := openRO(t, dir)
+		counts := map[string]int{}
+		rows, err := db.Query(`SELECT payment_hash FROM ledger WHERE kind = 'credit'`)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		total := 0
+		for rows.Next() {
+			var h string
+			rows.Scan(&h)
+			counts[h]++
+			total++
+		}
+		rows.Close()
+		for _, p := range paid {
+			if counts[p.hash] != 1 {
+				last = fmt.Sprintf("%s payment %s… to %s credited %d times", p.purpose, p.hash[:12], p.container, counts[p.hash])
+				return false
+			}
+		}
+		if total != len(paid) {
+			last = fmt.Sprintf("%d credits for %d payments", total, len(paid))
+			return false
+		}
+		for _, name := range running {
+			var state, dockerID string
+			if err := db.QueryRow(`SELECT state, docker_id FROM containers WHERE name = ?`, name).Scan(&state, &dockerID); err != nil || state != "running" {
+				last = fmt.Sprintf("%s is %q (%v), want running", name, state, err)
+				return false
+			}
+			info, err := testenv.Docker(t).ContainerInspect(context.Background(), dockerID)
+			if err != nil || !info.State.Running {
+				last = fmt.Sprintf("%s's container %s is not running (%v)", name, dockerID, err)
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after kill %d: %s; enclave stderr:\n%s", kill, last, s.enclave.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// removeInstance removes every container of an instance, with its network.
+func removeInstance(t *testing.T, instance string) {
+	list, err := testenv.Docker(t).ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", deployer.LabelInstance+"="+instance))})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	for _, c := range list {
+		removeAll(t, c.Labels[deployer.LabelID])
+	}
 }
