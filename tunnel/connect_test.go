@@ -29,7 +29,9 @@ func TestConnectProxy(t *testing.T) {
 	defer cancel()
 	go tunnel.ServeConnect(ctx, l, &tunnel.ConnectProxy{Dial: e.DialContext})
 
-	connect := func(req string) (*http.Response, net.Conn) {
+	// connect returns the response and the connection, read through the
+	// reader that read the response (which may already hold echoed bytes).
+	connect := func(req string) (*http.Response, *tunnelConn) {
 		t.Helper()
 		c, err := net.Dial("tcp", l.Addr().String())
 		if err != nil {
@@ -38,11 +40,12 @@ func TestConnectProxy(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		io.WriteString(c, req)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("%q: %v", req, err)
 		}
-		return resp, c
+		return resp, &tunnelConn{Conn: c, r: br}
 	}
 
 	resp, c := connect("CONNECT " + allowed + " HTTP/1.1\r\nHost: " + allowed + "\r\n\r\nearly bytes|")
@@ -50,7 +53,7 @@ func TestConnectProxy(t *testing.T) {
 		t.Fatalf("allowed CONNECT: %s", resp.Status)
 	}
 	io.WriteString(c, "after")
-	c.(*net.TCPConn).CloseWrite()
+	c.Conn.(*net.TCPConn).CloseWrite()
 	got, _ := io.ReadAll(c)
 	if string(got) != "early bytes|after" {
 		t.Errorf("tunnel echoed %q", got)
@@ -73,3 +76,11 @@ func TestConnectProxy(t *testing.T) {
 		t.Errorf("CONNECT without a port: %s", resp.Status)
 	}
 }
+
+// tunnelConn reads through the buffer that read the proxy's response.
+type tunnelConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *tunnelConn) Read(p []byte) (int, error) { return c.r.Read(p) }
