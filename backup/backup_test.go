@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"github.com/enclaved/enclaved/backup"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/keystore"
-	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/parent"
 	"github.com/enclaved/enclaved/store"
@@ -40,21 +38,11 @@ type world struct {
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
 	w := &world{t: t, blobDir: t.TempDir()}
-	go (&parent.Server{BlobDir: w.blobDir, LogOut: io.Discard}).Serve(ctx, l)
-	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", l.Addr().String())
-	}}
-	go keeper.Run(ctx)
-	w.blobs = tunnel.Blobs{Link: keeper}
+	w.blobs = tunnel.Blobs{Link: testenv.ParentLink(t, &parent.Server{BlobDir: w.blobDir, LogOut: io.Discard}, nil)}
 	ks := testenv.NewKeyStore(t)
+	var err error
 	w.sec, err = backup.NewSecrets(nostr.GeneratePrivateKey())
 	if err != nil {
 		t.Fatal(err)

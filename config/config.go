@@ -567,21 +567,20 @@ func (c Config) Validate() error {
 	if c.Backup.Delay < 0 || c.Backup.Interval <= 0 || c.KeyStore.Refresh <= 0 || c.KeyStore.TTL <= c.KeyStore.Refresh {
 		bad("backup.delay/interval, keystore.refresh/ttl", "want delay ≥ 0, interval > 0 and 0 < refresh < ttl")
 	}
-	for i, r := range c.KeyStore.Relays {
-		if u, err := url.Parse(r); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			bad("keystore.relays", "entry %d %q is not a ws:// or wss:// URL", i+1, r)
-		}
-	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	if !oneOf(c.Log.Format, "text", "json") {
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
-	for i, r := range c.Nostr.Relays {
-		u, err := url.Parse(r)
-		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			bad("nostr.relays", "entry %d %q is not a ws:// or wss:// URL", i+1, r)
+	for _, list := range []struct {
+		key    string
+		relays []string
+	}{{"nostr.relays", c.Nostr.Relays}, {"keystore.relays", c.KeyStore.Relays}} {
+		for i, r := range list.relays {
+			if u, err := url.Parse(r); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+				bad(list.key, "entry %d %q is not a ws:// or wss:// URL", i+1, r)
+			}
 		}
 	}
 	if c.Dev.RelayListen != "" {

@@ -3,6 +3,7 @@ package keystore
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -114,7 +115,7 @@ func (c *Client) attestedCall(ctx context.Context, method string, p Params) (jso
 	if err != nil {
 		return nil, fmt.Errorf("key store %s: attest the request key: %w", method, err)
 	}
-	p.Attestation = b64(doc)
+	p.Attestation = base64.StdEncoding.EncodeToString(doc)
 	return c.Call(ctx, method, p)
 }
 

@@ -3,7 +3,6 @@ package keystore_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha512"
 	"encoding/hex"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/keystore"
 	"github.com/enclaved/enclaved/nip"
-	"github.com/enclaved/enclaved/verify"
 )
 
 const repo = "https://github.com/enclaved/enclaved"
@@ -36,53 +34,14 @@ func (c *clock) Add(d time.Duration) {
 }
 
 type fixture struct {
-	t      *testing.T
-	clock  *clock
-	relay  string
-	server string
-	pool   *nostr.SimplePool
-	root   string // dev root dir shared by the attestors
+	t     *testing.T
+	clock *clock
+	*testenv.KeyStore
 }
 
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, clock: &clock{t: time.Now()}, relay: testenv.Relay(t).URL, root: t.TempDir()}
-	// The key store trusts the dev root the attestors share.
-	d := f.attestor("build-a", "i-0123456789abcdef0")
-	ctx, cancel := context.WithCancel(context.Background())
-	f.pool = nostr.NewSimplePool(ctx)
-	t.Cleanup(func() { cancel(); f.pool.Close("test over") })
-	keys, _ := nip.NewLocalKeys(nostr.GeneratePrivateKey())
-	s := &keystore.Server{Keys: keys, Now: f.clock.Now,
-		Verify: keystore.DocumentVerifier(verify.Options{DevRoot: d.RootPEM(), AllowDev: true})}
-	f.server, _ = s.Pubkey(ctx)
-	go s.Serve(ctx, f.pool, []string{f.relay})
-	// The server subscribes asynchronously; a has call that gets an
-	// answer shows it is listening.
-	c := f.client(d)
-	c.Timeout, c.Attempts = 2*time.Second, 10
-	if _, err := c.Has(ctx, nil); err != nil {
-		t.Fatalf("key store not answering: %v", err)
-	}
-	return f
-}
-
-// attestor is a dev attestor for a build (its PCR0/1/2 derive from the
-// name) on an EC2 instance (PCR4).
-func (f *fixture) attestor(build, instanceID string) *attest.Dev {
-	h := sha512.Sum384([]byte(build))
-	d, err := attest.LoadOrCreateDev(f.root, h[:], f.clock.Now)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	d.Simulate(instanceID, nil)
-	return d
-}
-
-// client is a fresh boot of an enclave attested by a: a new request key.
-func (f *fixture) client(a attest.Attester) *keystore.Client {
-	keys, _ := nip.NewLocalKeys(nostr.GeneratePrivateKey())
-	return &keystore.Client{Server: f.server, Relays: []string{f.relay}, Pool: f.pool, Keys: keys, Now: f.clock.Now,
-		Attest: func(ctx context.Context, pub []byte) ([]byte, error) { return a.Attest(ctx, pub, nil, nil) }}
+	c := &clock{t: time.Now()}
+	return &fixture{t: t, clock: c, KeyStore: testenv.NewKeyStoreAt(t, c.Now)}
 }
 
 // release is maintainer sk's release signature of d's PCR0/1/2.
@@ -110,8 +69,8 @@ func TestKeyRelease(t *testing.T) {
 	p2, _ := nostr.GetPublicKey(m2)
 	policy := &keystore.Policy{Ref: repo, ReleasePubkeys: []string{p1, p2}}
 
-	a := f.attestor("build-a", ec2)
-	first := f.client(a)
+	a := f.Attestor("build-a", ec2)
+	first := f.Client(a)
 	if has, err := first.Has(ctx, nil); err != nil || has {
 		t.Fatalf("has before set = %v, %v", has, err)
 	}
@@ -128,20 +87,20 @@ func TestKeyRelease(t *testing.T) {
 	}
 
 	// Restart: same PCRs, a new request key.
-	if got, err := f.client(a).Get(ctx, nil); err != nil || got != "s3cret" {
+	if got, err := f.Client(a).Get(ctx, nil); err != nil || got != "s3cret" {
 		t.Fatalf("restart: %q, %v", got, err)
 	}
-	if has, err := f.client(a).Has(ctx, nil); err != nil || !has {
+	if has, err := f.Client(a).Has(ctx, nil); err != nil || !has {
 		t.Fatalf("restart has = %v, %v", has, err)
 	}
 
 	// Upgrade: build B, signed by both maintainers.
-	b := f.attestor("build-b", ec2)
+	b := f.Attestor("build-b", ec2)
 	if bytes.Equal(b.PCRs()[0], a.PCRs()[0]) || !bytes.Equal(b.PCRs()[4], a.PCRs()[4]) {
 		t.Fatal("builds A and B should differ in PCR0 and share PCR4")
 	}
 	signedB := &keystore.Input{Ref: repo, ReleaseSignatures: []nostr.Event{f.release(m1, b), f.release(m2, b)}}
-	if got, err := f.client(b).Get(ctx, signedB); err != nil || got != "s3cret" {
+	if got, err := f.Client(b).Get(ctx, signedB); err != nil || got != "s3cret" {
 		t.Fatalf("signed upgrade: %q, %v", got, err)
 	}
 
@@ -151,23 +110,23 @@ func TestKeyRelease(t *testing.T) {
 		in   *keystore.Input
 		want string
 	}{
-		{"unsigned build", f.attestor("build-c", ec2), nil, "needs an input"},
-		{"under-signed build", f.attestor("build-c", ec2),
-			&keystore.Input{Ref: repo, ReleaseSignatures: []nostr.Event{f.release(m1, f.attestor("build-c", ec2))}}, "1 of the policy's 2 maintainers"},
-		{"another build's signatures", f.attestor("build-c", ec2), signedB, "0 of the policy's 2 maintainers"},
+		{"unsigned build", f.Attestor("build-c", ec2), nil, "needs an input"},
+		{"under-signed build", f.Attestor("build-c", ec2),
+			&keystore.Input{Ref: repo, ReleaseSignatures: []nostr.Event{f.release(m1, f.Attestor("build-c", ec2))}}, "1 of the policy's 2 maintainers"},
+		{"another build's signatures", f.Attestor("build-c", ec2), signedB, "0 of the policy's 2 maintainers"},
 		{"another ref", b, &keystore.Input{Ref: "https://example.com/fork", ReleaseSignatures: signedB.ReleaseSignatures}, "is not the policy's ref"},
-		{"another EC2 instance", f.attestor("build-a", "i-0fedcba9876543210"), nil, keystore.ErrNotFound},
-		{"debug enclave", debug(f.attestor("build-a", ec2)), nil, "debug enclave"},
+		{"another EC2 instance", f.Attestor("build-a", "i-0fedcba9876543210"), nil, keystore.ErrNotFound},
+		{"debug enclave", debug(f.Attestor("build-a", ec2)), nil, "debug enclave"},
 	}
 	for _, c := range refused {
-		got, err := f.client(c.a).Get(ctx, c.in)
+		got, err := f.Client(c.a).Get(ctx, c.in)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %q, %v; want an error with %q", c.name, got, err, c.want)
 		}
 	}
 
 	// An attestation of another key (one copied from elsewhere).
-	borrowed := f.client(a)
+	borrowed := f.Client(a)
 	borrowed.Attest = func(ctx context.Context, _ []byte) ([]byte, error) {
 		return a.Attest(ctx, bytes.Repeat([]byte{1}, 32), nil, nil)
 	}
@@ -175,7 +134,7 @@ func TestKeyRelease(t *testing.T) {
 		t.Errorf("borrowed attestation: %v", err)
 	}
 	// A stale one.
-	stale := f.client(a)
+	stale := f.Client(a)
 	stale.Attest = func(ctx context.Context, pub []byte) ([]byte, error) {
 		doc, err := a.Attest(ctx, pub, nil, nil)
 		f.clock.Add(20 * time.Minute)
@@ -190,21 +149,21 @@ func TestKeyRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Simulate(ec2, nil)
-	if _, err := f.client(other).Get(ctx, nil); err == nil || !strings.Contains(err.Error(), "attestation chain") {
+	if _, err := f.Client(other).Get(ctx, nil); err == nil || !strings.Contains(err.Error(), "attestation chain") {
 		t.Errorf("other root: %v", err)
 	}
 
 	// Secrets live TTL after their last set.
 	f.clock.Add(71 * time.Hour)
-	if err := f.client(a).Set(ctx, "s3cret", policy, in); err != nil {
+	if err := f.Client(a).Set(ctx, "s3cret", policy, in); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Add(2 * time.Hour)
-	if got, err := f.client(a).Get(ctx, nil); err != nil || got != "s3cret" {
+	if got, err := f.Client(a).Get(ctx, nil); err != nil || got != "s3cret" {
 		t.Fatalf("after a refresh: %q, %v", got, err)
 	}
 	f.clock.Add(73 * time.Hour)
-	if _, err := f.client(a).Get(ctx, nil); !keystore.IsNotFound(err) {
+	if _, err := f.Client(a).Get(ctx, nil); !keystore.IsNotFound(err) {
 		t.Fatalf("after the TTL: %v", err)
 	}
 }
@@ -216,7 +175,7 @@ func debug(d *attest.Dev) *attest.Dev { d.SimulateDebug(); return d }
 func TestCheckpoints(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	c := f.client(f.attestor("build-a", "i-1"))
+	c := f.Client(f.Attestor("build-a", "i-1"))
 	sk := nostr.GeneratePrivateKey()
 	pk, _ := nostr.GetPublicKey(sk)
 	cp := func(seq uint64, hash byte) nostr.Event {
@@ -260,7 +219,7 @@ func TestCheckpoints(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	c := f.client(f.attestor("build-a", "i-1"))
+	c := f.Client(f.Attestor("build-a", "i-1"))
 	for _, tc := range []struct {
 		method string
 		p      keystore.Params

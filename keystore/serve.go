@@ -2,14 +2,11 @@ package keystore
 
 import (
 	"context"
-	"encoding/base64"
 	"sync"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 )
-
-func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // Serve answers the requests that reach relays until ctx ends; each
 // reply goes to every relay.

@@ -36,20 +36,9 @@ type world struct {
 
 func newWorld(t testing.TB, ports ...int) *world {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	w := &world{ingr: tunnel.NewIngress(ports...), logs: &testenv.SyncBuffer{}, plogs: &testenv.SyncBuffer{}}
 	w.parent = &parent.Server{BlobDir: t.TempDir(), Meta: link.Metadata{InstanceID: "i-0123456789abcdef0"}, LogOut: w.plogs}
-	go w.parent.Serve(ctx, l)
-	w.keeper = &link.Keeper{Handler: w.ingr.Handle, Dial: func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", l.Addr().String())
-	}}
-	go w.keeper.Run(ctx)
+	w.keeper = testenv.ParentLink(t, w.parent, w.ingr.Handle)
 	return w
 }
 
