@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -57,13 +58,15 @@ type Manifest struct {
 	Schema    int    `json:"schema"`     // the database's migration version
 }
 
-// Volumes writes a container's volume archive (a tar) to w; it is what a
-// restore hands back to the deployer.
+// Volumes are the containers' volumes a backup keeps (the deployer); a
+// restore leaves each container's archive in the volume directory as
+// ID.tar, for the deployer to fill the container with again.
 type Volumes interface {
-	// List returns the ids of containers whose volumes are kept.
-	List(ctx context.Context) ([]string, error)
-	// Export writes container id's volumes as a tar to w.
-	Export(ctx context.Context, id string, w io.Writer) error
+	// VolumeIDs returns the ids of containers whose volumes are kept.
+	VolumeIDs(ctx context.Context) ([]string, error)
+	// ExportVolumes writes container id's volumes as a tar to w; an
+	// fs.ErrNotExist means the container is gone and is skipped.
+	ExportVolumes(ctx context.Context, id string, w io.Writer) error
 }
 
 // Snapshot copies the live database at db to path with SQLite's online
@@ -132,7 +135,7 @@ func writeArchive(ctx context.Context, w io.Writer, to age.Recipient, m Manifest
 		return err
 	}
 	if vols != nil {
-		ids, err := vols.List(ctx)
+		ids, err := vols.VolumeIDs(ctx)
 		if err != nil {
 			return fmt.Errorf("volumes: %w", err)
 		}
@@ -145,8 +148,11 @@ func writeArchive(ctx context.Context, w io.Writer, to age.Recipient, m Manifest
 			if err != nil {
 				return err
 			}
-			err = vols.Export(ctx, id, f)
+			err = vols.ExportVolumes(ctx, id, f)
 			f.Close()
+			if errors.Is(err, fs.ErrNotExist) || (err == nil && !volumeName.MatchString(volumesDir+id+".tar")) {
+				continue // removed meanwhile; or a name a restore would refuse
+			}
 			if err != nil {
 				return fmt.Errorf("volumes of %s: %w", id, err)
 			}

@@ -373,6 +373,7 @@ func Restore(ctx context.Context, blobs Blobs, sec Secrets, cp nip.Checkpoint, d
 				cp.Blob, cp.Seq, got[:12], n, cp.SHA256[:12], cp.Size)}
 		}
 	}
+	os.RemoveAll(volDir) // an earlier restore's
 	if m, err = readArchive(tmp, id, dbTmp, volDir); err != nil {
 		return m, &RefusedError{fmt.Sprintf("backup %d: %v", cp.Seq, err)}
 	}

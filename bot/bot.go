@@ -147,6 +147,37 @@ func (b *Bot) filters() nostr.Filters {
 	}
 }
 
+// catchUp asks the relay once more for everything the subscription asks
+// for, after the subscription's stored events are in. Relays such as
+// khatru answer a REQ from storage first and only then start listening:
+// an event stored in between reaches the subscription neither way, and a
+// DM sent just as the instance started would never be answered. By the
+// time the stored events are in, the relay listens; what the second ask
+// finds covers the gap (duplicates are dropped by Handle).
+func (b *Bot) catchUp(ctx context.Context, r *nostr.Relay, sub *nostr.Subscription, out chan<- *nostr.Event) {
+	select {
+	case <-sub.EndOfStoredEvents:
+	case <-ctx.Done():
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, f := range b.filters() {
+		evts, err := r.QueryEvents(ctx, f)
+		if err != nil {
+			b.log.Warn("catching up on a relay failed", "relay", r.URL, "err", err)
+			return
+		}
+		for evt := range evts {
+			select {
+			case out <- evt:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
 // listen keeps one subscription open on a relay. Each (re)subscription asks
 // again from now − lookback, so back-dated gift wraps that reached the relay
 // while the connection was down are still fetched; duplicates are dropped
@@ -184,6 +215,7 @@ func (b *Bot) subscribe(ctx context.Context, url string, out chan<- *nostr.Event
 		return err
 	}
 	b.log.Debug("listening", "relay", url)
+	go b.catchUp(subCtx, r, sub, out)
 	for evt := range sub.Events {
 		select {
 		case out <- evt:

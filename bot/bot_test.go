@@ -49,25 +49,25 @@ func TestDMRelaysKeepsValidRelaysOnly(t *testing.T) {
 	}
 }
 
-// benchBot is a bot on a real database and relay; its deployer has no
-// runtime, so only commands that read the database are benchmarked.
-func benchBot(b *testing.B) (*Bot, *nip.LocalKeys) {
-	relay := testenv.Relay(b)
-	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "enclaved.db"), store.Options{})
+// newBot is a bot on a real database and the relay at url; its deployer
+// has no runtime, so only commands that read the database work.
+func newBot(tb testing.TB, url string) (*Bot, *nip.LocalKeys) {
+	tb.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(tb.TempDir(), "enclaved.db"), store.Options{})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { db.Close() })
+	tb.Cleanup(func() { db.Close() })
 	keys, err := nip.NewLocalKeys(nostr.GeneratePrivateKey())
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	d := deployer.New(db, nil, deployer.Config{CapacityUnits: 4}, time.Now, nil, nil)
-	bt, err := New(keys, db, d, &deployer.Quoter{D: d}, Config{Relays: []string{relay.URL}, Rate: 1 << 30}, time.Now, nil)
+	bt, err := New(keys, db, d, &deployer.Quoter{D: d}, Config{Relays: []string{url}, Rate: 1 << 30}, time.Now, nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { bt.pool.Close("done") })
+	tb.Cleanup(func() { bt.pool.Close("done") })
 	return bt, keys
 }
 
@@ -77,7 +77,7 @@ func benchBot(b *testing.B) (*Bot, *nip.LocalKeys) {
 func BenchmarkHandleDM(b *testing.B) {
 	for _, ch := range []nip.Channel{nip.ChannelNIP17, nip.ChannelNIP04} {
 		b.Run(string(ch), func(b *testing.B) {
-			bt, _ := benchBot(b)
+			bt, _ := newBot(b, testenv.Relay(b).URL)
 			sender, err := nip.NewLocalKeys(nostr.GeneratePrivateKey())
 			if err != nil {
 				b.Fatal(err)

@@ -68,6 +68,7 @@ func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 			if err := b.d.Stop(ctx, r.ID); err != nil {
 				return b.failure("stop", err)
 			}
+			b.saved(ctx, "stop")
 			r, _ = b.d.Get(ctx, r.ID)
 			return fmt.Sprintf("%s is stopped; it is not charged while stopped and keeps its data and %d sats. Send `start %s` to run it again.",
 				r.Name, r.BalanceMsat/1000, r.Name)
@@ -80,6 +81,7 @@ func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 			if err := b.d.Start(ctx, r.ID); err != nil {
 				return fmt.Sprintf("%s did not start: %s", r.Name, userError(err))
 			}
+			b.saved(ctx, "start")
 			r, _ = b.d.Get(ctx, r.ID)
 			return fmt.Sprintf("%s is %s.", r.Name, r.State)
 		})
@@ -88,6 +90,7 @@ func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 			if err := b.d.Delete(ctx, r.ID); err != nil {
 				return b.failure("delete", err)
 			}
+			b.saved(ctx, "delete")
 			r, _ = b.d.Get(ctx, r.ID)
 			if r.BalanceMsat > 0 {
 				return fmt.Sprintf("%s is deleted. Its unspent %d sats are not refunded.", r.Name, r.BalanceMsat/1000)
@@ -212,6 +215,17 @@ func (b *Bot) topup(ctx context.Context, cmd nip.Command) string {
 	}
 	return fmt.Sprintf("Invoice for %d sats to %s (pay within %s):\n\n%s", cmd.Sats, r.Name,
 		deployer.Human(inv.ExpiresAt.Sub(b.now())), inv.Bolt11)
+}
+
+// saved waits until the state change just made is saved outside the
+// enclave (deployer.Durable) before the owner is told it happened: an
+// acknowledged stop or delete is not undone by a restart, so a renter is
+// never charged for a container they were told is stopped. If saving
+// fails, the change still holds in this run and the next backup carries it.
+func (b *Bot) saved(ctx context.Context, what string) {
+	if err := b.d.Durable(ctx); err != nil {
+		b.log.Warn(what+": the change is not saved outside the enclave yet", "err", err)
+	}
 }
 
 // failure logs an internal error and returns what the user is told.

@@ -63,10 +63,15 @@ type Config struct {
 	// saved outside the enclave (backup.Backuper.Sync): an invoice is
 	// handed out only after its record would survive a restart.
 	Durable func(ctx context.Context) error
+	// RestoreDir holds container volumes restored from a backup, one
+	// ID.tar each, filled into the container when it is created again
+	// (see ExportVolumes); "": none.
+	RestoreDir string
 }
 
-// durable waits for Config.Durable, if set.
-func (d *Deployer) durable(ctx context.Context) error {
+// Durable returns once everything committed so far is saved outside the
+// enclave (Config.Durable; at once if unset), waiting at most a minute.
+func (d *Deployer) Durable(ctx context.Context) error {
 	if d.cfg.Durable == nil {
 		return nil
 	}
@@ -372,26 +377,9 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 			rec.Name, step, rec.BalanceMsat/1000, rec.Name)})
 		return fmt.Errorf("launch %s: %s: %w", id, step, err)
 	}
-	if err := d.rt.Pull(ctx, rec.ImageRef, d.pullProgress(ctx, rec)); err != nil {
-		return fail("pull", err)
-	}
-	env := make([]string, 0, len(rec.Env))
-	for _, kv := range rec.Env {
-		env = append(env, kv[0]+"="+kv[1])
-	}
-	_, hosts, err := d.plan(rec)
+	dockerID, step, err := d.create(ctx, rec)
 	if err != nil {
-		return fail("egress", err)
-	}
-	u := d.cfg.Unit
-	dockerID, err := d.rt.Create(ctx, Spec{
-		Name: RuntimeName(id), Image: rec.ImageRef, Env: env, ExtraHosts: hosts,
-		Labels:   map[string]string{LabelID: id, LabelInstance: d.cfg.Instance},
-		NanoCPUs: rec.Units * u.NanoCPUs, MemoryBytes: rec.Units * u.MemoryBytes, Pids: rec.Units * u.Pids,
-		DiskBytes: rec.Units * u.DiskBytes, ReadonlyRoot: !rec.HasVolumes,
-	})
-	if err != nil {
-		return fail("create", err)
+		return fail(step, err)
 	}
 	crashpoint.Hit("after-create")
 	if err := d.confine(ctx, rec); err != nil {
@@ -409,11 +397,43 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
+	d.dropRestored(id)
 	d.woke()
 	rec, _ = d.Get(ctx, id)
 	d.log.Info("container running", "container", id, "units", rec.Units)
-	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, u)})
+	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, d.cfg.Unit)})
 	return nil
+}
+
+// create pulls the record's pinned image and creates its container,
+// filling its volumes from a restored backup if one waits for it. It
+// returns the runtime id, or the failed step and its error.
+func (d *Deployer) create(ctx context.Context, rec Record) (string, string, error) {
+	if err := d.rt.Pull(ctx, rec.ImageRef, d.pullProgress(ctx, rec)); err != nil {
+		return "", "pull", err
+	}
+	env := make([]string, 0, len(rec.Env))
+	for _, kv := range rec.Env {
+		env = append(env, kv[0]+"="+kv[1])
+	}
+	_, hosts, err := d.plan(rec)
+	if err != nil {
+		return "", "egress", err
+	}
+	u := d.cfg.Unit
+	dockerID, err := d.rt.Create(ctx, Spec{
+		Name: RuntimeName(rec.ID), Image: rec.ImageRef, Env: env, ExtraHosts: hosts,
+		Labels:   map[string]string{LabelID: rec.ID, LabelInstance: d.cfg.Instance},
+		NanoCPUs: rec.Units * u.NanoCPUs, MemoryBytes: rec.Units * u.MemoryBytes, Pids: rec.Units * u.Pids,
+		DiskBytes: rec.Units * u.DiskBytes, ReadonlyRoot: !rec.HasVolumes,
+	})
+	if err != nil {
+		return "", "create", err
+	}
+	if err := d.importVolumes(ctx, rec.ID, dockerID); err != nil {
+		return "", "restoring its volumes", err
+	}
+	return dockerID, "", nil
 }
 
 // Pull progress: the renter hears about a pull that takes longer than
@@ -509,6 +529,17 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 	if rec.Left() <= 0 {
 		return &UserError{rec.Name + " has no balance left: top it up first"}
 	}
+	// A container the runtime lost (the enclave restarted from a backup)
+	// is created again, with its volumes from the backup.
+	if ok, err := d.present(ctx, id); err != nil {
+		return err
+	} else if !ok {
+		dockerID, step, err := d.create(ctx, rec)
+		if err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+		rec.DockerID = dockerID
+	}
 	if err := d.confine(ctx, rec); err != nil {
 		return err
 	}
@@ -517,13 +548,14 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 	}
 	now := d.now()
 	if err := d.setState(ctx, id, StateRunning, "", func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = NULL, low_notified = 0 WHERE id = ?`, id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = NULL, low_notified = 0, docker_id = ? WHERE id = ?`, rec.DockerID, id); err != nil {
 			return err
 		}
 		return billing.StartMetering(ctx, tx, id, now)
 	}); err != nil {
 		return err
 	}
+	d.dropRestored(id)
 	d.woke()
 	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is running again; %d sats pay for about %s.", rec.Name, rec.BalanceMsat/1000, Human(rec.Left()))})
 	return nil
@@ -547,6 +579,7 @@ func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
 	}); err != nil {
 		return err
 	}
+	d.dropRestored(id)
 	if d.cfg.Confiner != nil {
 		if err := d.cfg.Confiner.Release(ctx, RuntimeName(id)); err != nil {
 			d.log.Warn("egress proxy release", "container", id, "err", err)
@@ -642,7 +675,12 @@ func (d *Deployer) lowBalance(rec Record, left time.Duration) time.Duration {
 }
 
 func (d *Deployer) idsIn(ctx context.Context, state string) ([]string, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT id FROM containers WHERE state = ? ORDER BY id`, state)
+	return d.ids(ctx, `state = ?`, state)
+}
+
+// ids lists the ids of containers matching where, in order.
+func (d *Deployer) ids(ctx context.Context, where string, args ...any) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT id FROM containers WHERE `+where+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -708,7 +746,9 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 			case StateStarting, StatePaid:
 				err = d.Launch(ctx, id)
 			case StatePaused, StateStopped:
-				if exists && c.Running {
+				if !exists {
+					err = d.recreate(ctx, id)
+				} else if c.Running {
 					err = d.rt.Stop(ctx, c.ID)
 				}
 				if rec, gerr := d.Get(ctx, id); gerr == nil && state == StatePaused && rec.Left() > 0 {
@@ -720,5 +760,42 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 			}
 		}
 	}
+	d.dropStaleRestores(ctx)
+	return nil
+}
+
+// present says whether the runtime has container id.
+func (d *Deployer) present(ctx context.Context, id string) (bool, error) {
+	list, err := d.rt.List(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, c := range list {
+		if c.Labels[LabelID] == id && c.Labels[LabelInstance] == d.cfg.Instance {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// recreate creates a halted container the runtime lost (an enclave
+// restarted from a backup) without starting it, so that its volumes,
+// filled from the backup, are kept in the runtime from now on.
+func (d *Deployer) recreate(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil || (rec.State != StatePaused && rec.State != StateStopped) || rec.DockerID == "" {
+		return err
+	}
+	dockerID, step, err := d.create(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("recreate %s: %s: %w", id, step, err)
+	}
+	if _, err := d.db.ExecContext(ctx, `UPDATE containers SET docker_id = ? WHERE id = ?`, dockerID, id); err != nil {
+		return err
+	}
+	d.dropRestored(id)
+	d.log.Info("halted container created again", "container", id, "state", rec.State)
 	return nil
 }

@@ -61,7 +61,7 @@ type fixture struct {
 	rt     *docker.Runtime
 }
 
-func newFixture(t *testing.T, instance string) *fixture {
+func newFixture(t *testing.T, instance string, opts ...func(*deployer.Config)) *fixture {
 	t.Helper()
 	testenv.Docker(t)
 	ctx := context.Background()
@@ -76,11 +76,15 @@ func newFixture(t *testing.T, instance string) *fixture {
 	}
 	t.Cleanup(func() { rt.Close() })
 	f := &fixture{db: db, ledger: billing.NewLedger(db), clock: &clock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}, inbox: &inbox{}, rt: rt}
-	f.d = deployer.New(db, rt, deployer.Config{
+	cfg := deployer.Config{
 		Instance:      instance,
 		Unit:          deployer.Unit{NanoCPUs: 250_000_000, MemoryBytes: 64 << 20, Pids: 64, DiskBytes: 128 << 20},
 		CapacityUnits: 4, LowBalance: time.Hour, Retention: 72 * time.Hour,
-	}, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)), f.inbox.notify)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f.d = deployer.New(db, rt, cfg, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)), f.inbox.notify)
 	return f
 }
 
@@ -183,7 +187,7 @@ func TestLifecycleWithMetering(t *testing.T) {
 	if r := f.state(t, "life"); r.State != deployer.StateRunning || !f.running(t, "life") {
 		t.Fatalf("after top-up: %s running %v", r.State, f.running(t, "life"))
 	}
-	testenv.WaitFile(t, testenv.Docker(t), f.state(t, "life").DockerID, "/data/starts", "2") // its volume survived the pause
+	testenv.WaitHTTP(t, testenv.Docker(t), f.state(t, "life").DockerID, 8080, "(start 2)") // its volume survived the pause
 	f.clock.Add(30 * time.Minute)
 	f.d.Tick(ctx)
 	if r := f.state(t, "life"); r.State != deployer.StatePaused {

@@ -146,7 +146,7 @@ func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64) (billing.Inv
 	if err != nil {
 		return inv, err
 	}
-	return inv, q.D.durable(ctx)
+	return inv, q.D.Durable(ctx)
 }
 
 // Human formats a duration for people: "3 days 4 h", "2 h 5 min", "40 min",

@@ -136,7 +136,7 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 		VALUES (?, ?, 'deploy', ?, ?, ?, ?)`, inv.PaymentHash, id, total, inv.Bolt11, inv.ExpiresAt.Unix(), now.Unix()); err != nil {
 		return Quote{}, err
 	}
-	if err := d.durable(ctx); err != nil {
+	if err := d.Durable(ctx); err != nil {
 		return Quote{}, err
 	}
 	return Quote{ContainerID: id, Name: name, Image: img, Units: units, Hours: hours, Per: d.cfg.Unit,

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"io"
 	"net/netip"
 
 	"github.com/enclaved/enclaved/egressproxy"
@@ -54,6 +55,13 @@ type Runtime interface {
 	DiskLimits() bool
 	// Network describes the network Create made for the container name.
 	Network(ctx context.Context, name string) (Network, error)
+	// ExportVolumes writes the contents of a container's volumes to w as
+	// one tar, consistent as of one moment; a container that does not
+	// exist is fs.ErrNotExist.
+	ExportVolumes(ctx context.Context, id string, w io.Writer) error
+	// ImportVolumes fills a created container's volumes from an archive
+	// ExportVolumes wrote.
+	ImportVolumes(ctx context.Context, id string, archive io.ReadSeeker) error
 }
 
 // Network is a container's own bridge network.

@@ -63,6 +63,9 @@ type Parts struct {
 	// (backup.Backuper): Changed after money events, Sync before an
 	// invoice is handed out.
 	Backup Backup
+	// RestoreDir holds container volumes restored from a backup
+	// (deployer.Config.RestoreDir); "": none.
+	RestoreDir string
 }
 
 // Backup is what the instance asks of its backups.
@@ -121,6 +124,7 @@ func NewInstance(cfg config.Config, p Parts, version string, dev bool, now func(
 		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
 		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
 		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
+		RestoreDir: p.RestoreDir,
 	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
 		in.changed() // notices follow state changes: started, paused, resumed, removed
 		if in.Bot != nil {

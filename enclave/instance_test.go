@@ -397,7 +397,8 @@ func TestRateLimitPerPubkey(t *testing.T) {
 func TestCommandErrors(t *testing.T) {
 	relay := testenv.Relay(t)
 	imgs := testenv.Images(t)
-	inst := startInstance(t, t.TempDir(), []string{relay.URL})
+	saved := &saves{}
+	inst := startInstanceWith(t, t.TempDir(), []string{relay.URL}, func(p *enclave.Parts) { saved.db, p.Backup = p.DB, saved })
 	self := inst.key.PublicKey()
 	owner, stranger := testenv.NewClient(t, relay.URL), testenv.NewClient(t, relay.URL)
 	inst.deploy(t, owner, "deploy "+imgs.Hello.Ref+" name=mine", "mine")
@@ -427,21 +428,50 @@ func TestCommandErrors(t *testing.T) {
 	if r := owner.Ask(t, "nip17", self, "logs mine 5"); !strings.Contains(r.Text, "listening") {
 		t.Errorf("owner's logs: %q", r.Text)
 	}
-	if r := owner.Ask(t, "nip17", self, "stop mine"); !strings.Contains(r.Text, "mine is stopped") {
-		t.Errorf("owner's stop: %q", r.Text)
+	// Each change is saved outside the enclave before the owner hears of
+	// it, so a restart cannot undo what they were told.
+	for _, step := range []struct{ cmd, reply, state string }{
+		{"stop mine", "mine is stopped", deployer.StateStopped},
+		{"start mine", "mine is running", deployer.StateRunning},
+		{"delete mine", "mine is deleted", deployer.StateRemoved},
+	} {
+		if r := owner.Ask(t, "nip17", self, step.cmd); !strings.Contains(r.Text, step.reply) {
+			t.Errorf("owner's %s: %q", step.cmd, r.Text)
+		}
+		if rec := inst.container(t, "mine"); rec.State != step.state {
+			t.Errorf("after %s: %s", step.cmd, rec.State)
+		}
+		if last := saved.last(); last != step.state {
+			t.Errorf("%s answered before it was saved: the last save saw %q", step.cmd, last)
+		}
 	}
-	if rec := inst.container(t, "mine"); rec.State != deployer.StateStopped {
-		t.Errorf("after stop: %s", rec.State)
+}
+
+// saves records the state of container "mine" at each Sync (a backup).
+type saves struct {
+	db     *store.DB
+	mu     sync.Mutex
+	states []string
+}
+
+func (s *saves) Changed() {}
+
+func (s *saves) Sync(ctx context.Context) error {
+	var state string
+	s.db.QueryRowContext(ctx, `SELECT state FROM containers WHERE name = 'mine'`).Scan(&state)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.states = append(s.states, state)
+	return nil
+}
+
+func (s *saves) last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.states) == 0 {
+		return ""
 	}
-	if r := owner.Ask(t, "nip17", self, "start mine"); !strings.Contains(r.Text, "mine is running") {
-		t.Errorf("owner's start: %q", r.Text)
-	}
-	if r := owner.Ask(t, "nip17", self, "delete mine"); !strings.Contains(r.Text, "mine is deleted") {
-		t.Errorf("owner's delete: %q", r.Text)
-	}
-	if rec := inst.container(t, "mine"); rec.State != deployer.StateRemoved {
-		t.Errorf("after delete: %s", rec.State)
-	}
+	return s.states[len(s.states)-1]
 }
 
 // Metering with an injected clock, paid through the real node: the balance

@@ -73,6 +73,13 @@ func (c *Client) SubscribeSettlements(ctx context.Context, afterIndex uint64, fn
 	if err != nil {
 		return fmt.Errorf("lnd subscribe invoices: %w", err)
 	}
+	if afterIndex == 0 {
+		// LND sends no backlog for settle index 0: list what settled
+		// before (the stream, already open, holds what settles now).
+		if err := c.settledSoFar(ctx, fn); err != nil {
+			return err
+		}
+	}
 	for {
 		inv, err := stream.Recv()
 		if err != nil {
@@ -81,14 +88,41 @@ func (c *Client) SubscribeSettlements(ctx context.Context, afterIndex uint64, fn
 		if inv.State != lnrpc.Invoice_SETTLED || inv.SettleIndex <= afterIndex {
 			continue
 		}
-		if err := fn(billing.Settlement{
-			PaymentHash: hex.EncodeToString(inv.RHash),
-			AmountMsat:  inv.AmtPaidMsat,
-			SettleIndex: inv.SettleIndex,
-			SettledAt:   time.Unix(inv.SettleDate, 0),
-			Preimage:    hex.EncodeToString(inv.RPreimage),
-		}); err != nil {
+		if err := fn(settlement(inv)); err != nil {
 			return err
 		}
+	}
+}
+
+// settledSoFar calls fn for every settled invoice on the node, oldest
+// first, a page at a time.
+func (c *Client) settledSoFar(ctx context.Context, fn func(billing.Settlement) error) error {
+	var offset uint64
+	for {
+		page, err := c.ln.ListInvoices(ctx, &lnrpc.ListInvoiceRequest{IndexOffset: offset, NumMaxInvoices: 1000})
+		if err != nil {
+			return fmt.Errorf("lnd list invoices: %w", err)
+		}
+		for _, inv := range page.Invoices {
+			if inv.State == lnrpc.Invoice_SETTLED {
+				if err := fn(settlement(inv)); err != nil {
+					return err
+				}
+			}
+		}
+		if len(page.Invoices) == 0 || page.LastIndexOffset <= offset {
+			return nil
+		}
+		offset = page.LastIndexOffset
+	}
+}
+
+func settlement(inv *lnrpc.Invoice) billing.Settlement {
+	return billing.Settlement{
+		PaymentHash: hex.EncodeToString(inv.RHash),
+		AmountMsat:  inv.AmtPaidMsat,
+		SettleIndex: inv.SettleIndex,
+		SettledAt:   time.Unix(inv.SettleDate, 0),
+		Preimage:    hex.EncodeToString(inv.RPreimage),
 	}
 }

@@ -131,3 +131,50 @@ func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
 		t.Errorf("ledger credits %d, balance %d, want 60000", credited, balance)
 	}
 }
+
+// An instance whose first payment settled while it was down (its settle
+// index still 0, for which LND's stream sends no backlog) credits it when
+// it starts watching.
+func TestFirstSettlementWhileDown(t *testing.T) {
+	ln := testenv.Lightning(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "enclaved.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, created_at, updated_at)
+		VALUES ('b', 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	client := testenv.InvoiceClient(t, ln.Operator)
+	inv, err := client.AddInvoice(ctx, 3_000, "enclaved quote b", 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+		VALUES (?, 'b', 'deploy', 3000, ?, ?, 0)`, inv.PaymentHash, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ln.Payer.Pay(ctx, inv.Bolt11); err != nil {
+		t.Fatal(err)
+	}
+	credits := make(chan billing.Credit, 1)
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		billing.WatchSettlements(wctx, client, billing.NewLedger(db), slog.New(slog.NewTextHandler(io.Discard, nil)),
+			func(c billing.Credit) { credits <- c })
+	}()
+	defer func() { wcancel(); <-done }()
+	select {
+	case c := <-credits:
+		if c.PaymentHash != inv.PaymentHash || c.AmountMsat != 3_000 {
+			t.Errorf("credit %+v, want 3000 msat for %s", c, inv.PaymentHash)
+		}
+	case <-ctx.Done():
+		t.Fatal("the payment settled before the first watch was never credited")
+	}
+}

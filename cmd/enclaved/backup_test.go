@@ -1,14 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha512"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,16 +95,20 @@ func (s *split) kill() {
 
 func (s *split) blob(name string) string { return filepath.Join(s.dir, "parent", "blobs", name) }
 
-// An enclave killed and started again on an empty disk comes back as the
-// same instance with its ledger and its container, from the parent's
-// backup and the key store's keys; when the parent alters the backup, it
+// An enclave killed and started again on an empty disk and an empty
+// container engine comes back as the same instance with its ledger and its
+// container, whose volume holds what it wrote, from the parent's backup
+// and the key store's keys; a stopped container comes back stopped and
+// starts with its data; when the parent alters the backup, the enclave
 // refuses to start and says why.
 func TestRestartFromBackup(t *testing.T) {
 	s := newSplit(t)
 	imgs := testenv.Images(t)
 	ln := testenv.Lightning(t)
+	dc := testenv.Docker(t)
 	first := s.boot()
 	self := npubHex(t, first.npub)
+	t.Cleanup(func() { removeInstance(t, self) })
 	c := testenv.NewClient(t, first.relay)
 	c.Send(t, "nip17", self, "deploy "+imgs.Hello.Ref+" name=kept")
 	if _, err := ln.Payer.Pay(context.Background(), testenv.Invoice(t, c.Await(t, self, "Quote").Text)); err != nil {
@@ -109,9 +116,15 @@ func TestRestartFromBackup(t *testing.T) {
 	}
 	c.Await(t, self, "kept is running")
 	id := containerID(t, filepath.Join(s.dir, "enclave"), "kept")
-	t.Cleanup(func() { removeAll(t, id) })
+	// hello counts its starts in its /data volume. An invoice is handed
+	// out only after a backup, so once the top-up invoice is here, a
+	// backup holds the volume as it is now.
+	testenv.WaitHTTP(t, dc, deployer.RuntimeName(id), 8080, "(start 1)")
+	c.Send(t, "nip17", self, "topup kept 100")
+	c.Await(t, self, "Invoice for 100 sats")
 
 	s.kill()
+	removeInstance(t, self) // the enclave's engine is gone with it
 	again := s.boot()
 	if again.npub != first.npub {
 		t.Fatalf("restarted as %s, was %s", again.npub, first.npub)
@@ -124,6 +137,19 @@ func TestRestartFromBackup(t *testing.T) {
 	if credits := countCredits(t, filepath.Join(s.dir, "enclave"), id); credits != 1 {
 		t.Errorf("%d credits after the restore, want 1", credits)
 	}
+	testenv.WaitHTTP(t, dc, deployer.RuntimeName(id), 8080, "(start 2)")
+
+	// Stopped, then a graceful restart (which takes a last backup).
+	c.Send(t, "nip17", self, "stop kept")
+	c.Await(t, self, "kept is stopped")
+	again.stop(t)
+	removeInstance(t, self)
+	again = s.boot()
+	c.Send(t, "nip17", self, "status")
+	c.Await(t, self, "kept: stopped")
+	c.Send(t, "nip17", self, "start kept")
+	c.Await(t, self, "kept is running")
+	testenv.WaitHTTP(t, dc, deployer.RuntimeName(id), 8080, "(start 3)")
 
 	// A graceful stop takes a last backup; the parent then alters it.
 	again.stop(t)
@@ -173,10 +199,12 @@ type payment struct {
 }
 
 // The instance is SIGKILLed at a random moment of a deploy, a top-up, a
-// zap or the metering that runs at every start, KILLS times (50 by
-// default), and each time starts again on an empty disk from the parent's
-// backup. After every restart each paid invoice is credited exactly once,
-// nothing else is credited, and every container paid for runs.
+// zap, an owner's stop or start, or the metering that runs at every start,
+// KILLS times (50 by default), and each time starts again on an empty disk
+// and an empty container engine from the parent's backup. After every
+// restart each paid invoice is credited exactly once, nothing else is
+// credited, every container paid for runs unless its owner was told it
+// stopped, and one told it stopped stays stopped.
 func TestRandomKills(t *testing.T) {
 	kills := 50
 	if v := os.Getenv("ENCLAVED_KILLS"); v != "" {
@@ -190,6 +218,9 @@ func TestRandomKills(t *testing.T) {
 	t.Logf("seed %d", seed)
 	var paid []payment
 	var deployed []string // containers whose deploy was paid
+	// want is each paid container's state as its owner was last told:
+	// "running", "stopped", or "" when a kill cut the answer off.
+	want := map[string]string{}
 	var mu sync.Mutex
 	p := s.boot()
 	self := npubHex(t, p.npub)
@@ -204,27 +235,33 @@ func TestRandomKills(t *testing.T) {
 		paid = append(paid, payment{res.PaymentHash, container, purpose})
 		if purpose == "deploy" {
 			deployed = append(deployed, container)
+			want[container] = "running"
 		}
 		mu.Unlock()
 	}
-	// ask sends a command and returns the invoice in its reply, if one
-	// comes within 5 s.
-	ask := func(text string) string {
+	// answer sends a command and returns the reply, if one comes within
+	// 5 s.
+	answer := func(text string) string {
 		id := c.Send(t, "nip17", self, text)
 		deadline := time.After(5 * time.Second)
 		for {
 			select {
 			case r := <-c.Replies():
 				if r.RefersTo(id) {
-					if i := strings.Index(r.Text, "lnbcrt"); i >= 0 {
-						return strings.Fields(r.Text[i:])[0]
-					}
-					return ""
+					return r.Text
 				}
 			case <-deadline:
 				return ""
 			}
 		}
+	}
+	// ask returns the invoice in the reply to a command, if any.
+	ask := func(text string) string {
+		r := answer(text)
+		if i := strings.Index(r, "lnbcrt"); i >= 0 {
+			return strings.Fields(r[i:])[0]
+		}
+		return ""
 	}
 	flows := map[string]int{}
 	for i := range kills {
@@ -233,7 +270,7 @@ func TestRandomKills(t *testing.T) {
 		mu.Unlock()
 		flow := "deploy"
 		if len(names) >= 4 || (len(names) > 0 && rng.IntN(2) == 0) {
-			flow = []string{"topup", "zap"}[rng.IntN(2)]
+			flow = []string{"topup", "zap", "halt"}[rng.IntN(3)]
 		}
 		flows[flow]++
 		done := make(chan struct{})
@@ -250,6 +287,24 @@ func TestRandomKills(t *testing.T) {
 				if inv := ask(fmt.Sprintf("topup %s %d", name, 10+rng.IntN(90))); inv != "" {
 					pay(inv, name, "topup")
 				}
+			case "halt":
+				name := names[rng.IntN(len(names))]
+				mu.Lock()
+				verb := "stop"
+				if want[name] != "running" {
+					verb = "start"
+				}
+				want[name] = "" // unknown until the answer comes
+				mu.Unlock()
+				r := answer(verb + " " + name)
+				mu.Lock()
+				switch {
+				case strings.Contains(r, name+" is stopped"):
+					want[name] = "stopped"
+				case strings.Contains(r, name+" is running"), strings.Contains(r, name+" is already running"):
+					want[name] = "running"
+				}
+				mu.Unlock()
 			case "zap":
 				name := names[rng.IntN(len(names))]
 				pr, err := testenv.TryPayRequest("http://" + s.public + "/.well-known/lnurlp/" + name)
@@ -265,29 +320,32 @@ func TestRandomKills(t *testing.T) {
 		}()
 		// The kill lands anywhere from before the command is read to
 		// after the payment settled.
-		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(2500)) * time.Millisecond)
 		s.kill()
 		<-done
+		removeInstance(t, self) // the enclave's engine is gone with it
 		p = s.boot()
 		if npubHex(t, p.npub) != self {
 			t.Fatalf("kill %d: restarted as another instance %s", i+1, p.npub)
 		}
 		mu.Lock()
-		want := append([]payment(nil), paid...)
-		running := append([]string(nil), deployed...)
+		payments := append([]payment(nil), paid...)
+		states := maps.Clone(want)
 		mu.Unlock()
-		checkLedger(t, s, i+1, want, running)
+		checkLedger(t, s, i+1, payments, states)
 	}
-	t.Logf("%d kills: flows %v, %d payments, %d containers", kills, flows, len(paid), len(deployed))
-	if flows["deploy"] == 0 || flows["topup"] == 0 || flows["zap"] == 0 || len(paid) < kills/4 {
+	t.Logf("%d kills: flows %v, %d payments, %d containers, last told %v", kills, flows, len(paid), len(deployed), want)
+	if flows["deploy"] == 0 || flows["topup"] == 0 || flows["zap"] == 0 || flows["halt"] == 0 || len(paid) < kills/4 {
 		t.Errorf("too few flows completed to mean much: %v, %d payments", flows, len(paid))
 	}
 }
 
 // checkLedger waits (a bound, not a timing) until the restarted
 // instance's ledger holds exactly one credit per payment and nothing
-// else, and every paid container runs, in the records and in Docker.
-func checkLedger(t *testing.T, s *split, kill int, paid []payment, running []string) {
+// else, and every paid container is as its owner was last told (running
+// or stopped; either, if the answer was cut off), in the records and in
+// Docker alike.
+func checkLedger(t *testing.T, s *split, kill int, paid []payment, want map[string]string) {
 	t.Helper()
 	dir := filepath.Join(s.dir, "enclave")
 	var last string
@@ -317,15 +375,16 @@ func checkLedger(t *testing.T, s *split, kill int, paid []payment, running []str
 			last = fmt.Sprintf("%d credits for %d payments", total, len(paid))
 			return false
 		}
-		for _, name := range running {
+		for _, name := range slices.Sorted(maps.Keys(want)) {
 			var state, dockerID string
-			if err := db.QueryRow(`SELECT state, docker_id FROM containers WHERE name = ?`, name).Scan(&state, &dockerID); err != nil || state != "running" {
-				last = fmt.Sprintf("%s is %q (%v), want running", name, state, err)
+			if err := db.QueryRow(`SELECT state, docker_id FROM containers WHERE name = ?`, name).Scan(&state, &dockerID); err != nil ||
+				(want[name] != "" && state != want[name]) || (state != "running" && state != "stopped") {
+				last = fmt.Sprintf("%s is %q (%v), want %q", name, state, err, cmp.Or(want[name], "running or stopped"))
 				return false
 			}
 			info, err := testenv.Docker(t).ContainerInspect(context.Background(), dockerID)
-			if err != nil || !info.State.Running {
-				last = fmt.Sprintf("%s's container %s is not running (%v)", name, dockerID, err)
+			if err != nil || info.State.Running != (state == "running") {
+				last = fmt.Sprintf("%s is %s but its container %s is not (%v)", name, state, dockerID, err)
 				return false
 			}
 		}

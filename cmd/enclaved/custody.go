@@ -75,7 +75,7 @@ func bootCustody(ctx context.Context, cfg config.Config, a attest.Attester, blob
 	defer cancel()
 	c.state, err = backup.Boot{KeyStore: c.ks, Policy: c.policy, Input: c.input, Blobs: blobs,
 		Published: c.published, NewKey: func() (string, error) { return nostr.GeneratePrivateKey(), nil },
-		DBPath: filepath.Join(cfg.DataDir, "enclaved.db"), VolDir: filepath.Join(cfg.DataDir, "restore", "volumes"),
+		DBPath: filepath.Join(cfg.DataDir, "enclaved.db"), VolDir: c.volumeDir(),
 		AcceptLoss: cfg.Backup.AcceptLoss, Log: c.log}.Run(bctx)
 	if err != nil {
 		c.pool.Close("boot failed")
@@ -83,6 +83,9 @@ func bootCustody(ctx context.Context, cfg config.Config, a attest.Attester, blob
 	}
 	return c, nil
 }
+
+// volumeDir is where a restore leaves the containers' volumes.
+func (c *custody) volumeDir() string { return filepath.Join(c.cfg.DataDir, "restore", "volumes") }
 
 // key is the instance key the key store holds.
 func (c *custody) key() (enclave.Key, error) { return enclave.ParseKey(c.state.Secrets.InstanceKey) }

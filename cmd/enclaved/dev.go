@@ -262,6 +262,7 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 	}
 	defer rt.Close()
 
+	var bk *backup.Backuper
 	parts := enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
 		Images: o.Images, Relays: urls, Attester: attester, HTTPListener: o.HTTPListener, Egress: o.Egress}
 	if cust != nil {
@@ -269,26 +270,15 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 		if attester.Mode() == "dev" {
 			mode = "dev"
 		}
-		b := cust.backuper(db, o.Blobs, key, mode)
+		bk = cust.backuper(db, o.Blobs, key, mode)
 		if cust.state.Last == nil {
 			// A first boot is recorded before anything is sold.
-			if _, err := b.Backup(ctx); err != nil {
+			if _, err := bk.Backup(ctx); err != nil {
 				return fmt.Errorf("first backup: %w", err)
 			}
 		}
-		// Backups outlive the instance's context: the last one is taken
-		// once everything else stopped.
-		bctx, bcancel := context.WithCancel(context.WithoutCancel(ctx))
-		bdone := make(chan error, 1)
-		go func() { bdone <- b.Run(bctx) }()
-		go cust.refresh(bctx, b)
-		defer func() {
-			bcancel()
-			if err := <-bdone; err != nil {
-				log.Error("last backup failed", "err", err)
-			}
-		}()
-		parts.Backup = b
+		parts.Backup = bk
+		parts.RestoreDir = cust.volumeDir()
 	}
 	if cfg.Enclave.ConfineContainers {
 		m := &egressproxy.Manager{Dial: containerDial(cfg, o.ContainerDial), Log: log.With("part", "egressproxy"), Firewall: &egressproxy.Firewall{}}
@@ -301,6 +291,22 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 	}
 	if in, err = enclave.NewInstance(cfg, parts, Version, true, time.Now, log); err != nil {
 		return err
+	}
+	if bk != nil {
+		// Backups keep the containers' volumes too. They outlive the
+		// instance's context: the last one is taken once everything
+		// else stopped.
+		bk.Volumes = in.Deployer
+		bctx, bcancel := context.WithCancel(context.WithoutCancel(ctx))
+		bdone := make(chan error, 1)
+		go func() { bdone <- bk.Run(bctx) }()
+		go cust.refresh(bctx, bk)
+		defer func() {
+			bcancel()
+			if err := <-bdone; err != nil {
+				log.Error("last backup failed", "err", err)
+			}
+		}()
 	}
 	for _, err := range in.UseSignatures(o.Meta.Build, o.Meta.Instance, o.Meta.Releases) {
 		log.Warn("a signature from the parent was skipped", "err", err)

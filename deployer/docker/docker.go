@@ -174,9 +174,16 @@ func (r *Runtime) Network(ctx context.Context, name string) (deployer.Network, e
 	return out, nil
 }
 
-// Start starts a created or stopped container.
+// Start starts a created or stopped container, or thaws one a volume
+// export left frozen (the instance stopped in the middle of it).
 func (r *Runtime) Start(ctx context.Context, id string) error {
-	return r.c.ContainerStart(ctx, id, container.StartOptions{})
+	err := r.c.ContainerStart(ctx, id, container.StartOptions{})
+	if err != nil {
+		if info, ierr := r.c.ContainerInspect(ctx, id); ierr == nil && info.State != nil && info.State.Paused {
+			return r.c.ContainerUnpause(ctx, id)
+		}
+	}
+	return err
 }
 
 // Stop stops a container, killing it after 10 s. Its data stays.

@@ -17,7 +17,7 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func newRuntime(t *testing.T) *docker.Runtime {
+func newRuntime(t testing.TB) *docker.Runtime {
 	t.Helper()
 	testenv.Docker(t) // fails naming the engine if it is missing
 	r, err := docker.New(context.Background())

@@ -24,10 +24,13 @@ import (
 type Relay struct {
 	// URL is the relay's ws:// address.
 	URL string
+	// Khatru and Store are the relay and its event store, for tests that
+	// need to step between the two (a relay's own races).
+	Khatru *khatru.Relay
+	Store  eventstore.Store
 
-	store eventstore.Store
-	srv   *http.Server
-	done  chan error
+	srv  *http.Server
+	done chan error
 }
 
 // Start listens on addr (host:port; port 0 picks a free one) and serves a
@@ -57,10 +60,11 @@ func Start(addr, dbPath string) (*Relay, error) {
 		return nil, fmt.Errorf("relay listen: %w", err)
 	}
 	r := &Relay{
-		URL:   "ws://" + ln.Addr().String(),
-		store: store,
-		srv:   &http.Server{Handler: rl, ReadHeaderTimeout: 10 * time.Second},
-		done:  make(chan error, 1),
+		URL:    "ws://" + ln.Addr().String(),
+		Khatru: rl,
+		Store:  store,
+		srv:    &http.Server{Handler: rl, ReadHeaderTimeout: 10 * time.Second},
+		done:   make(chan error, 1),
 	}
 	go func() { r.done <- r.srv.Serve(ln) }()
 	return r, nil
@@ -77,6 +81,6 @@ func (r *Relay) Close() error {
 	if serveErr := <-r.done; !errors.Is(serveErr, http.ErrServerClosed) {
 		err = errors.Join(err, serveErr)
 	}
-	r.store.Close()
+	r.Store.Close()
 	return err
 }

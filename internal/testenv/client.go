@@ -50,33 +50,89 @@ func (r Reply) RefersTo(id string) bool {
 }
 
 // NewClient starts a client with a fresh key on relays, stopped when the
-// test ends.
+// test ends. It returns once every relay has sent what it stored.
 func NewClient(tb testing.TB, relays ...string) *Client {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	sk := nostr.GeneratePrivateKey()
 	pk, _ := nostr.GetPublicKey(sk)
 	c := &Client{SK: sk, PK: pk, Relays: relays, pool: nostr.NewSimplePool(ctx), replies: make(chan Reply, 1000), seen: map[string]bool{}}
-	tb.Cleanup(func() { cancel(); c.pool.Close("test over") })
-	since := nostr.Timestamp(time.Now().Add(-49 * time.Hour).Unix())
-	eose := make(chan struct{})
-	events := c.pool.SubscribeManyNotifyEOSE(ctx, relays, nostr.Filter{
-		Kinds: []int{nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote},
-		Tags:  nostr.TagMap{"p": {pk}}, Since: &since,
-	}, eose)
-	go func() {
-		for re := range events {
-			if r, ok := c.decode(re.Event); ok {
-				c.replies <- r
-			}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { cancel(); c.pool.Close("test over"); wg.Wait() })
+	ready := make(chan struct{}, len(relays))
+	for _, url := range relays {
+		wg.Go(func() { c.listen(ctx, tb, url, ready) })
+	}
+	timeout := time.After(10 * time.Second)
+	for range relays {
+		select {
+		case <-ready:
+		case <-timeout:
+			tb.Fatal("client: no EOSE from the relays")
 		}
-	}()
-	select {
-	case <-eose:
-	case <-time.After(10 * time.Second):
-		tb.Fatal("client: no EOSE from the relays")
 	}
 	return c
+}
+
+// listen keeps a subscription to everything addressed to the client open
+// on one relay. Unlike go-nostr's pool, which resubscribes from "now"
+// after a dropped connection, it always asks for the last 49 h: NIP-17
+// gift wraps are back-dated and would be missed. Once the stored events
+// are in it asks once more, as a relay may have stored an event between
+// answering from storage and starting to listen.
+func (c *Client) listen(ctx context.Context, tb testing.TB, url string, ready chan<- struct{}) {
+	filter := nostr.Filter{
+		Kinds: []int{nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote},
+		Tags:  nostr.TagMap{"p": {c.PK}},
+	}
+	first := true
+	for ctx.Err() == nil {
+		since := nostr.Timestamp(time.Now().Add(-49 * time.Hour).Unix())
+		filter.Since = &since
+		r, err := c.pool.EnsureRelay(url)
+		if err == nil {
+			var sub *nostr.Subscription
+			if sub, err = r.Subscribe(ctx, nostr.Filters{filter}); err == nil {
+				go func(signal bool) {
+					select {
+					case <-sub.EndOfStoredEvents:
+					case <-sub.Context.Done():
+						return
+					}
+					if evts, err := r.QueryEvents(ctx, filter); err == nil {
+						for evt := range evts {
+							c.deliver(ctx, evt)
+						}
+					}
+					if signal {
+						ready <- struct{}{}
+					}
+				}(first)
+				first = false
+				for evt := range sub.Events {
+					c.deliver(ctx, evt)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		tb.Logf("client: subscription to %s ended (%v); subscribing again", url, err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// deliver passes a new event addressed to the client on as a reply.
+func (c *Client) deliver(ctx context.Context, evt *nostr.Event) {
+	if r, ok := c.decode(evt); ok {
+		select {
+		case c.replies <- r:
+		case <-ctx.Done():
+		}
+	}
 }
 
 func (c *Client) decode(evt *nostr.Event) (Reply, bool) {

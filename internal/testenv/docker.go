@@ -2,9 +2,15 @@ package testenv
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,37 +72,66 @@ func WaitLog(tb testing.TB, dc *client.Client, id, want string) {
 	}
 }
 
-// WaitFile waits until the file at path inside container id holds want
-// (surrounding space ignored), reading it through the engine's archive API,
-// and fails the test with the last content read if that does not happen in
-// 2 min. It checks a container's volume without its log: Docker 20.10 can
-// leave a log read hanging for good once the container was restarted.
-func WaitFile(tb testing.TB, dc *client.Client, id, path, want string) {
+// WaitHTTP waits until GET http://<container's address>:port/ answers with
+// a body containing want, and fails the test with the last answer if that
+// does not happen in 2 min. It reaches the container over its bridge
+// network, so after one inspect it does not depend on the engine (whose
+// archive and log reads can stall under load); the container must not be
+// confined.
+func WaitHTTP(tb testing.TB, dc *client.Client, id string, port int, want string) {
 	tb.Helper()
 	var last string
-	// Generous bounds: under a full CI run (image builds, the compose
-	// test) the engine has stalled archive reads for over 30 s.
-	err := proc.WaitFor(context.Background(), path+" = "+want, 2*time.Minute, func(ctx context.Context) (bool, error) {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		rc, _, err := dc.CopyFromContainer(ctx, id, path)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	addr := ""
+	err := proc.WaitFor(context.Background(), fmt.Sprintf("container port %d answering %q", port, want), 2*time.Minute, func(ctx context.Context) (bool, error) {
+		if addr == "" {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			info, err := dc.ContainerInspect(ctx, id)
+			if err != nil {
+				return false, err
+			}
+			for _, n := range info.NetworkSettings.Networks {
+				if n.IPAddress != "" {
+					addr = net.JoinHostPort(n.IPAddress, strconv.Itoa(port))
+				}
+			}
+			if addr == "" {
+				return false, errors.New("the container has no address yet")
+			}
+		}
+		resp, err := hc.Get("http://" + addr + "/")
 		if err != nil {
 			return false, err
 		}
-		defer rc.Close()
-		tr := tar.NewReader(rc)
-		if _, err := tr.Next(); err != nil {
-			return false, err
-		}
-		b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
-		if err != nil {
-			return false, err
-		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		last = string(b)
-		return strings.TrimSpace(last) == want, nil
+		return err == nil && strings.Contains(last, want), err
 	})
 	if err != nil {
-		tb.Fatalf("%v; it held %q", err, last)
+		tb.Fatalf("%v; it answered %q", err, last)
+	}
+}
+
+// TarFiles reads a tar into name → content, "/" for a directory.
+func TarFiles(tb testing.TB, b []byte) map[string]string {
+	tb.Helper()
+	out := map[string]string{}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			tb.Fatalf("tar: %v", err)
+		}
+		c, _ := io.ReadAll(tr)
+		if h.Typeflag == tar.TypeDir {
+			c = []byte("/")
+		}
+		out[h.Name] = string(c)
 	}
 }
 

@@ -158,7 +158,7 @@ func TestDockerHelloServesAndKeepsVolume(t *testing.T) {
 	if err := dc.ContainerRestart(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFile(t, dc, id, "/data/starts", "2")
+	testenv.WaitHTTP(t, dc, id, 8080, "(start 2)")
 }
 
 func httpGet(t *testing.T, ctx context.Context, url string) string {

@@ -1,0 +1,120 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Container volumes in backups. A backup (backup.Backuper) keeps the
+// volumes of every container that may run again; a restore leaves each
+// one in Config.RestoreDir as ID.tar, and the container's volumes are
+// filled from it when the container is created again. Until then the
+// file is what the next backup keeps, so no backup taken in between loses
+// it.
+
+// keptStates are the states whose containers' volumes a backup keeps.
+const keptStates = `'running','paused','stopped','starting','paid'`
+
+// VolumeIDs lists the containers whose volumes a backup keeps: those
+// whose image declares volumes, that were created and may run again.
+func (d *Deployer) VolumeIDs(ctx context.Context) ([]string, error) {
+	return d.ids(ctx, `image_volumes = 1 AND docker_id != '' AND state IN (`+keptStates+`)`)
+}
+
+// ExportVolumes writes container id's volumes to w as one tar: the
+// restored archive still waiting for it, or what its runtime container
+// holds now. A container with neither is fs.ErrNotExist. It does not
+// hold the lifecycle lock: a backup never waits for a pull.
+func (d *Deployer) ExportVolumes(ctx context.Context, id string, w io.Writer) error {
+	if p := d.restoredPath(id); p != "" {
+		f, err := os.Open(p)
+		if err == nil {
+			defer f.Close()
+			_, err = io.Copy(w, f)
+			return err
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		// None, or imported meanwhile: the container holds it now.
+	}
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.DockerID == "" {
+		return fmt.Errorf("container %s: %w", id, fs.ErrNotExist)
+	}
+	return d.rt.ExportVolumes(ctx, rec.DockerID, w)
+}
+
+// restoredPath is where a restore leaves container id's volume archive
+// (which may not be there), or "" without a RestoreDir.
+func (d *Deployer) restoredPath(id string) string {
+	if d.cfg.RestoreDir == "" || strings.ContainsAny(id, `/\.`) {
+		return ""
+	}
+	return filepath.Join(d.cfg.RestoreDir, id+".tar")
+}
+
+// dropRestored removes container id's restored volume archive, if any:
+// the container holds the data now, or will not run again.
+func (d *Deployer) dropRestored(id string) {
+	p := d.restoredPath(id)
+	if p == "" {
+		return
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.Warn("removing a restored volume archive", "container", id, "err", err)
+	}
+}
+
+// importVolumes fills the created container's volumes from its restored
+// archive, if one waits. The archive stays until the container runs.
+func (d *Deployer) importVolumes(ctx context.Context, id, dockerID string) error {
+	p := d.restoredPath(id)
+	if p == "" {
+		return nil
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := d.rt.ImportVolumes(ctx, dockerID, f); err != nil {
+		return err
+	}
+	d.log.Info("volumes restored from the backup", "container", id)
+	return nil
+}
+
+// dropStaleRestores removes restored archives of containers that will
+// not run again.
+func (d *Deployer) dropStaleRestores(ctx context.Context) {
+	if d.cfg.RestoreDir == "" {
+		return
+	}
+	entries, err := os.ReadDir(d.cfg.RestoreDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".tar")
+		if !ok {
+			continue
+		}
+		var live bool
+		err := d.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM containers WHERE id = ? AND state IN (`+keptStates+`))`, id).Scan(&live)
+		if err == nil && !live {
+			d.dropRestored(id)
+		}
+	}
+}
