@@ -149,6 +149,10 @@ func TestLifecycleWithMetering(t *testing.T) {
 	if f.inbox.count("is running") != 1 {
 		t.Errorf("owner not told it runs: %+v", f.inbox.notices)
 	}
+	// It serves, and has counted its first start in its volume, before the
+	// clock runs its balance out: a stop in the first milliseconds of the
+	// process would come before that write.
+	testenv.WaitHTTP(t, testenv.Docker(t), f.state(t, "life").DockerID, 8080, "(start 1)")
 
 	f.clock.Add(61 * time.Minute)
 	next, err := f.d.Tick(ctx)
