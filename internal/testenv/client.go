@@ -29,6 +29,18 @@ type Client struct {
 	// The mutex protects the following elements.
 	mu   sync.Mutex
 	seen map[string]bool
+	last nostr.Timestamp // created_at of the last message made
+}
+
+// stamp is the created_at of a new message: now, but always after the
+// last one. Two messages with one text in one second would otherwise be
+// the same event (NIP-17: the same rumor), which the bot rightly answers
+// once; a person does not type that fast, a test does.
+func (c *Client) stamp() nostr.Timestamp {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = max(nostr.Now(), c.last+1)
+	return c.last
 }
 
 // Reply is a message the client received, decrypted.
@@ -174,7 +186,7 @@ func (c *Client) decode(evt *nostr.Event) (Reply, bool) {
 // NIP17 returns a gift-wrapped DM to pubkey and the rumor's id.
 func (c *Client) NIP17(tb testing.TB, to, text string) (nostr.Event, string) {
 	tb.Helper()
-	rumor := nostr.Event{Kind: nostr.KindDirectMessage, PubKey: c.PK, CreatedAt: nostr.Now(), Content: text,
+	rumor := nostr.Event{Kind: nostr.KindDirectMessage, PubKey: c.PK, CreatedAt: c.stamp(), Content: text,
 		Tags: nostr.Tags{{"p", to}}}
 	rumor.ID = rumor.GetID()
 	ck, err := nip44.GenerateConversationKey(to, c.SK)
@@ -200,7 +212,7 @@ func (c *Client) NIP04(tb testing.TB, to, text string) nostr.Event {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	evt := nostr.Event{Kind: nostr.KindEncryptedDirectMessage, CreatedAt: nostr.Now(), Content: ct, Tags: nostr.Tags{{"p", to}}}
+	evt := nostr.Event{Kind: nostr.KindEncryptedDirectMessage, CreatedAt: c.stamp(), Content: ct, Tags: nostr.Tags{{"p", to}}}
 	evt.Sign(c.SK)
 	return evt
 }
@@ -209,7 +221,7 @@ func (c *Client) NIP04(tb testing.TB, to, text string) nostr.Event {
 func (c *Client) Mention(tb testing.TB, to, text string) nostr.Event {
 	tb.Helper()
 	npub, _ := nip19.EncodePublicKey(to)
-	evt := nostr.Event{Kind: nostr.KindTextNote, CreatedAt: nostr.Now(), Content: "nostr:" + npub + " " + text, Tags: nostr.Tags{{"p", to}}}
+	evt := nostr.Event{Kind: nostr.KindTextNote, CreatedAt: c.stamp(), Content: "nostr:" + npub + " " + text, Tags: nostr.Tags{{"p", to}}}
 	evt.Sign(c.SK)
 	return evt
 }
