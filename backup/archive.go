@@ -1,11 +1,14 @@
 // Package backup keeps an instance's state across enclave restarts: it
-// snapshots the SQLite database (SQLite's online backup API) and the
-// containers' volume archives into one tar, encrypts it with age to the
-// instance's backup key, stores it in the parent's blob store, and signs a
-// checkpoint (sequence number, sha256, size) with the instance key that
-// the key store records and the relays carry. A restore fetches the blob
-// the newest checkpoint names and refuses anything else: a blob whose hash
-// differs (tampered, another instance's) or an older one (a rollback).
+// snapshots the SQLite database (SQLite's online backup API) into a tar
+// with a manifest, encrypts it with age to the instance's backup key,
+// stores it in the parent's blob store, and signs a checkpoint (sequence
+// number, sha256, size) with the instance key that the key store records
+// and the relays carry. Each container's volumes go to blobs of their own,
+// copied again only when they may have changed; the manifest names each
+// one with its sha256. A restore fetches the blob the newest checkpoint
+// names, and the volume blobs its manifest names, and refuses anything
+// else: a blob whose hash differs (tampered, another instance's) or an
+// older one (a rollback).
 //
 // It runs inside the enclave. The parent sees only ciphertext, its size
 // and when it changes; the backup key comes from the key store (package
@@ -20,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -33,8 +35,9 @@ import (
 	"github.com/enclaved/enclaved/store"
 )
 
-// Format is the archive format version in the manifest.
-const Format = 1
+// Format is the archive format version in the manifest: 2 names volume
+// blobs; 1 carried the volumes inside the archive (still read).
+const Format = 2
 
 // Names inside the archive.
 const (
@@ -56,6 +59,19 @@ type Manifest struct {
 	Seq       uint64 `json:"seq"`
 	CreatedAt int64  `json:"created_at"` // unix ms
 	Schema    int    `json:"schema"`     // the database's migration version
+	// Volumes are the containers' volume blobs that belong to this backup.
+	Volumes []VolumeRef `json:"volumes,omitempty"`
+}
+
+// VolumeRef names one container's volumes at the parent: an age-encrypted
+// tar in blob Blob, of Size bytes with sha256 SHA256, whose copy began at
+// At (unix ms).
+type VolumeRef struct {
+	ID     string `json:"id"`
+	Blob   string `json:"blob"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	At     int64  `json:"at"`
 }
 
 // Volumes are the containers' volumes a backup keeps (the deployer); a
@@ -64,6 +80,10 @@ type Manifest struct {
 type Volumes interface {
 	// VolumeIDs returns the ids of containers whose volumes are kept.
 	VolumeIDs(ctx context.Context) ([]string, error)
+	// Idle says since when container id has not run, so its volumes
+	// have not changed (ok false: it may be running). A container still
+	// waiting for the volumes a restore left is idle since the zero time.
+	Idle(ctx context.Context, id string) (since time.Time, ok bool)
 	// ExportVolumes writes container id's volumes as a tar to w; an
 	// fs.ErrNotExist means the container is gone and is skipped.
 	ExportVolumes(ctx context.Context, id string, w io.Writer) error
@@ -115,9 +135,9 @@ func Snapshot(ctx context.Context, db *store.DB, path string) error {
 	return nil
 }
 
-// writeArchive writes the encrypted archive to w: the manifest, the
-// database snapshot at dbPath, then each container's volumes.
-func writeArchive(ctx context.Context, w io.Writer, to age.Recipient, m Manifest, dbPath string, vols Volumes) error {
+// writeArchive writes the encrypted archive to w: the manifest, then the
+// database snapshot at dbPath.
+func writeArchive(w io.Writer, to age.Recipient, m Manifest, dbPath string) error {
 	enc, err := age.Encrypt(w, to)
 	if err != nil {
 		return err
@@ -133,33 +153,6 @@ func writeArchive(ctx context.Context, w io.Writer, to age.Recipient, m Manifest
 	}
 	if err := addFile(tw, dbName, dbPath, at); err != nil {
 		return err
-	}
-	if vols != nil {
-		ids, err := vols.VolumeIDs(ctx)
-		if err != nil {
-			return fmt.Errorf("volumes: %w", err)
-		}
-		tmp := dbPath + ".vol"
-		defer os.Remove(tmp)
-		for _, id := range ids {
-			// Each archive goes through a file, as a tar entry needs its
-			// size first.
-			f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-			if err != nil {
-				return err
-			}
-			err = vols.ExportVolumes(ctx, id, f)
-			f.Close()
-			if errors.Is(err, fs.ErrNotExist) || (err == nil && !volumeName.MatchString(volumesDir+id+".tar")) {
-				continue // removed meanwhile; or a name a restore would refuse
-			}
-			if err != nil {
-				return fmt.Errorf("volumes of %s: %w", id, err)
-			}
-			if err := addFile(tw, volumesDir+id+".tar", tmp, at); err != nil {
-				return err
-			}
-		}
 	}
 	if err := tw.Close(); err != nil {
 		return err
@@ -221,15 +214,15 @@ func readArchive(r io.Reader, id age.Identity, dbPath, volDir string) (Manifest,
 			if err != nil {
 				return m, fmt.Errorf("archive: %w", err)
 			}
-			if err := json.Unmarshal(b, &m); err != nil || m.Format != Format {
-				return m, fmt.Errorf("archive: manifest is not format %d", Format)
+			if err := json.Unmarshal(b, &m); err != nil || m.Format < 1 || m.Format > Format {
+				return m, fmt.Errorf("archive: manifest is not format 1 to %d", Format)
 			}
 		case h.Name == dbName && !sawDB:
 			sawDB = true
 			if err := extract(tr, h.Size, dbPath); err != nil {
 				return m, err
 			}
-		case volumeName.MatchString(h.Name):
+		case m.Format == 1 && volumeName.MatchString(h.Name):
 			if err := os.MkdirAll(volDir, 0o700); err != nil {
 				return m, err
 			}

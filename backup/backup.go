@@ -47,6 +47,10 @@ type Backuper struct {
 	// Publish sends a recorded checkpoint to the relays (best effort).
 	Publish func(ctx context.Context, evt nostr.Event) error
 	Volumes Volumes // nil: the database only
+	// VolumeEvery: a running container's volumes are copied again once
+	// their last copy is this old (0: at every backup); a stopped one's
+	// once after it stopped; at shutdown, every running one's.
+	VolumeEvery time.Duration
 	// Dir holds the snapshot while it is encrypted (in the enclave).
 	Dir      string
 	Delay    time.Duration // after Changed, at most this long (default 2 s)
@@ -54,8 +58,10 @@ type Backuper struct {
 	Now      func() time.Time
 	Log      *slog.Logger
 	// Last is the newest recorded checkpoint at start (the one restored
-	// from); nil on a first boot.
-	Last *nip.Checkpoint
+	// from); nil on a first boot. LastVolumes are the volume blobs its
+	// manifest names.
+	Last        *nip.Checkpoint
+	LastVolumes []VolumeRef
 
 	one       sync.Mutex // one backup at a time
 	mu        sync.Mutex
@@ -67,6 +73,11 @@ type Backuper struct {
 	done      uint64
 	doneCh    chan struct{}
 	changed   chan struct{}
+	// vols are the volume blobs the newest recorded checkpoint names;
+	// tried those of the attempt whose record's outcome is unknown.
+	vols      map[string]VolumeRef
+	triedSeq  uint64
+	triedVols map[string]VolumeRef
 }
 
 func (b *Backuper) init() {
@@ -86,6 +97,10 @@ func (b *Backuper) init() {
 		b.Interval = 10 * time.Minute
 	}
 	b.changed, b.doneCh = make(chan struct{}, 1), make(chan struct{})
+	b.vols = map[string]VolumeRef{}
+	for _, r := range b.LastVolumes {
+		b.vols[r.ID] = r
+	}
 	if b.Last != nil {
 		b.attempted = b.Last.Seq
 		if b.Last.Event != nil {
@@ -194,14 +209,16 @@ func (b *Backuper) Run(ctx context.Context) error {
 func (b *Backuper) final() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := b.Backup(ctx); err != nil {
+	if _, err := b.backup(ctx, true); err != nil {
 		return fmt.Errorf("backup at shutdown: %w", err)
 	}
 	return nil
 }
 
 // Backup takes one backup now and returns its recorded checkpoint.
-func (b *Backuper) Backup(ctx context.Context) (nip.Checkpoint, error) {
+func (b *Backuper) Backup(ctx context.Context) (nip.Checkpoint, error) { return b.backup(ctx, false) }
+
+func (b *Backuper) backup(ctx context.Context, final bool) (nip.Checkpoint, error) {
 	b.one.Lock()
 	defer b.one.Unlock()
 	b.mu.Lock()
@@ -222,7 +239,15 @@ func (b *Backuper) Backup(ctx context.Context) (nip.Checkpoint, error) {
 			}
 			b.mu.Lock()
 			if b.Last == nil || cp.Seq > b.Last.Seq {
-				b.Last = &cp
+				vols := b.triedVols
+				if cp.Seq != b.triedSeq {
+					// A record that arrived late: which volume blobs it
+					// names is unknown, so every container is copied
+					// afresh.
+					b.Log.Warn("the key store's newest checkpoint is not the attempt this process knows of", "seq", cp.Seq, "tried", b.triedSeq)
+					vols = nil
+				}
+				b.Last, b.vols = &cp, vols
 				b.lastAt = max(b.lastAt, evt.CreatedAt)
 			}
 			b.mu.Unlock()
@@ -252,12 +277,19 @@ func (b *Backuper) Backup(ctx context.Context) (nip.Checkpoint, error) {
 	if err := Snapshot(ctx, b.DB, snap); err != nil {
 		return nip.Checkpoint{}, err
 	}
-	m := Manifest{Format: Format, Instance: b.Secrets.Pubkey(), Seq: seq, CreatedAt: b.Now().UnixMilli(), Schema: b.DB.Version}
+	var vols map[string]VolumeRef
+	if b.Volumes != nil {
+		if vols, err = b.saveVolumes(ctx, id.Recipient(), final); err != nil {
+			return nip.Checkpoint{}, err
+		}
+	}
+	m := Manifest{Format: Format, Instance: b.Secrets.Pubkey(), Seq: seq, CreatedAt: b.Now().UnixMilli(), Schema: b.DB.Version,
+		Volumes: sortedRefs(vols)}
 	h := sha256.New()
 	var size countWriter
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(writeArchive(ctx, io.MultiWriter(pw, h, &size), id.Recipient(), m, snap, b.Volumes))
+		pw.CloseWithError(writeArchive(io.MultiWriter(pw, h, &size), id.Recipient(), m, snap))
 	}()
 	err = b.Blobs.Put(ctx, name, pr)
 	pr.CloseWithError(errors.New("put ended"))
@@ -273,12 +305,20 @@ func (b *Backuper) Backup(ctx context.Context) (nip.Checkpoint, error) {
 	if err := b.Record(ctx, evt); err != nil {
 		b.mu.Lock()
 		b.uncertain = true
+		b.triedSeq, b.triedVols = seq, vols
 		b.mu.Unlock()
 		return nip.Checkpoint{}, fmt.Errorf("record checkpoint %d: %w", seq, err)
 	}
 	b.mu.Lock()
 	b.Last, b.lastAt = &cp, at
+	before := b.vols
+	if b.Volumes != nil {
+		b.vols = vols
+	}
 	b.mu.Unlock()
+	if b.Volumes != nil {
+		b.dropVolumes(ctx, before, vols)
+	}
 	b.Log.Info("backup saved", "seq", seq, "blob", name, "bytes", cp.Size, "took", time.Since(start).Round(time.Millisecond))
 	if b.Publish != nil {
 		if err := b.Publish(ctx, evt); err != nil {
@@ -379,6 +419,9 @@ func Restore(ctx context.Context, blobs Blobs, sec Secrets, cp nip.Checkpoint, d
 	}
 	if m.Instance != cp.Instance || m.Seq != cp.Seq {
 		return m, &RefusedError{fmt.Sprintf("backup %d says it is instance %s's backup %d", cp.Seq, nip.Npub(m.Instance), m.Seq)}
+	}
+	if err := restoreVolumes(ctx, blobs, id, m, filepath.Dir(dbPath), volDir); err != nil {
+		return m, err
 	}
 	removeDB(dbPath)
 	if err := os.Rename(dbTmp, dbPath); err != nil {

@@ -283,12 +283,15 @@ func TestLostRecordAnswer(t *testing.T) {
 		}
 		return err
 	}
+	vols := newVolumeSet(map[string]string{"0a": "first"})
+	w.b.Volumes = vols
 	w.credit("alpha", 1)
 	if _, err := w.b.Backup(ctx); err == nil {
 		t.Fatal("the lost answer should fail the backup")
 	}
 	recorded := w.newest()
 	w.credit("beta", 2)
+	vols.data["0a"] = "second"
 	cp, err := w.b.Backup(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -298,6 +301,14 @@ func TestLostRecordAnswer(t *testing.T) {
 	}
 	if db, err := w.restore(w.newest()); err != nil || balances(t, db) != "alpha=1 beta=2" {
 		t.Fatalf("restore: %v", err)
+	}
+	// Nor the volume blob it names: had the second backup failed, the
+	// recorded one would still load.
+	if got, err := w.restoreVolumes(recorded); err != nil || got["0a.tar"] != "first" {
+		t.Errorf("the recorded backup's volumes after the next backup: %v %v", got, err)
+	}
+	if got, err := w.restoreVolumes(cp); err != nil || got["0a.tar"] != "second" {
+		t.Errorf("the next backup's volumes: %v %v", got, err)
 	}
 }
 
@@ -396,37 +407,42 @@ func BenchmarkRestore10k(b *testing.B) {
 }
 
 // volumeSet is the containers' volumes as the deployer would export them.
-type volumeSet map[string]string // id → archive bytes; "" = gone
-
-func (v volumeSet) VolumeIDs(context.Context) ([]string, error) {
-	return slices.Sorted(maps.Keys(v)), nil
+type volumeSet struct {
+	data    map[string]string    // id → archive bytes; "" = gone
+	idle    map[string]time.Time // containers not running, since when
+	exports map[string]int       // copies taken, by id
 }
 
-func (v volumeSet) ExportVolumes(_ context.Context, id string, w io.Writer) error {
-	if v[id] == "" {
+func newVolumeSet(data map[string]string) *volumeSet {
+	return &volumeSet{data: data, idle: map[string]time.Time{}, exports: map[string]int{}}
+}
+
+func (v *volumeSet) VolumeIDs(context.Context) ([]string, error) {
+	return slices.Sorted(maps.Keys(v.data)), nil
+}
+
+func (v *volumeSet) Idle(_ context.Context, id string) (time.Time, bool) {
+	t, ok := v.idle[id]
+	return t, ok
+}
+
+func (v *volumeSet) ExportVolumes(_ context.Context, id string, w io.Writer) error {
+	if v.data[id] == "" {
 		return fmt.Errorf("container %s: %w", id, fs.ErrNotExist)
 	}
-	_, err := io.WriteString(w, v[id])
+	v.exports[id]++
+	_, err := io.WriteString(w, v.data[id])
 	return err
 }
 
-// A backup carries each kept container's volumes; a container removed
-// while the backup ran is left out; a restore puts each archive in the
-// volume directory as ID.tar, replacing what an earlier restore left.
-func TestVolumesInBackup(t *testing.T) {
-	w := newWorld(t)
-	ctx := context.Background()
-	big := strings.Repeat("v", 1<<20)
-	w.b.Volumes = volumeSet{"0a": "tar of 0a", "0b": "", "0c": big}
-	if _, err := w.b.Backup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
+// restoreVolumes restores cp and returns the volume archives it left.
+func (w *world) restoreVolumes(cp nip.Checkpoint) (map[string]string, error) {
+	dir := w.t.TempDir()
 	volDir := filepath.Join(dir, "volumes")
 	os.MkdirAll(volDir, 0o700)
 	os.WriteFile(filepath.Join(volDir, "ff.tar"), []byte("an earlier restore's"), 0o600)
-	if _, err := backup.Restore(ctx, w.blobs, w.sec, w.newest(), filepath.Join(dir, "enclaved.db"), volDir); err != nil {
-		t.Fatal(err)
+	if _, err := backup.Restore(context.Background(), w.blobs, w.sec, cp, filepath.Join(dir, "enclaved.db"), volDir); err != nil {
+		return nil, err
 	}
 	got := map[string]string{}
 	entries, _ := os.ReadDir(volDir)
@@ -434,7 +450,174 @@ func TestVolumesInBackup(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(volDir, e.Name()))
 		got[e.Name()] = string(b)
 	}
+	return got, nil
+}
+
+// A backup carries each kept container's volumes, in blobs of their own
+// (ciphertext at the parent); a container removed while the backup ran
+// is left out; a restore puts each archive in the volume directory as
+// ID.tar, replacing what an earlier restore left.
+func TestVolumesInBackup(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	big := strings.Repeat("v", 1<<20)
+	w.b.Volumes = newVolumeSet(map[string]string{"0a": "tar of 0a", "0b": "", "0c": big})
+	if _, err := w.b.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.restoreVolumes(w.newest())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if want := map[string]string{"0a.tar": "tar of 0a", "0c.tar": big}; !maps.Equal(got, want) {
 		t.Errorf("restored volumes %d files %v, want 0a.tar and 0c.tar", len(got), slices.Sorted(maps.Keys(got)))
+	}
+	raw, _ := os.ReadFile(filepath.Join(w.blobDir, "vol-0a-a"))
+	if !strings.HasPrefix(string(raw), "age-encryption.org/v1") || strings.Contains(string(raw), "tar of 0a") {
+		t.Errorf("volume blob is not age ciphertext")
+	}
+}
+
+// A running container's volumes are copied again only once their copy
+// is VolumeEvery old, so it is not frozen at every backup; a stopped one
+// once after it stopped; at shutdown every running one afresh. New copies
+// go to the container's other blob; a removed container's blobs are
+// emptied once no backup names them.
+func TestVolumesCopiedWhenChanged(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	clock := testenv.NewClock(time.Unix(1_800_000_000, 0))
+	w.b.Now, w.b.VolumeEvery = clock.Now, 10*time.Minute
+	vols := newVolumeSet(map[string]string{"0a": "a1", "0b": "b1"})
+	w.b.Volumes = vols
+	backup := func(want map[string]string, exports map[string]int) {
+		t.Helper()
+		if _, err := w.b.Backup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.restoreVolumes(w.newest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got, want) || !maps.Equal(vols.exports, exports) {
+			t.Fatalf("restored %v after copies %v; want %v after %v", got, vols.exports, want, exports)
+		}
+	}
+	backup(map[string]string{"0a.tar": "a1", "0b.tar": "b1"}, map[string]int{"0a": 1, "0b": 1})
+
+	// A minute on, both still run and wrote: the backup names the copies
+	// it has (a crash now loses that minute of writes, no more).
+	clock.Add(time.Minute)
+	vols.data["0a"], vols.data["0b"] = "a2", "b2"
+	backup(map[string]string{"0a.tar": "a1", "0b.tar": "b1"}, map[string]int{"0a": 1, "0b": 1})
+
+	// 0b stops: the next backup copies it once more, then never while it
+	// stays stopped.
+	clock.Add(time.Second)
+	vols.idle["0b"] = clock.Now()
+	clock.Add(time.Second)
+	backup(map[string]string{"0a.tar": "a1", "0b.tar": "b2"}, map[string]int{"0a": 1, "0b": 2})
+	clock.Add(time.Hour)
+	vols.data["0a"] = "a3"
+	backup(map[string]string{"0a.tar": "a3", "0b.tar": "b2"}, map[string]int{"0a": 2, "0b": 2})
+	for _, name := range []string{"vol-0a-a", "vol-0a-b", "vol-0b-a", "vol-0b-b"} {
+		if _, err := os.Stat(filepath.Join(w.blobDir, name)); err != nil {
+			t.Errorf("blob %s: %v", name, err)
+		}
+	}
+
+	// Shutdown (Run's context ends): the running one is copied afresh.
+	clock.Add(time.Second)
+	vols.data["0a"] = "a4"
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := w.b.Run(done); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := w.restoreVolumes(w.newest()); err != nil || got["0a.tar"] != "a4" || vols.exports["0b"] != 2 {
+		t.Fatalf("after shutdown: %v %v, copies %v", got, err, vols.exports)
+	}
+
+	// 0a is removed: no backup names its volumes, and the parent no longer
+	// holds them.
+	delete(vols.data, "0a")
+	backup(map[string]string{"0b.tar": "b2"}, map[string]int{"0a": 3, "0b": 2})
+	for _, name := range []string{"vol-0a-a", "vol-0a-b"} {
+		if fi, err := os.Stat(filepath.Join(w.blobDir, name)); err == nil && fi.Size() != 0 {
+			t.Errorf("removed container's blob %s still holds %d bytes", name, fi.Size())
+		}
+	}
+}
+
+// The parent cannot swap a container's volumes: an altered volume blob,
+// the container's older copy, and a missing one are each refused.
+func TestRestoreRefusesVolumes(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.b.Volumes = newVolumeSet(map[string]string{"0a": "old data"})
+	if _, err := w.b.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.b.Volumes = newVolumeSet(map[string]string{"0a": "new data"})
+	if _, err := w.b.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newest := filepath.Join(w.blobDir, "vol-0a-b")
+	good, _ := os.ReadFile(newest)
+	older, _ := os.ReadFile(filepath.Join(w.blobDir, "vol-0a-a"))
+	flipped := append([]byte(nil), good...)
+	flipped[len(flipped)-3] ^= 1
+	for _, c := range []struct {
+		name string
+		blob []byte
+		want string
+	}{
+		{"altered", flipped, "the volumes of container 0a (blob vol-0a-b) do not match backup 2"},
+		{"older copy", older, "do not match backup 2"},
+		{"missing", nil, "the volumes of container 0a (blob vol-0a-b) in backup 2 are missing at the parent"},
+	} {
+		if c.blob == nil {
+			os.Remove(newest)
+		} else if err := os.WriteFile(newest, c.blob, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := w.restoreVolumes(w.newest())
+		var re *backup.RefusedError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want refused with %q", c.name, err, c.want)
+		}
+	}
+	os.WriteFile(newest, good, 0o600)
+	if got, err := w.restoreVolumes(w.newest()); err != nil || got["0a.tar"] != "new data" {
+		t.Errorf("the right blobs: %v %v", got, err)
+	}
+}
+
+// A backup of an instance with 20 running containers holding 8 MiB of
+// volumes each: copying every volume at every backup, against naming the
+// copies taken less than VolumeEvery ago (what most backups do).
+func BenchmarkBackupWithVolumes(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		every time.Duration
+	}{{"copy-all", 0}, {"unchanged", time.Hour}} {
+		b.Run(c.name, func(b *testing.B) {
+			w := newWorld(b)
+			w.fill(100)
+			data := map[string]string{}
+			for i := range 20 {
+				data[fmt.Sprintf("%02x", i)] = strings.Repeat(string(rune('a'+i)), 8<<20)
+			}
+			w.b.Volumes, w.b.VolumeEvery = newVolumeSet(data), c.every
+			if _, err := w.b.Backup(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := w.b.Backup(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

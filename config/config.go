@@ -57,9 +57,12 @@ type Backup struct {
 	// it (needs the parent's link: enclaved enclave).
 	Mode string `toml:"mode"`
 	// Delay bounds how long after a money event a backup starts;
-	// Interval is how often one is taken anyway.
-	Delay    time.Duration `toml:"delay"`
-	Interval time.Duration `toml:"interval"`
+	// Interval is how often one is taken anyway. VolumeInterval is how
+	// often a running container's volumes are copied (each copy freezes
+	// it briefly; 0: at every backup).
+	Delay          time.Duration `toml:"delay"`
+	Interval       time.Duration `toml:"interval"`
+	VolumeInterval time.Duration `toml:"volume_interval"`
 	// Ref and Maintainers are the key store policy: builds whose
 	// PCR0/1/2 Threshold (0: all) of the maintainers (hex pubkeys)
 	// signed, in release events with r = Ref, may have the keys.
@@ -251,7 +254,7 @@ func Default() Config {
 		HTTP:     HTTP{Listen: "127.0.0.1:8080"},
 		Attest:   Attest{Mode: "dev"},
 		Enclave:  Enclave{Parent: "vsock:3:7000", IngressPort: 443},
-		Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, Ref: "https://github.com/enclaved/enclaved"},
+		Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, VolumeInterval: 10 * time.Minute, Ref: "https://github.com/enclaved/enclaved"},
 		KeyStore: KeyStore{Refresh: time.Hour, TTL: 72 * time.Hour},
 		Parent: Parent{Listen: "vsock:7000", Forward: []string{"0.0.0.0:443=443"}, EIF: "enclaved.eif",
 			EnclaveCPUs: 2, EnclaveMemoryMB: 4096, EnclaveCID: 16},
@@ -564,8 +567,8 @@ func (c Config) Validate() error {
 	if c.Backup.Threshold < 0 || c.Backup.Threshold > int64(len(c.Backup.Maintainers)) {
 		bad("backup.threshold", "%d: want 0 (all) to %d", c.Backup.Threshold, len(c.Backup.Maintainers))
 	}
-	if c.Backup.Delay < 0 || c.Backup.Interval <= 0 || c.KeyStore.Refresh <= 0 || c.KeyStore.TTL <= c.KeyStore.Refresh {
-		bad("backup.delay/interval, keystore.refresh/ttl", "want delay ≥ 0, interval > 0 and 0 < refresh < ttl")
+	if c.Backup.Delay < 0 || c.Backup.Interval <= 0 || c.Backup.VolumeInterval < 0 || c.KeyStore.Refresh <= 0 || c.KeyStore.TTL <= c.KeyStore.Refresh {
+		bad("backup.delay/interval/volume_interval, keystore.refresh/ttl", "want delay ≥ 0, interval > 0, volume_interval ≥ 0 and 0 < refresh < ttl")
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)

@@ -110,6 +110,9 @@ type Deployer struct {
 
 	// The mutex serialises lifecycle changes.
 	mu sync.Mutex
+
+	idleMu sync.Mutex
+	idle   map[string]time.Time // containers not running, since when (see Idle)
 }
 
 // New returns a deployer. now is the clock (time.Now in production); notify
@@ -125,7 +128,7 @@ func New(db *store.DB, rt Runtime, cfg Config, now func() time.Time, log *slog.L
 		cfg.ContainerKey = func(string) string { return "" }
 	}
 	return &Deployer{db: db, rt: rt, ledger: billing.NewLedger(db), cfg: cfg, now: now, log: log, notify: notify,
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), idle: map[string]time.Time{}}
 }
 
 // Wake receives a value whenever a container starts metering, so the
@@ -385,7 +388,7 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	if err := d.confine(ctx, rec); err != nil {
 		return fail("egress", err)
 	}
-	if err := d.rt.Start(ctx, dockerID); err != nil {
+	if err := d.start(ctx, id, dockerID); err != nil {
 		return fail("start", err)
 	}
 	now := d.now()
@@ -511,7 +514,7 @@ func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
 	}); err != nil {
 		return err
 	}
-	return d.rt.Stop(ctx, rec.DockerID)
+	return d.stop(ctx, id, rec.DockerID)
 }
 
 // Resume starts a paused or stopped container again, if its balance pays
@@ -543,7 +546,7 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 	if err := d.confine(ctx, rec); err != nil {
 		return err
 	}
-	if err := d.rt.Start(ctx, rec.DockerID); err != nil {
+	if err := d.start(ctx, id, rec.DockerID); err != nil {
 		return err
 	}
 	now := d.now()
@@ -580,6 +583,7 @@ func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
 		return err
 	}
 	d.dropRestored(id)
+	d.setIdle(id, false)
 	if d.cfg.Confiner != nil {
 		if err := d.cfg.Confiner.Release(ctx, RuntimeName(id)); err != nil {
 			d.log.Warn("egress proxy release", "container", id, "err", err)
@@ -741,7 +745,7 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 				} else if rec, gerr := d.Get(ctx, id); gerr != nil {
 					err = gerr
 				} else if err = d.confine(ctx, rec); err == nil && !c.Running {
-					err = d.rt.Start(ctx, c.ID)
+					err = d.start(ctx, id, c.ID)
 				}
 			case StateStarting, StatePaid:
 				err = d.Launch(ctx, id)
@@ -749,7 +753,9 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 				if !exists {
 					err = d.recreate(ctx, id)
 				} else if c.Running {
-					err = d.rt.Stop(ctx, c.ID)
+					err = d.stop(ctx, id, c.ID)
+				} else {
+					d.setIdle(id, true)
 				}
 				if rec, gerr := d.Get(ctx, id); gerr == nil && state == StatePaused && rec.Left() > 0 {
 					err = d.Resume(ctx, id)
@@ -795,6 +801,8 @@ func (d *Deployer) recreate(ctx context.Context, id string) error {
 	if _, err := d.db.ExecContext(ctx, `UPDATE containers SET docker_id = ? WHERE id = ?`, dockerID, id); err != nil {
 		return err
 	}
+	// Its volumes hold the restored copy, which the backups name already.
+	d.idleSince(id, time.Time{})
 	d.dropRestored(id)
 	d.log.Info("halted container created again", "container", id, "state", rec.State)
 	return nil

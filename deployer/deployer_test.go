@@ -17,18 +17,6 @@ import (
 	"github.com/enclaved/enclaved/store"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type inbox struct {
 	mu      sync.Mutex
 	notices []deployer.Notice
@@ -56,7 +44,7 @@ type fixture struct {
 	db     *store.DB
 	d      *deployer.Deployer
 	ledger *billing.Ledger
-	clock  *clock
+	clock  *testenv.Clock
 	inbox  *inbox
 	rt     *docker.Runtime
 }
@@ -75,7 +63,7 @@ func newFixture(t *testing.T, instance string, opts ...func(*deployer.Config)) *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
-	f := &fixture{db: db, ledger: billing.NewLedger(db), clock: &clock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}, inbox: &inbox{}, rt: rt}
+	f := &fixture{db: db, ledger: billing.NewLedger(db), clock: testenv.NewClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)), inbox: &inbox{}, rt: rt}
 	cfg := deployer.Config{
 		Instance:      instance,
 		Unit:          deployer.Unit{NanoCPUs: 250_000_000, MemoryBytes: 64 << 20, Pids: 64, DiskBytes: 128 << 20},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Container volumes in backups. A backup (backup.Backuper) keeps the
@@ -52,6 +53,56 @@ func (d *Deployer) ExportVolumes(ctx context.Context, id string, w io.Writer) er
 		return fmt.Errorf("container %s: %w", id, fs.ErrNotExist)
 	}
 	return d.rt.ExportVolumes(ctx, rec.DockerID, w)
+}
+
+// Idle says since when container id has not run (ok false: it may be
+// running), so a backup copies its volumes again only if they may have
+// changed since its last copy. A container still waiting for its restored
+// archive is idle since the zero time: the backup restored from names
+// that very copy.
+func (d *Deployer) Idle(ctx context.Context, id string) (time.Time, bool) {
+	if p := d.restoredPath(id); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return time.Time{}, true
+		}
+	}
+	d.idleMu.Lock()
+	defer d.idleMu.Unlock()
+	t, ok := d.idle[id]
+	return t, ok
+}
+
+// setIdle records that container id stopped (idle since now) or is about
+// to run (its volumes may change from now on).
+func (d *Deployer) setIdle(id string, idle bool) {
+	if idle {
+		d.idleSince(id, d.now())
+		return
+	}
+	d.idleMu.Lock()
+	delete(d.idle, id)
+	d.idleMu.Unlock()
+}
+
+func (d *Deployer) idleSince(id string, t time.Time) {
+	d.idleMu.Lock()
+	d.idle[id] = t
+	d.idleMu.Unlock()
+}
+
+// start starts container id's runtime container; stop stops it. Both
+// keep Idle true to the runtime.
+func (d *Deployer) start(ctx context.Context, id, dockerID string) error {
+	d.setIdle(id, false)
+	return d.rt.Start(ctx, dockerID)
+}
+
+func (d *Deployer) stop(ctx context.Context, id, dockerID string) error {
+	if err := d.rt.Stop(ctx, dockerID); err != nil {
+		return err
+	}
+	d.setIdle(id, true)
+	return nil
 }
 
 // restoredPath is where a restore leaves container id's volume archive

@@ -27,10 +27,19 @@ func TestVolumesAfterRestore(t *testing.T) {
 	ctx := context.Background()
 	dc := testenv.Docker(t)
 	const price = 3_600_000
+	// idle is what backups learn of whether a container's volumes may
+	// have changed: ok false while it runs.
+	idle := func(id string, wantOK bool, wantSince time.Time) {
+		t.Helper()
+		if since, ok := f.d.Idle(ctx, id); ok != wantOK || !since.Equal(wantSince) {
+			t.Errorf("%s idle %v since %s, want %v since %s", id, ok, since, wantOK, wantSince)
+		}
+	}
 	for id, hours := range map[string]int64{"run": 2, "halt": 2, "tired": 1} {
 		f.quoted(t, id, imgs.Hello, true, 1, price)
 		f.pay(t, id, "pay-"+id, hours*price)
 		testenv.WaitHTTP(t, dc, f.state(t, id).DockerID, 8080, "(start 1)")
+		idle(id, false, time.Time{})
 	}
 	f.quoted(t, "plain", imgs.ExitAfter, false, 1, price) // no volumes, never paid
 	f.clock.Add(61 * time.Minute)
@@ -40,11 +49,17 @@ func TestVolumesAfterRestore(t *testing.T) {
 	if r := f.state(t, "tired"); r.State != deployer.StatePaused {
 		t.Fatalf("tired after its hour: %s", r.State)
 	}
+	idle("tired", true, f.clock.Now())
 
 	ids, err := f.d.VolumeIDs(ctx)
 	if err != nil || !slices.Equal(ids, []string{"halt", "run", "tired"}) {
 		t.Fatalf("volume ids %v %v, want [halt run tired]", ids, err)
 	}
+	f.clock.Add(time.Second)
+	if err := f.d.Stop(ctx, "halt"); err != nil {
+		t.Fatal(err)
+	}
+	idle("halt", true, f.clock.Now())
 	// What a restore leaves: each container's volumes as ID.tar.
 	os.MkdirAll(restore, 0o700)
 	for _, id := range ids {
@@ -58,9 +73,6 @@ func TestVolumesAfterRestore(t *testing.T) {
 		os.WriteFile(filepath.Join(restore, id+".tar"), b.Bytes(), 0o600)
 	}
 	os.WriteFile(filepath.Join(restore, "plain.tar"), []byte("stale"), 0o600)
-	if err := f.d.Stop(ctx, "halt"); err != nil {
-		t.Fatal(err)
-	}
 	// The enclave restarts: its engine holds nothing.
 	oldRun := f.state(t, "run").DockerID
 	for _, id := range ids {
@@ -72,6 +84,7 @@ func TestVolumesAfterRestore(t *testing.T) {
 	if err := f.d.ExportVolumes(ctx, "halt", &b); err != nil || testenv.TarFiles(t, b.Bytes())["data/starts"] != "1" {
 		t.Fatalf("a backup before the containers are back lost the restored volumes: %v", err)
 	}
+	idle("run", true, time.Time{}) // holds the copy the backup names
 
 	if err := f.d.Reconcile(ctx); err != nil {
 		t.Fatal(err)
@@ -87,11 +100,15 @@ func TestVolumesAfterRestore(t *testing.T) {
 	if tired := f.state(t, "tired"); tired.State != deployer.StatePaused || f.running(t, "tired") {
 		t.Fatalf("tired after reconcile: %s, running %v; want paused", tired.State, f.running(t, "tired"))
 	}
+	idle("run", false, time.Time{})
+	idle("halt", true, time.Time{}) // created again from the named copy, not run since
+	idle("tired", true, time.Time{})
 	f.pay(t, "tired", "topup-tired", price)
 	if !f.running(t, "tired") {
 		t.Fatalf("a top-up did not resume the paused container: %s", f.state(t, "tired").State)
 	}
 	testenv.WaitHTTP(t, dc, f.state(t, "tired").DockerID, 8080, "(start 2)")
+	idle("tired", false, time.Time{})
 	entries, _ := os.ReadDir(restore)
 	if len(entries) != 0 {
 		t.Errorf("restored archives left after reconcile: %v", entries)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,28 +18,14 @@ import (
 
 const repo = "https://github.com/enclaved/enclaved"
 
-// clock is the one clock of a test: the key store, the dev attestors and
-// the clients all read it.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type fixture struct {
 	t     *testing.T
-	clock *clock
+	clock *testenv.Clock
 	*testenv.KeyStore
 }
 
 func newFixture(t *testing.T) *fixture {
-	c := &clock{t: time.Now()}
+	c := testenv.NewClock(time.Now()) // the one clock of the test: key store, dev attestors and clients
 	return &fixture{t: t, clock: c, KeyStore: testenv.NewKeyStoreAt(t, c.Now)}
 }
 

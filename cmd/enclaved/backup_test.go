@@ -102,7 +102,9 @@ func (s *split) blob(name string) string { return filepath.Join(s.dir, "parent",
 // starts with its data; when the parent alters the backup, the enclave
 // refuses to start and says why.
 func TestRestartFromBackup(t *testing.T) {
-	s := newSplit(t)
+	// Until the kill, every backup copies the running container's volume
+	// (by default once in 10 min), so the one before the kill holds it.
+	s := newSplit(t, "-set", "backup.volume_interval=0s")
 	imgs := testenv.Images(t)
 	ln := testenv.Lightning(t)
 	dc := testenv.Docker(t)
@@ -139,6 +141,9 @@ func TestRestartFromBackup(t *testing.T) {
 	}
 	testenv.WaitHTTP(t, dc, deployer.RuntimeName(id), 8080, "(start 2)")
 
+	// From here on the default volume interval: a stopped container's
+	// volume is copied once after it stopped.
+	s.args = s.args[:len(s.args)-2]
 	// Stopped, then a graceful restart (which takes a last backup).
 	c.Send(t, "nip17", self, "stop kept")
 	c.Await(t, self, "kept is stopped")

@@ -117,11 +117,15 @@ func (c *custody) publish(ctx context.Context, evt nostr.Event) error {
 
 // backuper takes the instance's backups of db.
 func (c *custody) backuper(db *store.DB, blobs backup.Blobs, key enclave.Key, mode string) *backup.Backuper {
-	return &backup.Backuper{DB: db, Blobs: blobs, Secrets: c.state.Secrets, Keys: key.Keys(), Mode: mode,
+	b := &backup.Backuper{DB: db, Blobs: blobs, Secrets: c.state.Secrets, Keys: key.Keys(), Mode: mode,
 		Record: c.ks.RecordCheckpoint, Publish: c.publish,
 		Newest: func(ctx context.Context) (*nostr.Event, error) { return c.ks.NewestCheckpoint(ctx, key.PublicKey()) },
-		Dir:    c.cfg.DataDir, Delay: c.cfg.Backup.Delay, Interval: c.cfg.Backup.Interval,
+		Dir:    c.cfg.DataDir, Delay: c.cfg.Backup.Delay, Interval: c.cfg.Backup.Interval, VolumeEvery: c.cfg.Backup.VolumeInterval,
 		Log: c.log.With("part", "backup"), Last: c.state.Last}
+	if c.state.Restored != nil {
+		b.LastVolumes = c.state.Restored.Volumes
+	}
+	return b
 }
 
 // refresh sets the keys and the newest checkpoint in the key store again
