@@ -202,28 +202,12 @@ func TestRestoreRefuses(t *testing.T) {
 	foreign, _ := os.ReadFile(filepath.Join(other.blobDir, ocp.Blob))
 	flipped := append([]byte(nil), good...)
 	flipped[len(flipped)/2] ^= 1
-	for _, c := range []struct {
-		name string
-		blob []byte
-		want string
-	}{
+	refusesEach(t, filepath.Join(w.blobDir, cp2.Blob), func() error { _, err := w.restore(w.newest()); return err }, []swap{
 		{"altered", flipped, "does not match checkpoint 2"},
 		{"another instance's", foreign, "is not this instance's backup"},
 		{"replayed older", older, "rollback: the parent returned backup 1, older than the newest checkpoint 2"},
 		{"missing", nil, "backup 2 (blob " + cp2.Blob + ") is missing at the parent"},
-	} {
-		path := filepath.Join(w.blobDir, cp2.Blob)
-		if c.blob == nil {
-			os.Remove(path)
-		} else if err := os.WriteFile(path, c.blob, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, err := w.restore(w.newest())
-		var re *backup.RefusedError
-		if !errors.As(err, &re) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: %v, want refused with %q", c.name, err, c.want)
-		}
-	}
+	})
 	// Put back, it loads.
 	os.WriteFile(filepath.Join(w.blobDir, cp2.Blob), good, 0o600)
 	if _, err := w.restore(w.newest()); err != nil {
@@ -232,6 +216,32 @@ func TestRestoreRefuses(t *testing.T) {
 	// Another instance's checkpoint is not ours to restore.
 	if _, err := w.restore(ocp); err == nil || !strings.Contains(err.Error(), "not this instance") {
 		t.Errorf("foreign checkpoint: %v", err)
+	}
+}
+
+// swap is what the parent puts in a blob's place (nil: nothing), and the
+// refusal a restore must answer with.
+type swap struct {
+	name string
+	blob []byte
+	want string
+}
+
+// refusesEach puts each swap's bytes at path and expects restore to refuse
+// them, saying want.
+func refusesEach(t *testing.T, path string, restore func() error, swaps []swap) {
+	t.Helper()
+	for _, c := range swaps {
+		if c.blob == nil {
+			os.Remove(path)
+		} else if err := os.WriteFile(path, c.blob, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := restore()
+		var re *backup.RefusedError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want refused with %q", c.name, err, c.want)
+		}
 	}
 }
 
@@ -567,26 +577,11 @@ func TestRestoreRefusesVolumes(t *testing.T) {
 	older, _ := os.ReadFile(filepath.Join(w.blobDir, "vol-0a-a"))
 	flipped := append([]byte(nil), good...)
 	flipped[len(flipped)-3] ^= 1
-	for _, c := range []struct {
-		name string
-		blob []byte
-		want string
-	}{
+	refusesEach(t, newest, func() error { _, err := w.restoreVolumes(w.newest()); return err }, []swap{
 		{"altered", flipped, "the volumes of container 0a (blob vol-0a-b) do not match backup 2"},
 		{"older copy", older, "do not match backup 2"},
 		{"missing", nil, "the volumes of container 0a (blob vol-0a-b) in backup 2 are missing at the parent"},
-	} {
-		if c.blob == nil {
-			os.Remove(newest)
-		} else if err := os.WriteFile(newest, c.blob, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, err := w.restoreVolumes(w.newest())
-		var re *backup.RefusedError
-		if !errors.As(err, &re) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: %v, want refused with %q", c.name, err, c.want)
-		}
-	}
+	})
 	os.WriteFile(newest, good, 0o600)
 	if got, err := w.restoreVolumes(w.newest()); err != nil || got["0a.tar"] != "new data" {
 		t.Errorf("the right blobs: %v %v", got, err)

@@ -298,8 +298,7 @@ func TestOneReplyPerGiftWrap(t *testing.T) {
 	// for the last 48 h). A command sent after it, through each relay, is
 	// answered only after those were handled by the same relay connection.
 	for i, r := range relays {
-		// Distinct texts: the same text in the same second is the same
-		// rumor, which the bot rightly answers once (verbs ignore case).
+		// (Verbs ignore case.)
 		w, id := c.NIP17(t, self, []string{"status", "Help"}[i])
 		c.Publish(t, w, r)
 		c.AwaitFunc(t, "the sync reply", func(rp testenv.Reply) bool { return rp.RefersTo(id) })

@@ -33,20 +33,27 @@ func (d dropping) SubscribeSettlements(ctx context.Context, after uint64, fn fun
 	return err
 }
 
-func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
-	ln := testenv.Lightning(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// quotedDB opens a fresh instance database holding one quoted container.
+func quotedDB(t *testing.T, ctx context.Context, id string) *store.DB {
+	t.Helper()
 	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "enclaved.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	ledger := billing.NewLedger(db)
+	t.Cleanup(func() { db.Close() })
 	if _, err := db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, created_at, updated_at)
-		VALUES ('a', 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`); err != nil {
+		VALUES (?, 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`, id); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
+	ln := testenv.Lightning(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := quotedDB(t, ctx, "a")
+	ledger := billing.NewLedger(db)
 	client := testenv.InvoiceClient(t, ln.Operator)
 
 	invoice := func(msat int64) billing.Invoice {
@@ -139,15 +146,7 @@ func TestFirstSettlementWhileDown(t *testing.T) {
 	ln := testenv.Lightning(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "enclaved.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, created_at, updated_at)
-		VALUES ('b', 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`); err != nil {
-		t.Fatal(err)
-	}
+	db := quotedDB(t, ctx, "b")
 	client := testenv.InvoiceClient(t, ln.Operator)
 	inv, err := client.AddInvoice(ctx, 3_000, "enclaved quote b", 10*time.Minute)
 	if err != nil {

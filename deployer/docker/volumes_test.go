@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
@@ -38,20 +39,9 @@ func TestVolumesRoundTrip(t *testing.T) {
 	r := newRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	img, err := testenv.ScratchImage(map[string][]byte{"x": []byte("x")}, v1.Config{Entrypoint: []string{"/x"},
-		Volumes: map[string]struct{}{"/data": {}, "/data/sub": {}, "/var/lib/app": {}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pushed, err := testenv.Push(ctx, testenv.Registry(t).Host+"/enclaved-test/volumes:latest", img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Pull(ctx, pushed.Ref, nil); err != nil {
-		t.Fatal(err)
-	}
+	ref := volumeImage(t, ctx, r, "/data", "/data/sub", "/var/lib/app")
 	create := func(name string) string {
-		id, err := r.Create(ctx, spec(name, pushed.Ref, true))
+		id, err := r.Create(ctx, spec(name, ref, true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,19 +148,8 @@ func TestVolumesOfRunningContainer(t *testing.T) {
 func BenchmarkExportVolumes(b *testing.B) {
 	r := newRuntime(b)
 	ctx := context.Background()
-	img, err := testenv.ScratchImage(map[string][]byte{"x": []byte("x")}, v1.Config{Entrypoint: []string{"/x"},
-		Volumes: map[string]struct{}{"/data": {}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	pushed, err := testenv.Push(ctx, testenv.Registry(b).Host+"/enclaved-test/volumes:latest", img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := r.Pull(ctx, pushed.Ref, nil); err != nil {
-		b.Fatal(err)
-	}
-	id, err := r.Create(ctx, spec("enclaved-bench-volumes", pushed.Ref, true))
+	ref := volumeImage(b, ctx, r, "/data")
+	id, err := r.Create(ctx, spec("enclaved-bench-volumes", ref, true))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -217,4 +196,26 @@ func BenchmarkExportRunningSmall(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// volumeImage pushes a scratch image declaring the given VOLUMEs to the
+// local registry, pulls it into r and returns its reference.
+func volumeImage(tb testing.TB, ctx context.Context, r *docker.Runtime, vols ...string) string {
+	tb.Helper()
+	cfg := v1.Config{Entrypoint: []string{"/x"}, Volumes: map[string]struct{}{}}
+	for _, v := range vols {
+		cfg.Volumes[v] = struct{}{}
+	}
+	img, err := testenv.ScratchImage(map[string][]byte{"x": []byte("x")}, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pushed, err := testenv.Push(ctx, testenv.Registry(tb).Host+"/enclaved-test/volumes:latest", img)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := r.Pull(ctx, pushed.Ref, nil); err != nil {
+		tb.Fatal(err)
+	}
+	return pushed.Ref
 }
