@@ -10,17 +10,21 @@ export ENCLAVED_TOOLS ?= $(HOME)/.cache/enclaved/tools
 
 .PHONY: dev test deps tools build vet fmt-check bench
 
+# bin/enclaved is what the quick start's other terminals run; bin/demo-hello
+# is the program of the demo image the instance serves from its registry.
 dev: tools
-	ENCLAVED_LIGHTNING_BIN=$$(./scripts/lightning-tools.sh --print-dir) $(GO) run ./cmd/enclaved dev $(ARGS)
+	@$(GO) build -trimpath -o bin/enclaved ./cmd/enclaved
+	@CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o bin/demo-hello ./internal/devregistry/hello
+	@ENCLAVED_LIGHTNING_BIN=$$(./scripts/lightning-tools.sh --print-dir) ./bin/enclaved dev -demo bin/demo-hello $(ARGS)
 
 build:
 	$(GO) build -o bin/enclaved ./cmd/enclaved
 
 deps:
-	./scripts/install-deps.sh
+	@./scripts/install-deps.sh
 
 tools: deps
-	./scripts/lightning-tools.sh >/dev/null
+	@./scripts/lightning-tools.sh >/dev/null
 
 test: tools
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -188,7 +188,15 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 		if r.Reason != "" && r.State != deployer.StateRunning && r.Owner == from { // reasons are the owner's business
 			fmt.Fprintf(&sb, " (%s)", r.Reason)
 		}
-		fmt.Fprintf(&sb, "\nnpub: %s\nbalance: %d sats", r.Npub(), r.BalanceMsat/1000)
+		fmt.Fprintf(&sb, "\nnpub: %s", r.Npub())
+		l := b.d.Links(r)
+		if l.Address != "" {
+			fmt.Fprintf(&sb, "\nlightning address: %s", l.Address)
+		}
+		if l.Page != "" {
+			fmt.Fprintf(&sb, "\npage: %s", l.Page)
+		}
+		fmt.Fprintf(&sb, "\nbalance: %d sats", r.BalanceMsat/1000)
 		if r.State == deployer.StateRunning {
 			fmt.Fprintf(&sb, ", about %s left", deployer.Human(r.LeftAt(b.now())))
 		}

@@ -237,6 +237,9 @@ type Nostr struct {
 type Dev struct {
 	// RelayListen is the embedded relay's listen address.
 	RelayListen string `toml:"relay_listen"`
+	// RegistryListen is where the demo image's registry listens (when
+	// `enclaved dev -demo` serves one).
+	RegistryListen string `toml:"registry_listen"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -244,7 +247,7 @@ func Default() Config {
 	return Config{
 		DataDir: "~/.enclaved",
 		Log:     Log{Level: "info", Format: "text"},
-		Dev:     Dev{RelayListen: "127.0.0.1:7447"},
+		Dev:     Dev{RelayListen: "127.0.0.1:7447", RegistryListen: "127.0.0.1:7448"},
 		Nostr:   Nostr{CommandsPerMinute: 10},
 
 		Instance: Instance{Name: "enclaved", CapacityUnits: 8},
@@ -586,11 +589,15 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if c.Dev.RelayListen != "" {
-		if _, port, err := net.SplitHostPort(c.Dev.RelayListen); err != nil {
-			bad("dev.relay_listen", "%q is not host:port", c.Dev.RelayListen)
+	for _, kv := range [][2]string{{"dev.relay_listen", c.Dev.RelayListen}, {"dev.registry_listen", c.Dev.RegistryListen}} {
+		key, addr := kv[0], kv[1]
+		if addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q is not host:port", addr)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			bad("dev.relay_listen", "port %q is not a number from 0 to 65535", port)
+			bad(key, "port %q is not a number from 0 to 65535", port)
 		}
 	}
 	positive := map[string]int64{

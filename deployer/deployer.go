@@ -67,6 +67,23 @@ type Config struct {
 	// ID.tar each, filled into the container when it is created again
 	// (see ExportVolumes); "": none.
 	RestoreDir string
+	// Links (optional) says where a container is reached from outside:
+	// its lightning address and the URL of its HTTP port.
+	Links func(Record) Links
+}
+
+// Links are where a container is reached from outside the instance.
+type Links struct {
+	Address string // lightning address (LUD-16) and NIP-05 name; "" while it cannot be zapped
+	Page    string // URL its HTTP port is served at; "" unless it runs and serves one
+}
+
+// Links says where rec is reached from outside the instance.
+func (d *Deployer) Links(rec Record) Links {
+	if d.cfg.Links == nil {
+		return Links{}
+	}
+	return d.cfg.Links(rec)
 }
 
 // Durable returns once everything committed so far is saved outside the
@@ -404,7 +421,7 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	d.woke()
 	rec, _ = d.Get(ctx, id)
 	d.log.Info("container running", "container", id, "units", rec.Units)
-	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, d.cfg.Unit)})
+	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, d.cfg.Unit, d.Links(rec))})
 	return nil
 }
 
@@ -470,15 +487,22 @@ func clip(s string, n int) string {
 // RuntimeName is the runtime's name for a container record.
 func RuntimeName(id string) string { return "enclaved-" + id }
 
-func runningText(r Record, u Unit) string {
-	return fmt.Sprintf(`%s is running.
-npub: %s
-image: %s
+func runningText(r Record, u Unit, l Links) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s is running.\nnpub: %s\n", r.Name, r.Npub())
+	if l.Address != "" {
+		fmt.Fprintf(&sb, "lightning address: %s (anyone can zap it to keep it running)\n", l.Address)
+	}
+	if l.Page != "" {
+		fmt.Fprintf(&sb, "page: %s\n", l.Page)
+	}
+	fmt.Fprintf(&sb, `image: %s
 resources: %d unit(s) = %.2f CPU, %d MiB memory, %d processes
 balance: %d sats, about %s of running time
 Send `+"`status %s`"+` to check on it, `+"`topup %s <sats>`"+` to add time.`,
-		r.Name, r.Npub(), r.ImageRef, r.Units, float64(r.Units*u.NanoCPUs)/1e9, r.Units*u.MemoryBytes>>20, r.Units*u.Pids,
+		r.ImageRef, r.Units, float64(r.Units*u.NanoCPUs)/1e9, r.Units*u.MemoryBytes>>20, r.Units*u.Pids,
 		r.BalanceMsat/1000, Human(r.Left()), r.Name, r.Name)
+	return sb.String()
 }
 
 // Pause stops a running container and its meter (balance exhausted).

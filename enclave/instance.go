@@ -124,7 +124,7 @@ func NewInstance(cfg config.Config, p Parts, version string, dev bool, now func(
 		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
 		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
 		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
-		RestoreDir: p.RestoreDir,
+		RestoreDir: p.RestoreDir, Links: in.links,
 	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
 		in.changed() // notices follow state changes: started, paused, resumed, removed
 		if in.Bot != nil {
@@ -218,15 +218,8 @@ func (in *Instance) mode(d nitrite.Document) string {
 // watcher, the metering loop, the bot and the HTTP API until ctx ends.
 // ready (optional) is called with the HTTP address once everything listens.
 func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error {
-	if err := in.Deployer.Reconcile(ctx); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	ledger := billing.NewLedger(in.parts.DB)
-	// The HTTP listener first: lightning addresses are named after it.
+	// The HTTP listener first: lightning addresses are named after it,
+	// and the notices of the reconcile name them.
 	addr := ""
 	l := in.parts.HTTPListener
 	if l != nil {
@@ -238,12 +231,21 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 		}
 		addr = l.Addr().String()
 	}
-	if err := in.setupZaps(addr); err != nil {
+	err := in.setupZaps(addr)
+	if err == nil {
+		err = in.Deployer.Reconcile(ctx)
+	}
+	if err != nil {
 		if l != nil {
 			l.Close()
 		}
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	ledger := billing.NewLedger(in.parts.DB)
 
 	wg.Go(func() {
 		errc <- billing.WatchSettlements(ctx, in.parts.Lightning, ledger, in.log.With("part", "billing"), func(c billing.Credit) {
@@ -283,7 +285,6 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 	if ready != nil {
 		ready(addr)
 	}
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -366,6 +367,34 @@ func (in *Instance) ServesHost(ctx context.Context, host string) bool {
 	}
 	rec, err := in.Deployer.Find(ctx, name)
 	return err == nil && rec.HTTPPort != 0 && rec.State != deployer.StateRemoved
+}
+
+// links says where a container is reached: its lightning address while it
+// can be zapped, and its page while it runs and serves HTTP.
+func (in *Instance) links(rec deployer.Record) deployer.Links {
+	var l deployer.Links
+	if in.Zaps == nil {
+		return l
+	}
+	if zaps.Zappable(rec.State) {
+		l.Address = in.Zaps.Address(rec.Name)
+	}
+	if rec.HTTPPort != 0 && rec.State == deployer.StateRunning {
+		l.Page = in.PageURL(rec.Name)
+	}
+	return l
+}
+
+// PageURL is where a container called name serves its HTTP port
+// (NAME.<public host>), once Run has started.
+func (in *Instance) PageURL(name string) string {
+	if in.Zaps == nil {
+		return ""
+	}
+	u := *in.Zaps.BaseURL
+	u.Host = name + "." + u.Host
+	u.Path = "/"
+	return u.String()
 }
 
 // durable is Parts.Backup's Sync, or nil without backups.

@@ -204,3 +204,14 @@ func Npub(pubkey string) string {
 	}
 	return pubkey
 }
+
+// NewZapRequest is the unsigned zap request (kind 9734) a wallet sends to
+// an LNURL callback: amountMsat to recipient (hex pubkey), its receipt to
+// go to relays, comment as its content.
+func NewZapRequest(recipient string, amountMsat int64, relays []string, comment string, at time.Time) nostr.Event {
+	return nostr.Event{Kind: 9734, CreatedAt: nostr.Timestamp(at.Unix()), Content: comment, Tags: nostr.Tags{
+		append(nostr.Tag{"relays"}, relays...),
+		{"amount", strconv.FormatInt(amountMsat, 10)},
+		{"p", recipient},
+	}}
+}

@@ -123,7 +123,7 @@ func (s *Service) container(ctx context.Context, name string) (deployer.Record, 
 		return deployer.Record{}, errors.New("not a valid name")
 	}
 	rec, err := s.Containers.Find(ctx, name)
-	if errors.Is(err, deployer.ErrNotFound) || (err == nil && !zappable(rec.State)) {
+	if errors.Is(err, deployer.ErrNotFound) || (err == nil && !Zappable(rec.State)) {
 		return deployer.Record{}, fmt.Errorf("no container %s here", name)
 	}
 	if err != nil {
@@ -136,8 +136,8 @@ func (s *Service) container(ctx context.Context, name string) (deployer.Record, 
 	return rec, nil
 }
 
-// zappable: a container whose balance can still buy running time.
-func zappable(state string) bool {
+// Zappable: a container whose balance can still buy running time.
+func Zappable(state string) bool {
 	switch state {
 	case deployer.StateRemoved, deployer.StateExpired, deployer.StateQuoted:
 		return false

@@ -37,7 +37,7 @@ Pay invoices with: enclaved dev pay -data-dir DIR <bolt11>`, stderr)
 	if *out == "" {
 		*out = filepath.Join(*dataDir, "enclave.toml")
 	}
-	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+	if err := ensureDir(*dataDir, "data dir", "-data-dir"); err != nil {
 		return err
 	}
 	os.Remove(*out) // the enclave waits for a fresh one

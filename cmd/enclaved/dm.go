@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
 
+	"github.com/enclaved/enclaved/config"
 	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/nip"
 )
@@ -33,6 +36,7 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 	keyFile := fs.String("key-file", "", "client secret key file (default <data dir>/client.key)")
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for replies")
 	replies := fs.Int("replies", 1, "stop after this many messages: the answer, then notices (such as \"is running\"); 0 waits the whole -wait")
+	payWait := fs.Duration("pay-wait", 15*time.Minute, "after a deploy's quote, how long to wait for the payment and the notice that follows it (unless -replies is given)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,17 +57,14 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 	if err != nil {
 		return err
 	}
-	urls := []string(relays)
-	if len(urls) == 0 {
-		urls = cfg.Nostr.Relays
-	}
-	if len(urls) == 0 && cfg.Dev.RelayListen != "" {
-		urls = []string{"ws://" + cfg.Dev.RelayListen}
-	}
-	if len(urls) == 0 {
-		return errors.New("dm: no relay: give -relay")
+	urls, err := clientRelays(cfg, relays)
+	if err != nil {
+		return fmt.Errorf("dm: %w", err)
 	}
 	if *keyFile == "" {
+		if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
+			return err
+		}
 		*keyFile = filepath.Join(cfg.DataDir, "client.key")
 	}
 	key, err := enclave.LoadOrCreateKey(*keyFile)
@@ -96,8 +97,13 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 
 	pool := nostr.NewSimplePool(ctx)
 	defer pool.Close("done")
-	ctx, cancel := context.WithTimeout(ctx, *wait)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	deadline := time.AfterFunc(*wait, cancel)
+	defer deadline.Stop()
+	// A deploy's quote is followed by what its payment brings (the
+	// "is running" notice), unless -replies says otherwise.
+	awaitPayment := strings.EqualFold(fs.Arg(1), "deploy") && !flagGiven(fs, "replies")
 	// Subscribe first, so no reply is missed; gift wraps may be back-dated.
 	since := nostr.Timestamp(now - 2*24*3600)
 	incoming := pool.SubscribeMany(ctx, urls, nostr.Filter{
@@ -141,12 +147,45 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 			kind = "notice"
 		}
 		fmt.Fprintf(stdout, "--- %s %s\n%s\n", msg.Channel, kind, msg.Text)
-		if got++; *replies > 0 && got >= *replies {
+		got++
+		if isAnswer && awaitPayment && invoiceRE.MatchString(msg.Text) {
+			*replies++
+			deadline.Reset(*payWait)
+			fmt.Fprintf(stderr, "waiting up to %s for the payment (Ctrl-C stops waiting; the invoice stays payable until it expires)\n", *payWait)
+		}
+		if *replies > 0 && got >= *replies {
 			return nil
 		}
 	}
 	if got == 0 {
 		return fmt.Errorf("dm: no reply within %s", *wait)
 	}
+	if got < *replies && ctx.Err() != nil {
+		return fmt.Errorf("dm: nothing more within the wait (%d of %d messages)", got, *replies)
+	}
 	return nil
+}
+
+// invoiceRE finds a BOLT-11 invoice (mainnet, testnet, signet or regtest).
+var invoiceRE = regexp.MustCompile(`\bln(bc|tb|tbs|bcrt)[0-9]*[munp]?1[02-9ac-hj-np-z]{50,}\b`)
+
+// flagGiven says whether the flag called name was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+// clientRelays are where the dev clients (dm, dev zap) talk: the -relay
+// flags, else nostr.relays, else the dev instance's embedded relay.
+func clientRelays(cfg config.Config, flags []string) ([]string, error) {
+	switch {
+	case len(flags) > 0:
+		return flags, nil
+	case len(cfg.Nostr.Relays) > 0:
+		return cfg.Nostr.Relays, nil
+	case cfg.Dev.RelayListen != "":
+		return []string{"ws://" + cfg.Dev.RelayListen}, nil
+	}
+	return nil, errors.New("no relay: give -relay")
 }

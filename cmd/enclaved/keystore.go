@@ -43,6 +43,9 @@ Meant to run in its own enclave; its key is data_dir/keystore.key.`, stderr)
 	if len(cfg.Nostr.Relays) == 0 {
 		return errors.New("keystore: nostr.relays (or -relay) is required")
 	}
+	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
+		return err
+	}
 	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err

@@ -62,7 +62,7 @@ and its log lines. It holds no secret.`, stderr)
 	if blobs == "" {
 		blobs = filepath.Join(cfg.DataDir, "blobs")
 	}
-	if err := os.MkdirAll(blobs, 0o700); err != nil {
+	if err := ensureDir(blobs, "blob dir", "parent.blob_dir (or -data-dir)"); err != nil {
 		return err
 	}
 	meta := link.Metadata{InstanceID: cfg.Parent.InstanceID, PublicIP: cfg.Parent.PublicIP}
@@ -156,6 +156,9 @@ and the lightning.* keys.`, stderr)
 	}
 	if len(cfg.Nostr.Relays) == 0 || cfg.Lightning.GRPC == "" {
 		return fmt.Errorf("enclave: nostr.relays and lightning.grpc are required")
+	}
+	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
+		return err
 	}
 	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {

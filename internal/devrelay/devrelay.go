@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/fiatjaf/eventstore"
@@ -38,6 +40,9 @@ type Relay struct {
 func Start(addr, dbPath string) (*Relay, error) {
 	var store eventstore.Store = &slicestore.SliceStore{}
 	if dbPath != "" {
+		if err := os.MkdirAll(filepath.Dir(dbPath), 0o700); err != nil {
+			return nil, fmt.Errorf("relay store: %w", err)
+		}
 		store = &sqlite3.SQLite3Backend{DatabaseURL: dbPath}
 	}
 	if err := store.Init(); err != nil {

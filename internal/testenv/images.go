@@ -1,24 +1,18 @@
 package testenv
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/enclaved/enclaved/internal/devregistry"
 )
 
 // Image is a test image pushed to the local registry.
@@ -103,65 +97,27 @@ func buildAndPush(ctx context.Context, host, prog string) (Image, error) {
 }
 
 // ScratchImage builds a linux/amd64 image FROM scratch with one layer holding
-// the given files (mode 0755, at the root) and an empty /tmp.
+// the given files (see devregistry.ScratchImage).
 func ScratchImage(files map[string][]byte, cfg v1.Config) (v1.Image, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
-	for _, n := range slices.Sorted(maps.Keys(files)) {
-		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(files[n]))}); err != nil {
-			return nil, err
-		}
-		tw.Write(files[n])
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Architecture, cf.OS = "amd64", "linux"
-	cf.Config = cfg
-	return mutate.ConfigFile(img, cf)
+	return devregistry.ScratchImage(files, cfg)
 }
 
 // Push writes img to ref (a tag on an HTTP registry) and returns it pinned
 // by digest.
 func Push(ctx context.Context, ref string, img v1.Image) (Image, error) {
+	pushed, err := devregistry.Push(ctx, ref, img)
+	if err != nil {
+		return Image{}, err
+	}
 	tag, err := name.NewTag(ref, name.Insecure)
 	if err != nil {
 		return Image{}, err
 	}
-	if err := remote.Write(tag, img, remote.WithContext(ctx)); err != nil {
-		return Image{}, fmt.Errorf("push %s: %w", ref, err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		return Image{}, err
-	}
-	layers, _ := img.Layers()
-	var size int64
-	for _, l := range layers {
-		s, _ := l.Size()
-		size += s
-	}
 	return Image{
-		Name:   tag.RepositoryStr()[len("enclaved-test/"):],
-		Ref:    tag.Context().Name() + "@" + d.String(),
-		Tag:    tag.Name(),
-		Digest: d.String(),
-		Size:   size,
+		Name:   strings.TrimPrefix(tag.RepositoryStr(), "enclaved-test/"),
+		Ref:    pushed.Ref,
+		Tag:    pushed.Tag,
+		Digest: pushed.Digest,
+		Size:   pushed.Size,
 	}, nil
 }
