@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for enclaved's tests and dev
-# instance: Debian packages (docker-registry; gcc for cgo; iproute2, iptables
+# instance: Debian packages (docker-registry; gcc for cgo; curl for the
+# quick start; iproute2, iptables
 # and util-linux's nsenter for the egress proxy's namespace test). Idempotent and
 # quick when everything is present. Go and a running Docker engine are
 # expected already (they come with the machine).
@@ -12,6 +13,7 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v nsenter >/dev/null || need+=(util-linux)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"

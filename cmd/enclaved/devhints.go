@@ -62,7 +62,7 @@ func (h devHints) text(ctx context.Context, cfg config.Config, in *enclave.Insta
 	if h.Pay {
 		fmt.Fprintf(&sb, "  %s dev zap%s %s %d\n", h.Self, flags, in.Zaps.Address(name), zapSats)
 	}
-	fmt.Fprintf(&sb, "  curl %s\n", in.PageURL(name))
+	fmt.Fprintf(&sb, "  curl -s %s\n", in.PageURL(name))
 	fmt.Fprintf(&sb, "  %s logs %s\n", dm, name)
 	fmt.Fprintf(&sb, "  %s stop %s\n", dm, name)
 	return sb.String()

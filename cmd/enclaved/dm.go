@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,18 +80,25 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 	var evt nostr.Event
 	var id string
 	now := nostr.Now()
+	// Two messages with the same text in the same second would be the
+	// same NIP-17 rumor, which the instance rightly answers once: each
+	// message this key sends gets a created_at of its own.
+	at, err := uniqueTimestamp(*keyFile+".last", now)
+	if err != nil {
+		return err
+	}
 	switch {
 	case *mention:
 		ch = nip.ChannelMention
-		evt = nostr.Event{Kind: nostr.KindTextNote, CreatedAt: now, Content: "nostr:" + fs.Arg(0) + " " + text,
+		evt = nostr.Event{Kind: nostr.KindTextNote, CreatedAt: at, Content: "nostr:" + fs.Arg(0) + " " + text,
 			Tags: nostr.Tags{{"p", to}}}
 		err = keys.SignEvent(ctx, &evt)
 		id = evt.ID
 	case *nip04:
 		ch = nip.ChannelNIP04
-		evt, id, err = nip.DM(ctx, keys, ch, to, text, now)
+		evt, id, err = nip.DM(ctx, keys, ch, to, text, at)
 	default:
-		evt, id, err = nip.DM(ctx, keys, ch, to, text, now)
+		evt, id, err = nip.DM(ctx, keys, ch, to, text, at)
 	}
 	if err != nil {
 		return err
@@ -188,4 +197,18 @@ func clientRelays(cfg config.Config, flags []string) ([]string, error) {
 		return []string{"ws://" + cfg.Dev.RelayListen}, nil
 	}
 	return nil, errors.New("no relay: give -relay")
+}
+
+// uniqueTimestamp is now, or one second after the created_at last handed
+// out (recorded in file), whichever is later; it records what it returns.
+func uniqueTimestamp(file string, now nostr.Timestamp) (nostr.Timestamp, error) {
+	if b, err := os.ReadFile(file); err == nil {
+		if last, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && nostr.Timestamp(last) >= now {
+			now = nostr.Timestamp(last) + 1
+		}
+	}
+	if err := os.WriteFile(file, []byte(strconv.FormatInt(int64(now), 10)+"\n"), 0o600); err != nil {
+		return 0, fmt.Errorf("dm: %w", err)
+	}
+	return now, nil
 }

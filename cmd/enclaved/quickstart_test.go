@@ -11,11 +11,11 @@ import (
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
-// The README's quick start, through the binary alone: `enclaved dev` with
-// its own relay and regtest Lightning, `enclaved dm` to deploy, `enclaved
-// dev pay` to pay; after a restart (with a fresh regtest network) the
-// container and its balance are kept and can be topped up.
-func TestQuickStart(t *testing.T) {
+// A dev instance across a restart, through the binary alone: `enclaved dev`
+// with its own relay and regtest Lightning, `enclaved dm` to deploy,
+// `enclaved dev pay` to pay; after a restart (with a fresh regtest network)
+// the container and its balance are kept and can be topped up.
+func TestDevRestartKeepsContainers(t *testing.T) {
 	imgs := testenv.Images(t)
 	testenv.Docker(t)
 	dir, clientDir := t.TempDir(), t.TempDir()
@@ -32,7 +32,8 @@ func TestQuickStart(t *testing.T) {
 	}
 	dm := func(p *process, text string) string {
 		t.Helper()
-		return run(append([]string{"dm", "-data-dir", clientDir, "-relay", p.relay, p.npub}, strings.Fields(text)...)...)
+		// The deploy's answer alone: the payment comes from this test.
+		return run(append([]string{"dm", "-data-dir", clientDir, "-relay", p.relay, "-replies", "1", p.npub}, strings.Fields(text)...)...)
 	}
 
 	quote := dm(p, "deploy "+imgs.Hello.Ref+" name=quick")
