@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for enclaved's tests and dev
 # instance: Debian packages (docker-registry; gcc for cgo; curl for the
-# quick start; iproute2, iptables
-# and util-linux's nsenter for the egress proxy's namespace test). Idempotent and
-# quick when everything is present. Go and a running Docker engine are
+# quick start; iproute2, iptables and util-linux's nsenter for the egress
+# proxy's namespace test). Idempotent and quick when everything is present. Go and a running Docker engine are
 # expected already (they come with the machine).
 set -euo pipefail
 
