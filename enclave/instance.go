@@ -101,20 +101,20 @@ type Instance struct {
 	cfg     config.Config
 	parts   Parts
 	version string
-	dev     bool
-	// devEvents: the attestation is a dev one (or none), so every event
-	// the instance publishes carries t=dev.
-	devEvents bool
-	now       func() time.Time
-	log       *slog.Logger
+	// dev: the attestation is a dev one (or none), so every event the
+	// instance publishes carries t=dev and its API says dev: true. It is
+	// the one place that decides.
+	dev bool
+	now func() time.Time
+	log *slog.Logger
 }
 
 // NewInstance wires an instance from its configuration and parts. now is
 // the clock (time.Now in production).
-func NewInstance(cfg config.Config, p Parts, version string, dev bool, now func() time.Time, log *slog.Logger) (*Instance, error) {
-	in := &Instance{cfg: cfg, parts: p, version: version, dev: dev, now: now, log: log,
-		devEvents: p.Attester == nil || p.Attester.Mode() == "dev",
-		receipts:  make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
+func NewInstance(cfg config.Config, p Parts, version string, now func() time.Time, log *slog.Logger) (*Instance, error) {
+	in := &Instance{cfg: cfg, parts: p, version: version, now: now, log: log,
+		dev:      p.Attester == nil || p.Attester.Mode() == "dev",
+		receipts: make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
 	unit := deployer.Unit{
 		NanoCPUs: cfg.Unit.MilliCPUs * 1_000_000, MemoryBytes: cfg.Unit.MemoryMiB << 20,
 		Pids: cfg.Unit.Pids, DiskBytes: cfg.Unit.DiskMiB << 20,
@@ -136,7 +136,7 @@ func NewInstance(cfg config.Config, p Parts, version string, dev bool, now func(
 	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
 		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
 		Pricing: pricing, Retention: cfg.Pricing.Retention, Rate: int(cfg.Nostr.CommandsPerMinute), Window: time.Minute,
-		Dev: in.devEvents,
+		Dev: in.dev,
 	}, now, log.With("part", "bot"))
 	if err != nil {
 		return nil, err
@@ -205,7 +205,7 @@ func (in *Instance) teeRoot(ctx context.Context) (string, error) {
 // mode is the t tag of the instance's events: dev for the dev attestor;
 // on Nitro, debug when PCR0 is all zero (a debug enclave), else prod.
 func (in *Instance) mode(d nitrite.Document) string {
-	if in.devEvents {
+	if in.dev {
 		return "dev"
 	}
 	if p := d.PCRs[0]; len(p) == 0 || bytes.Equal(p, make([]byte, len(p))) {

@@ -106,7 +106,7 @@ func startInstanceWith(t testing.TB, dir string, relays []string, with func(*enc
 	if with != nil {
 		with(&parts)
 	}
-	in, err := enclave.NewInstance(cfg, parts, "test", true, clk.Now, testLogger())
+	in, err := enclave.NewInstance(cfg, parts, "test", clk.Now, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -654,4 +654,34 @@ func TestLateAndOverCapacityPaymentsAreKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Await(t, self, "waiting is running")
+}
+
+// nitroLike is the dev attestor reporting the Nitro mode, standing in for
+// the Nitro Security Module, which cannot run here.
+type nitroLike struct{ attest.Attester }
+
+func (nitroLike) Mode() string { return "nitro" }
+
+// The API's dev flag follows the attester, as the events' t tag does: an
+// instance attested by Nitro says dev: false, a dev one dev: true.
+func TestAPIDevFollowsTheAttester(t *testing.T) {
+	relay := testenv.Relay(t)
+	for _, tc := range []struct {
+		nitro bool
+		want  bool
+	}{{false, true}, {true, false}} {
+		inst := startInstanceWith(t, t.TempDir(), []string{relay.URL}, func(p *enclave.Parts) {
+			if tc.nitro {
+				p.Attester = nitroLike{p.Attester}
+			}
+		})
+		var info httpapi.Instance
+		if code := inst.get(t, "/api/v1/instance", &info); code != http.StatusOK {
+			t.Fatalf("GET /api/v1/instance: %d", code)
+		}
+		if info.Dev != tc.want {
+			t.Errorf("attester mode nitro=%v: dev = %v, want %v", tc.nitro, info.Dev, tc.want)
+		}
+		inst.stop()
+	}
 }

@@ -125,7 +125,7 @@ func (in *Instance) ContainerStatus(ctx context.Context, rec deployer.Record) (n
 
 // tagMode marks an event of a dev instance with t=dev.
 func (in *Instance) tagMode(evt *nostr.Event) {
-	if in.devEvents {
+	if in.dev {
 		evt.Tags = append(evt.Tags, nostr.Tag{"t", "dev"})
 	}
 }

@@ -165,7 +165,7 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 	if parts.TLS, err = serverTLS(cfg, func(ctx context.Context, host string) bool { return in != nil && in.ServesHost(ctx, host) }); err != nil {
 		return err
 	}
-	if in, err = enclave.NewInstance(cfg, parts, Version, true, time.Now, log); err != nil {
+	if in, err = enclave.NewInstance(cfg, parts, Version, time.Now, log); err != nil {
 		return err
 	}
 	if bk != nil {
