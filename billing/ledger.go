@@ -117,11 +117,14 @@ func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, err
 		s.SettledAt.Unix(), s.Preimage, s.PaymentHash); err != nil {
 		return c, err
 	}
-	// A paid quote becomes paid in the same transaction, so a crash before
-	// its launch leaves a record that the next start launches.
+	// A quote whose total is paid becomes paid in the same transaction,
+	// so a crash before its launch leaves a record that the next start
+	// launches. Never for less than the quoted total (its deploy
+	// invoice's amount), whatever other payments reach it.
 	if err := tx.QueryRowContext(ctx, `UPDATE containers SET balance_msat = balance_msat + ?, low_notified = 0, updated_at = ?,
-		state = CASE WHEN state IN ('quoted', 'expired') THEN 'paid' ELSE state END
-		WHERE id = ? RETURNING balance_msat`, s.AmountMsat, s.SettledAt.UnixMilli(), c.ContainerID).Scan(&c.BalanceMsat); err != nil {
+		state = CASE WHEN state IN ('quoted', 'expired') AND balance_msat + ? >= (SELECT COALESCE(MAX(amount_msat), 0) FROM invoices
+			WHERE invoices.container_id = containers.id AND purpose = 'deploy') THEN 'paid' ELSE state END
+		WHERE id = ? RETURNING balance_msat`, s.AmountMsat, s.SettledAt.UnixMilli(), s.AmountMsat, c.ContainerID).Scan(&c.BalanceMsat); err != nil {
 		return c, err
 	}
 	c.AmountMsat, c.PaymentHash, c.Applied = s.AmountMsat, s.PaymentHash, true

@@ -227,3 +227,39 @@ func TestLedgerInvariantUnderRandomOperations(t *testing.T) {
 		checkSums(t, l, db, "a")
 	}
 }
+
+// A quote becomes paid only when its balance reaches the quoted total (its
+// deploy invoice): smaller payments of other invoices credit it but never
+// make it paid.
+func TestQuotePaidOnlyAtItsTotal(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	l := NewLedger(db)
+	addContainer(t, db, "q", 1, 1000, "deploy")
+	for _, h := range []string{"small1", "small2"} {
+		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+			VALUES (?, 'q', 'topup', 400, 'lnbc', 0, 0)`, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func() string {
+		var s string
+		db.QueryRow(`SELECT state FROM containers WHERE id = 'q'`).Scan(&s)
+		return s
+	}
+	for i, h := range []string{"small1", "small2"} {
+		if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: h, AmountMsat: 400, SettleIndex: uint64(i + 1), SettledAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if s := state(); s != "quoted" {
+			t.Fatalf("after %d msat of a 1000 msat quote: %s", 400*(i+1), s)
+		}
+	}
+	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "deploy", AmountMsat: 1000, SettleIndex: 3, SettledAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); s != "paid" {
+		t.Fatalf("after the quote's own invoice: %s", s)
+	}
+	checkSums(t, l, db, "q")
+}

@@ -346,7 +346,7 @@ func (d *Deployer) OnCredit(ctx context.Context, c billing.Credit) {
 		return
 	}
 	switch rec.State {
-	case StateQuoted, StateExpired, StatePaid, StateFailed:
+	case StatePaid, StateFailed: // a quote is paid once its total is (billing)
 		if err := d.Launch(ctx, rec.ID); err != nil {
 			d.log.Warn("launch failed", "container", rec.ID, "err", err)
 		}
@@ -367,7 +367,9 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if rec.State == StateRunning || rec.State == StateRemoved {
+	switch rec.State {
+	case StatePaid, StateStarting, StateFailed:
+	default: // running already, removed, or an unpaid quote
 		return nil
 	}
 	used, err := d.usedUnits(ctx, id)

@@ -132,8 +132,13 @@ func (d *Deployer) Start(ctx context.Context, id string) error {
 
 // Topup issues an invoice that credits the container with sats when paid.
 func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64) (billing.Invoice, error) {
-	if rec.State == StateRemoved || rec.State == StateExpired {
+	switch rec.State {
+	case StateRemoved, StateExpired:
 		return billing.Invoice{}, &UserError{fmt.Sprintf("%s is %s; it cannot be topped up", rec.Name, rec.State)}
+	case StateQuoted:
+		// A quote starts only once its own invoice is paid: top-ups never
+		// add up to a launch for less than the quote.
+		return billing.Invoice{}, &UserError{fmt.Sprintf("%s is not paid yet: pay its quote's invoice first; a topup adds running time to a container that was paid for", rec.Name)}
 	}
 	msat := sats * 1000
 	inv, err := q.Lightning.AddInvoice(ctx, msat, fmt.Sprintf("enclaved topup %s: %s, %d sats", rec.ID, rec.Name, sats), q.Pricing.QuoteExpiry)
