@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/nip"
@@ -70,8 +71,8 @@ func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 			}
 			b.saved(ctx, "stop")
 			r, _ = b.d.Get(ctx, r.ID)
-			return fmt.Sprintf("%s is stopped; it is not charged while stopped and keeps its data and %d sats. Send `start %s` to run it again.",
-				r.Name, r.BalanceMsat/1000, r.Name)
+			return fmt.Sprintf("%s is stopped; it is not charged while stopped and keeps its data and %d sats until %s, then it is removed. Send `start %s` to run it again.",
+				r.Name, r.BalanceMsat/1000, when(b.d.RetainUntil(r)), r.Name)
 		})
 	case nip.VerbStart:
 		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
@@ -134,8 +135,10 @@ stop|start|delete <name|npub>  owner only
 
 1 unit = %s; disk %s.
 Price: %s per unit-hour, charged per second of running time. Capacity: %d of %d units free.
-A container whose balance runs out is paused and kept %s, then removed; a topup resumes it.`,
-		b.d.EgressText(), unitText(u, 1), disk, sats(b.cfg.Pricing.PriceMsatPerUnitHour), max(free, 0), b.d.Capacity(), deployer.Human(b.cfg.Retention))
+A container whose balance runs out is paused and kept %s, then removed; a topup resumes it.
+A stopped container is not charged and is kept %s too, then removed; start runs it again.`,
+		b.d.EgressText(), unitText(u, 1), disk, sats(b.cfg.Pricing.PriceMsatPerUnitHour), max(free, 0), b.d.Capacity(),
+		deployer.Human(b.cfg.Retention), deployer.Human(b.cfg.Retention))
 }
 
 func (b *Bot) deploy(ctx context.Context, msg nip.Message, cmd nip.Command) string {
@@ -200,6 +203,9 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 		if r.State == deployer.StateRunning {
 			fmt.Fprintf(&sb, ", about %s left", deployer.Human(r.LeftAt(b.now())))
 		}
+		if r.State == deployer.StatePaused || r.State == deployer.StateStopped {
+			fmt.Fprintf(&sb, "\nkept until: %s, then removed", when(b.d.RetainUntil(r)))
+		}
 		fmt.Fprintf(&sb, "\nresources: %s", unitText(b.d.Unit(), r.Units))
 	}
 	return sb.String()
@@ -262,6 +268,9 @@ func unitText(u deployer.Unit, n int64) string {
 	}
 	return s
 }
+
+// when formats a moment for renters: UTC, to the minute.
+func when(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
 
 // sats formats msat as sats, keeping the millisatoshis when there are any.
 func sats(msat int64) string {

@@ -507,13 +507,17 @@ Send `+"`status %s`"+` to check on it, `+"`topup %s <sats>`"+` to add time.`,
 	return sb.String()
 }
 
+// RetainUntil is when a paused or stopped container is removed, unless it
+// runs again before.
+func (d *Deployer) RetainUntil(rec Record) time.Time { return rec.PausedAt.Add(d.cfg.Retention) }
+
 // Pause stops a running container and its meter (balance exhausted).
 func (d *Deployer) Pause(ctx context.Context, id, reason string) error {
 	return d.halt(ctx, id, StatePaused, reason)
 }
 
 // Stop stops a running container at its owner's request; it keeps its data
-// and capacity and is not charged while stopped.
+// and capacity for the retention window and is not charged while stopped.
 func (d *Deployer) Stop(ctx context.Context, id string) error {
 	return d.halt(ctx, id, StateStopped, "stopped by owner")
 }
@@ -662,11 +666,13 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 			next = now.Add(m.Left)
 		}
 	}
-	paused, err := d.idsIn(ctx, StatePaused)
+	// Paused and stopped containers hold their units and data for the
+	// retention window, unpaid; then they are removed.
+	halted, err := d.ids(ctx, `state IN (?, ?)`, StatePaused, StateStopped)
 	if err != nil {
 		return next, err
 	}
-	for _, id := range paused {
+	for _, id := range halted {
 		rec, err := d.Get(ctx, id)
 		if err != nil {
 			continue
@@ -677,7 +683,8 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 				d.log.Error("remove failed", "container", id, "err", err)
 				continue
 			}
-			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s was removed: it stayed paused past the retention window.", rec.Name)})
+			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s was removed: it stayed %s past the retention window (%s).",
+				rec.Name, rec.State, Human(d.cfg.Retention))})
 		} else if until.Before(next) {
 			next = until
 		}
