@@ -1,0 +1,300 @@
+package deployer
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/internal/crashpoint"
+)
+
+// OnCredit reacts to a committed credit: a paid quote starts, a paused
+// container with money again resumes.
+func (d *Deployer) OnCredit(ctx context.Context, c billing.Credit) {
+	rec, err := d.Get(ctx, c.ContainerID)
+	if err != nil {
+		d.log.Error("credit for unknown container", "container", c.ContainerID, "err", err)
+		return
+	}
+	switch rec.State {
+	case StatePaid, StateFailed: // a quote is paid once its total is (billing)
+		if err := d.Launch(ctx, rec.ID); err != nil {
+			d.log.Warn("launch failed", "container", rec.ID, "err", err)
+		}
+	case StatePaused:
+		if err := d.Resume(ctx, rec.ID); err != nil {
+			d.log.Warn("resume failed", "container", rec.ID, "err", err)
+		}
+	}
+}
+
+// Launch pulls, creates and starts a paid container. If the instance lacks
+// capacity it stays paid (its balance kept) and the owner is told. Every
+// step is repeatable: a relaunch after a crash reuses what exists.
+func (d *Deployer) Launch(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch rec.State {
+	case StatePaid, StateStarting, StateFailed:
+	default: // running already, removed, or an unpaid quote
+		return nil
+	}
+	used, err := d.usedUnits(ctx, id)
+	if err != nil {
+		return err
+	}
+	if used+rec.Units > d.cfg.CapacityUnits {
+		reason := fmt.Sprintf("no capacity: %d of %d units free, %d needed", d.cfg.CapacityUnits-used, d.cfg.CapacityUnits, rec.Units)
+		if !strings.HasPrefix(rec.Reason, "no capacity") {
+			d.setState(ctx, id, StatePaid, reason, nil)
+			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is paid (%d sats balance) but the instance is full right now: %s. It starts when capacity frees up; the balance is kept.",
+				rec.Name, rec.BalanceMsat/1000, reason)})
+		}
+		return nil
+	}
+	if err := d.setState(ctx, id, StateStarting, "", nil); err != nil {
+		return err
+	}
+	fail := func(step string, err error) error {
+		if ctx.Err() != nil {
+			// Shutting down: the record stays starting and the next
+			// start's Reconcile launches it again.
+			return fmt.Errorf("launch %s: %s: %w", id, step, err)
+		}
+		d.setState(ctx, id, StateFailed, step+": "+err.Error(), nil)
+		d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s could not be started (%s). Its balance of %d sats is kept; send `start %s` to retry.",
+			rec.Name, step, rec.BalanceMsat/1000, rec.Name)})
+		return fmt.Errorf("launch %s: %s: %w", id, step, err)
+	}
+	dockerID, step, err := d.create(ctx, rec)
+	if err != nil {
+		return fail(step, err)
+	}
+	crashpoint.Hit("after-create")
+	if err := d.confine(ctx, rec); err != nil {
+		return fail("egress", err)
+	}
+	if err := d.start(ctx, id, dockerID); err != nil {
+		return fail("start", err)
+	}
+	now := d.now()
+	if err := d.setState(ctx, id, StateRunning, "", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE containers SET docker_id = ?, paused_at = NULL WHERE id = ?`, dockerID, id); err != nil {
+			return err
+		}
+		return billing.StartMetering(ctx, tx, id, now)
+	}); err != nil {
+		return err
+	}
+	d.dropRestored(id)
+	d.woke()
+	rec, _ = d.Get(ctx, id)
+	d.log.Info("container running", "container", id, "units", rec.Units)
+	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, d.cfg.Unit, d.Links(rec))})
+	return nil
+}
+
+// create pulls the record's pinned image and creates its container,
+// filling its volumes from a restored backup if one waits for it. It
+// returns the runtime id, or the failed step and its error.
+func (d *Deployer) create(ctx context.Context, rec Record) (string, string, error) {
+	if err := d.rt.Pull(ctx, rec.ImageRef, d.pullProgress(ctx, rec)); err != nil {
+		return "", "pull", err
+	}
+	env := make([]string, 0, len(rec.Env))
+	for _, kv := range rec.Env {
+		env = append(env, kv[0]+"="+kv[1])
+	}
+	_, hosts, err := d.plan(rec)
+	if err != nil {
+		return "", "egress", err
+	}
+	u := d.cfg.Unit
+	dockerID, err := d.rt.Create(ctx, Spec{
+		Name: RuntimeName(rec.ID), Image: rec.ImageRef, Env: env, ExtraHosts: hosts,
+		Labels:   map[string]string{LabelID: rec.ID, LabelInstance: d.cfg.Instance},
+		NanoCPUs: rec.Units * u.NanoCPUs, MemoryBytes: rec.Units * u.MemoryBytes, Pids: rec.Units * u.Pids,
+		DiskBytes: rec.Units * u.DiskBytes, ReadonlyRoot: !rec.HasVolumes,
+	})
+	if err != nil {
+		return "", "create", err
+	}
+	if err := d.importVolumes(ctx, rec.ID, dockerID); err != nil {
+		return "", "restoring its volumes", err
+	}
+	return dockerID, "", nil
+}
+
+// Pull progress: the renter hears about a pull that takes longer than
+// slowPull, then at most every pullNoticeEvery.
+const (
+	slowPull        = 10 * time.Second
+	pullNoticeEvery = 30 * time.Second
+)
+
+func (d *Deployer) pullProgress(ctx context.Context, rec Record) func(string) {
+	start := d.now()
+	var last time.Time
+	return func(status string) {
+		now := d.now()
+		if now.Sub(start) < slowPull || (!last.IsZero() && now.Sub(last) < pullNoticeEvery) {
+			return
+		}
+		last = now
+		d.notify(ctx, Notice{rec.ID, rec.Owner, rec.Channel, fmt.Sprintf("%s: still pulling the image (%s, %s so far)",
+			rec.Name, clip(status, 80), now.Sub(start).Round(time.Second))})
+	}
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// RuntimeName is the runtime's name for a container record.
+func RuntimeName(id string) string { return "enclaved-" + id }
+
+func runningText(r Record, u Unit, l Links) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s is running.\nnpub: %s\n", r.Name, r.Npub())
+	if l.Address != "" {
+		fmt.Fprintf(&sb, "lightning address: %s (anyone can zap it to keep it running)\n", l.Address)
+	}
+	if l.Page != "" {
+		fmt.Fprintf(&sb, "page: %s\n", l.Page)
+	}
+	fmt.Fprintf(&sb, `image: %s
+resources: %d unit(s) = %.2f CPU, %d MiB memory, %d processes
+balance: %d sats, about %s of running time
+Send `+"`status %s`"+` to check on it, `+"`topup %s <sats>`"+` to add time.`,
+		r.ImageRef, r.Units, float64(r.Units*u.NanoCPUs)/1e9, r.Units*u.MemoryBytes>>20, r.Units*u.Pids,
+		r.BalanceMsat/1000, Human(r.Left()), r.Name, r.Name)
+	return sb.String()
+}
+
+// RetainUntil is when a paused or stopped container is removed, unless it
+// runs again before.
+func (d *Deployer) RetainUntil(rec Record) time.Time { return rec.PausedAt.Add(d.cfg.Retention) }
+
+// Pause stops a running container and its meter (balance exhausted).
+func (d *Deployer) Pause(ctx context.Context, id, reason string) error {
+	return d.halt(ctx, id, StatePaused, reason)
+}
+
+// Stop stops a running container at its owner's request; it keeps its data
+// and capacity for the retention window and is not charged while stopped.
+func (d *Deployer) Stop(ctx context.Context, id string) error {
+	return d.halt(ctx, id, StateStopped, "stopped by owner")
+}
+
+func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State != StateRunning {
+		return nil
+	}
+	now := d.now()
+	// Record first (metering stops now), then stop the runtime: a crash in
+	// between leaves a halted record whose container Reconcile stops.
+	if err := d.setState(ctx, id, state, reason, func(tx *sql.Tx) error {
+		if _, err := billing.StopMetering(ctx, tx, id, now); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = ? WHERE id = ?`, now.UnixMilli(), id)
+		return err
+	}); err != nil {
+		return err
+	}
+	return d.stop(ctx, id, rec.DockerID)
+}
+
+// Resume starts a paused or stopped container again, if its balance pays
+// for some running time.
+func (d *Deployer) Resume(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State != StatePaused && rec.State != StateStopped {
+		return nil
+	}
+	if rec.Left() <= 0 {
+		return &UserError{rec.Name + " has no balance left: top it up first"}
+	}
+	// A container the runtime lost (the enclave restarted from a backup)
+	// is created again, with its volumes from the backup.
+	if ok, err := d.present(ctx, id); err != nil {
+		return err
+	} else if !ok {
+		dockerID, step, err := d.create(ctx, rec)
+		if err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+		rec.DockerID = dockerID
+	}
+	if err := d.confine(ctx, rec); err != nil {
+		return err
+	}
+	if err := d.start(ctx, id, rec.DockerID); err != nil {
+		return err
+	}
+	now := d.now()
+	if err := d.setState(ctx, id, StateRunning, "", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = NULL, low_notified = 0, docker_id = ? WHERE id = ?`, rec.DockerID, id); err != nil {
+			return err
+		}
+		return billing.StartMetering(ctx, tx, id, now)
+	}); err != nil {
+		return err
+	}
+	d.dropRestored(id)
+	d.woke()
+	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is running again; %d sats pay for about %s.", rec.Name, rec.BalanceMsat/1000, Human(rec.Left()))})
+	return nil
+}
+
+// Remove removes a container from the runtime for good. Its ledger stays.
+func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State == StateRemoved {
+		return nil
+	}
+	now := d.now()
+	if err := d.setState(ctx, id, StateRemoved, reason, func(tx *sql.Tx) error {
+		_, err := billing.StopMetering(ctx, tx, id, now)
+		return err
+	}); err != nil {
+		return err
+	}
+	d.dropRestored(id)
+	d.setIdle(id, false)
+	if d.cfg.Confiner != nil {
+		if err := d.cfg.Confiner.Release(ctx, RuntimeName(id)); err != nil {
+			d.log.Warn("egress proxy release", "container", id, "err", err)
+		}
+	}
+	if rec.DockerID == "" {
+		return nil
+	}
+	return d.rt.Remove(ctx, rec.DockerID)
+}
