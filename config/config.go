@@ -172,6 +172,9 @@ type Instance struct {
 	// reach at deploy time (egress=HOST[:PORT]): "host:port", "host:*",
 	// "*.domain:port" or "*.domain:*". Empty (the default): nothing.
 	ContainerEgress []string `toml:"container_egress"`
+	// PullTimeout bounds one image pull; a pull that takes longer fails,
+	// and the paid container keeps its balance for a retry.
+	PullTimeout time.Duration `toml:"pull_timeout"`
 }
 
 // Unit is the slice of the instance one unit buys.
@@ -250,7 +253,7 @@ func Default() Config {
 		Dev:     Dev{RelayListen: "127.0.0.1:7447", RegistryListen: "127.0.0.1:7448"},
 		Nostr:   Nostr{CommandsPerMinute: 10},
 
-		Instance: Instance{Name: "enclaved", CapacityUnits: 8},
+		Instance: Instance{Name: "enclaved", CapacityUnits: 8, PullTimeout: 10 * time.Minute},
 		Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
 		Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
 			LowBalance: time.Hour, Retention: 72 * time.Hour},
@@ -604,6 +607,7 @@ func (c Config) Validate() error {
 		"instance.capacity_units": c.Instance.CapacityUnits, "nostr.commands_per_minute": c.Nostr.CommandsPerMinute, "unit.millicpus": c.Unit.MilliCPUs,
 		"unit.memory_mib": c.Unit.MemoryMiB, "unit.pids": c.Unit.Pids, "pricing.msat_per_unit_hour": c.Pricing.MsatPerUnitHour,
 		"pricing.quote_expiry": int64(c.Pricing.QuoteExpiry), "pricing.retention": int64(c.Pricing.Retention),
+		"instance.pull_timeout": int64(c.Instance.PullTimeout),
 	}
 	for _, k := range slices.Sorted(maps.Keys(positive)) {
 		if positive[k] <= 0 {

@@ -66,6 +66,9 @@ type Config struct {
 	// ID.tar each, filled into the container when it is created again
 	// (see ExportVolumes); "": none.
 	RestoreDir string
+	// PullTimeout bounds one image pull (default 10 min); a pull that
+	// takes longer fails the launch, keeping the balance for a retry.
+	PullTimeout time.Duration
 	// Links (optional) says where a container is reached from outside:
 	// its lightning address and the URL of its HTTP port.
 	Links func(Record) Links
@@ -124,8 +127,10 @@ type Deployer struct {
 
 	wake chan struct{}
 
-	// The mutex serialises lifecycle changes.
-	mu sync.Mutex
+	// locks serialise each container's lifecycle changes; admit makes a
+	// launch's capacity check and the state that takes the units one step.
+	locks idLocks
+	admit sync.Mutex
 
 	idleMu sync.Mutex
 	idle   map[string]time.Time // containers not running, since when (see Idle)

@@ -1,8 +1,10 @@
 package deployer
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -35,8 +37,7 @@ func (d *Deployer) OnCredit(ctx context.Context, c billing.Credit) {
 // capacity it stays paid (its balance kept) and the owner is told. Every
 // step is repeatable: a relaunch after a crash reuses what exists.
 func (d *Deployer) Launch(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.locks.lock(id)()
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err
@@ -46,11 +47,16 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 	default: // running already, removed, or an unpaid quote
 		return nil
 	}
+	// The capacity check and the state that takes the units are one step
+	// among all launches; the pull that follows holds no shared lock.
+	d.admit.Lock()
 	used, err := d.usedUnits(ctx, id)
 	if err != nil {
+		d.admit.Unlock()
 		return err
 	}
 	if used+rec.Units > d.cfg.CapacityUnits {
+		d.admit.Unlock()
 		reason := fmt.Sprintf("no capacity: %d of %d units free, %d needed", d.cfg.CapacityUnits-used, d.cfg.CapacityUnits, rec.Units)
 		if !strings.HasPrefix(rec.Reason, "no capacity") {
 			d.setState(ctx, id, StatePaid, reason, nil)
@@ -59,7 +65,9 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 		}
 		return nil
 	}
-	if err := d.setState(ctx, id, StateStarting, "", nil); err != nil {
+	err = d.setState(ctx, id, StateStarting, "", nil)
+	d.admit.Unlock()
+	if err != nil {
 		return err
 	}
 	fail := func(step string, err error) error {
@@ -105,7 +113,13 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 // filling its volumes from a restored backup if one waits for it. It
 // returns the runtime id, or the failed step and its error.
 func (d *Deployer) create(ctx context.Context, rec Record) (string, string, error) {
-	if err := d.rt.Pull(ctx, rec.ImageRef, d.pullProgress(ctx, rec)); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, cmp.Or(d.cfg.PullTimeout, 10*time.Minute))
+	err := d.rt.Pull(pctx, rec.ImageRef, d.pullProgress(ctx, rec))
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || pctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("the image did not arrive within %s", Human(cmp.Or(d.cfg.PullTimeout, 10*time.Minute)))
+		}
 		return "", "pull", err
 	}
 	env := make([]string, 0, len(rec.Env))
@@ -197,8 +211,7 @@ func (d *Deployer) Stop(ctx context.Context, id string) error {
 }
 
 func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.locks.lock(id)()
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err
@@ -224,8 +237,7 @@ func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
 // Resume starts a paused or stopped container again, if its balance pays
 // for some running time.
 func (d *Deployer) Resume(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.locks.lock(id)()
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err
@@ -270,8 +282,7 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 
 // Remove removes a container from the runtime for good. Its ledger stays.
 func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.locks.lock(id)()
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err

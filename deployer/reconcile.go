@@ -98,8 +98,7 @@ func (d *Deployer) present(ctx context.Context, id string) (bool, error) {
 // restarted from a backup) without starting it, so that its volumes,
 // filled from the backup, are kept in the runtime from now on.
 func (d *Deployer) recreate(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.locks.lock(id)()
 	rec, err := d.Get(ctx, id)
 	if err != nil || (rec.State != StatePaused && rec.State != StateStopped) || rec.DockerID == "" {
 		return err

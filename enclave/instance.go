@@ -124,7 +124,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
 		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
 		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
-		RestoreDir: p.RestoreDir, Links: in.links,
+		RestoreDir: p.RestoreDir, Links: in.links, PullTimeout: cfg.Instance.PullTimeout,
 	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
 		in.changed() // notices follow state changes: started, paused, resumed, removed
 		if in.Bot != nil {

@@ -70,22 +70,7 @@ func Images(tb testing.TB) *TestImages {
 }
 
 func buildAndPush(ctx context.Context, host, prog string) (Image, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return Image{}, err
-	}
-	dir, err := sharedDir("image-" + prog)
-	if err != nil {
-		return Image{}, err
-	}
-	bin := filepath.Join(dir, prog)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./internal/testenv/images/"+prog)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Image{}, fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	body, err := os.ReadFile(bin)
+	body, err := program(ctx, prog)
 	if err != nil {
 		return Image{}, err
 	}
@@ -94,6 +79,27 @@ func buildAndPush(ctx context.Context, host, prog string) (Image, error) {
 		return Image{}, err
 	}
 	return Push(ctx, host+"/enclaved-test/"+prog+":latest", img)
+}
+
+// program builds the test program prog as a static linux/amd64 binary and
+// returns it.
+func program(ctx context.Context, prog string) ([]byte, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := sharedDir("image-" + prog)
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, prog)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./internal/testenv/images/"+prog)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return os.ReadFile(bin)
 }
 
 // ScratchImage builds a linux/amd64 image FROM scratch with one layer holding
