@@ -264,6 +264,43 @@ func TimeLeft(rate, balance, charged, runMs int64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
+const beatKey = "metered_at"
+
+// Beat records that metering ran at now: the instance was up then. After
+// an outage, containers are charged up to the last beat and no further
+// (RestartMetering), so the gap is never billed.
+func (l *Ledger) Beat(ctx context.Context, now time.Time) error {
+	return l.db.SetMeta(ctx, beatKey, strconv.FormatInt(now.UnixMilli(), 10))
+}
+
+// LastBeat is the last time metering ran; zero if it never did.
+func (l *Ledger) LastBeat(ctx context.Context) (time.Time, error) {
+	v, err := l.db.Meta(ctx, beatKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s: %w", beatKey, err)
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// RestartMetering is metering across an outage of the instance: the
+// container is charged up to upTo (the last beat, or when it stopped if
+// that was earlier) and not for the gap after it; if again is set, it is
+// metered from now on.
+func RestartMetering(ctx context.Context, tx *sql.Tx, containerID string, upTo, now time.Time, again bool) (Meter, error) {
+	m, err := charge(ctx, tx, containerID, upTo.UnixMilli(), false)
+	if err != nil || !again {
+		return m, err
+	}
+	return m, StartMetering(ctx, tx, containerID, now)
+}
+
 // MarkLowNotified records that the owner was told the balance is low.
 func (l *Ledger) MarkLowNotified(ctx context.Context, containerID string) error {
 	_, err := l.db.ExecContext(ctx, `UPDATE containers SET low_notified = 1 WHERE id = ?`, containerID)

@@ -203,7 +203,7 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 		if r.State == deployer.StateRunning {
 			fmt.Fprintf(&sb, ", about %s left", deployer.Human(r.LeftAt(b.now())))
 		}
-		if r.State == deployer.StatePaused || r.State == deployer.StateStopped {
+		if r.State == deployer.StatePaused || r.State == deployer.StateStopped || r.State == deployer.StateExited {
 			fmt.Fprintf(&sb, "\nkept until: %s, then removed", when(b.d.RetainUntil(r)))
 		}
 		fmt.Fprintf(&sb, "\nresources: %s", unitText(b.d.Unit(), r.Units))

@@ -28,6 +28,7 @@ const (
 	StateRemoved  = "removed"  // gone from the runtime
 	StateFailed   = "failed"   // could not be started; balance kept
 	StateExpired  = "expired"  // quote never paid
+	StateExited   = "exited"   // stopped on its own (exit, OOM kill, gone from the runtime); not charged; data kept for the retention window
 	StateStarting = "starting" // being pulled and created
 )
 
@@ -331,7 +332,7 @@ func (d *Deployer) setState(ctx context.Context, id, state, reason string, extra
 func (d *Deployer) usedUnits(ctx context.Context, except string) (int64, error) {
 	var n int64
 	err := d.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(units), 0) FROM containers
-		WHERE state IN ('running', 'starting', 'paused', 'stopped') AND id != ?`, except).Scan(&n)
+		WHERE state IN ('running', 'starting', 'paused', 'stopped', 'exited') AND id != ?`, except).Scan(&n)
 	return n, err
 }
 

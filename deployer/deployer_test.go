@@ -43,13 +43,23 @@ func (b *inbox) count(substr string) int {
 type fixture struct {
 	db     *store.DB
 	d      *deployer.Deployer
+	cfg    deployer.Config
 	ledger *billing.Ledger
 	clock  *testenv.Clock
 	inbox  *inbox
 	rt     *docker.Runtime
 }
 
+// t0 is the fixtures' clock at their start.
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
 func newFixture(t *testing.T, instance string, opts ...func(*deployer.Config)) *fixture {
+	t.Helper()
+	return newFixtureAt(t, instance, t0, opts...)
+}
+
+// newFixtureAt is newFixture with its clock at start.
+func newFixtureAt(t *testing.T, instance string, start time.Time, opts ...func(*deployer.Config)) *fixture {
 	t.Helper()
 	testenv.Docker(t)
 	ctx := context.Background()
@@ -63,7 +73,7 @@ func newFixture(t *testing.T, instance string, opts ...func(*deployer.Config)) *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
-	f := &fixture{db: db, ledger: billing.NewLedger(db), clock: testenv.NewClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)), inbox: &inbox{}, rt: rt}
+	f := &fixture{db: db, ledger: billing.NewLedger(db), clock: testenv.NewClock(start), inbox: &inbox{}, rt: rt}
 	cfg := deployer.Config{
 		Instance:      instance,
 		Unit:          deployer.Unit{NanoCPUs: 250_000_000, MemoryBytes: 64 << 20, Pids: 64, DiskBytes: 128 << 20},
@@ -72,8 +82,27 @@ func newFixture(t *testing.T, instance string, opts ...func(*deployer.Config)) *
 	for _, o := range opts {
 		o(&cfg)
 	}
+	f.cfg = cfg
 	f.d = deployer.New(db, rt, cfg, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)), f.inbox.notify)
 	return f
+}
+
+// restart is the instance starting again on the same database and engine:
+// a new deployer, reconciled.
+func (f *fixture) restart(t *testing.T) {
+	t.Helper()
+	f.d = deployer.New(f.db, f.rt, f.cfg, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)), f.inbox.notify)
+	if err := f.d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withEnv sets a quoted container's environment.
+func (f *fixture) withEnv(t *testing.T, id string, envJSON string) {
+	t.Helper()
+	if _, err := f.db.Exec(`UPDATE containers SET env = ? WHERE id = ?`, envJSON, id); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // quoted inserts a quoted container and its invoice, as `deploy` leaves them.

@@ -242,7 +242,7 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if rec.State != StatePaused && rec.State != StateStopped {
+	if rec.State != StatePaused && rec.State != StateStopped && rec.State != StateExited {
 		return nil
 	}
 	if rec.Left() <= 0 {

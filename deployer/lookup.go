@@ -116,7 +116,7 @@ func (d *Deployer) Start(ctx context.Context, id string) error {
 		return err
 	}
 	switch rec.State {
-	case StateStopped, StatePaused:
+	case StateStopped, StatePaused, StateExited:
 		return d.Resume(ctx, id)
 	case StatePaid, StateFailed:
 		if rec.BalanceMsat <= 0 {

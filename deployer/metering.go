@@ -47,9 +47,14 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 			next = now.Add(m.Left)
 		}
 	}
+	// Every running container is charged up to now: after an outage,
+	// none is charged past this moment (Reconcile).
+	if err := d.ledger.Beat(ctx, now); err != nil {
+		return next, err
+	}
 	// Paused and stopped containers hold their units and data for the
 	// retention window, unpaid; then they are removed.
-	halted, err := d.ids(ctx, `state IN (?, ?)`, StatePaused, StateStopped)
+	halted, err := d.ids(ctx, `state IN (?, ?, ?)`, StatePaused, StateStopped, StateExited)
 	if err != nil {
 		return next, err
 	}

@@ -14,9 +14,15 @@ import (
 // containers of this instance without a live record are stopped and
 // reported; records that should run are (re)started from their pinned
 // digest, or marked failed; halted records' containers are stopped; a
-// paused container credited while the instance was down resumes.
+// paused container credited while the instance was down resumes. The
+// outage itself is never charged: containers that ran through it are
+// charged up to the last metering beat, and from now on.
 func (d *Deployer) Reconcile(ctx context.Context) error {
 	list, err := d.rt.List(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	beat, err := d.ledger.LastBeat(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
@@ -36,7 +42,7 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 		}
 		present[id] = c
 	}
-	for _, state := range []string{StateRunning, StateStarting, StatePaid, StatePaused, StateStopped} {
+	for _, state := range []string{StateRunning, StateStarting, StatePaid, StatePaused, StateStopped, StateExited} {
 		ids, err := d.idsIn(ctx, state)
 		if err != nil {
 			return err
@@ -45,21 +51,13 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 			c, exists := present[id]
 			switch state {
 			case StateRunning:
-				if !exists {
-					d.log.Warn("running container missing from the runtime; recreating", "container", id)
-					d.setState(ctx, id, StatePaid, "recreating", func(tx *sql.Tx) error {
-						_, err := billing.StopMetering(ctx, tx, id, d.now())
-						return err
-					})
+				var relaunch bool
+				if relaunch, err = d.adopt(ctx, id, c, exists, beat); err == nil && relaunch {
 					err = d.Launch(ctx, id)
-				} else if rec, gerr := d.Get(ctx, id); gerr != nil {
-					err = gerr
-				} else if err = d.confine(ctx, rec); err == nil && !c.Running {
-					err = d.start(ctx, id, c.ID)
 				}
 			case StateStarting, StatePaid:
 				err = d.Launch(ctx, id)
-			case StatePaused, StateStopped:
+			case StatePaused, StateStopped, StateExited:
 				if !exists {
 					err = d.recreate(ctx, id)
 				} else if c.Running {
@@ -78,6 +76,59 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 	}
 	d.dropStaleRestores(ctx)
 	return nil
+}
+
+// adopt takes over a container whose record says it runs, after an outage
+// of the instance (beat: when metering last ran). It is charged up to the
+// beat, never for the gap, and then:
+//   - gone from the runtime (an enclave restarted from a backup): it is
+//     launched again (relaunch), metered from its start;
+//   - running: metered from now;
+//   - stopped before the beat: it exited on its own while the instance
+//     ran and the exit went unseen: it is exited, charged up to then;
+//   - stopped during the outage (the host went down with it): started
+//     again, metered from now.
+func (d *Deployer) adopt(ctx context.Context, id string, c Info, exists bool, beat time.Time) (relaunch bool, err error) {
+	defer d.locks.lock(id)()
+	rec, err := d.Get(ctx, id)
+	if err != nil || rec.State != StateRunning {
+		return false, err
+	}
+	now := d.now()
+	if !exists {
+		d.log.Warn("running container missing from the runtime; recreating", "container", id)
+		return true, d.setState(ctx, id, StatePaid, "recreating", func(tx *sql.Tx) error {
+			_, err := billing.RestartMetering(ctx, tx, id, beat, now, false)
+			return err
+		})
+	}
+	if !c.Running {
+		st, err := d.rt.State(ctx, c.ID)
+		if err != nil {
+			return false, err
+		}
+		if !st.Running && !st.Gone && !beat.IsZero() && st.FinishedAt.Before(beat) {
+			d.exited(ctx, rec, st, now)
+			return false, nil
+		}
+	}
+	if err := d.confine(ctx, rec); err != nil {
+		return false, err
+	}
+	if !c.Running {
+		if err := d.start(ctx, id, c.ID); err != nil {
+			return false, err
+		}
+	}
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	if _, err := billing.RestartMetering(ctx, tx, id, beat, now, true); err != nil {
+		return false, err
+	}
+	return false, tx.Commit()
 }
 
 // present says whether the runtime has container id.

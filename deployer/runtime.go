@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"time"
 
 	"github.com/enclaved/enclaved/egressproxy"
 )
@@ -62,6 +63,21 @@ type Runtime interface {
 	// ImportVolumes fills a created container's volumes from an archive
 	// ExportVolumes wrote.
 	ImportVolumes(ctx context.Context, id string, archive io.ReadSeeker) error
+	// Watch calls fn with the runtime id and labels of each container
+	// (with LabelID) that stopped or was removed since since, until ctx
+	// ends or the stream fails.
+	Watch(ctx context.Context, since time.Time, fn func(id string, labels map[string]string)) error
+	// State is what the runtime says of one container now.
+	State(ctx context.Context, id string) (State, error)
+}
+
+// State is a runtime container's state.
+type State struct {
+	Running    bool
+	Gone       bool // the runtime has no such container
+	ExitCode   int
+	OOMKilled  bool
+	FinishedAt time.Time // when it last stopped; zero if never
 }
 
 // Network is a container's own bridge network.

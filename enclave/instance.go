@@ -244,7 +244,8 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8) // one per goroutine below that sends
+
 	ledger := billing.NewLedger(in.parts.DB)
 
 	wg.Go(func() {
@@ -262,6 +263,7 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 		})
 	})
 	wg.Go(func() { errc <- in.meter(ctx) })
+	wg.Go(func() { errc <- in.Deployer.Watch(ctx) })
 	wg.Go(func() { errc <- in.Bot.Run(ctx) })
 	wg.Go(func() { in.publishReceipts(ctx) })
 	wg.Go(func() { in.publishProfiles(ctx) })

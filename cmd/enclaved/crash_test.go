@@ -63,11 +63,12 @@ type process struct {
 	exited chan struct{}
 }
 
-// startProcess runs the binary with args and extra environment and waits
-// until it prints its npub and relay, or exits.
+// startProcess runs `enclaved dev` with args and extra environment and
+// waits until it prints its npub, relay and the quick start's hints, or
+// exits.
 func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	return startProcessWith(t, &syscall.SysProcAttr{}, "try:", env, args...)
+	return startProcessWith(t, &syscall.SysProcAttr{}, "Try it", env, args...)
 }
 
 // startProcessWith starts enclaved with attr (Pdeathsig is added) and
