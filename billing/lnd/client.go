@@ -1,10 +1,12 @@
 package lnd
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lightningnetwork/lnd/lnrpc"
@@ -94,9 +96,14 @@ func (c *Client) SubscribeSettlements(ctx context.Context, afterIndex uint64, fn
 	}
 }
 
-// settledSoFar calls fn for every settled invoice on the node, oldest
-// first, a page at a time.
+// settledSoFar calls fn for every settled invoice on the node in the order
+// they settled. The node lists invoices in the order they were added, which
+// is not the order they settled; each applied settlement moves the
+// persisted settle index on, so applying them in list order and stopping
+// part way (a crash) would leave an invoice added later but settled
+// earlier behind that index, never to be streamed again.
 func (c *Client) settledSoFar(ctx context.Context, fn func(billing.Settlement) error) error {
+	var settled []billing.Settlement
 	var offset uint64
 	for {
 		page, err := c.ln.ListInvoices(ctx, &lnrpc.ListInvoiceRequest{IndexOffset: offset, NumMaxInvoices: 1000})
@@ -105,16 +112,21 @@ func (c *Client) settledSoFar(ctx context.Context, fn func(billing.Settlement) e
 		}
 		for _, inv := range page.Invoices {
 			if inv.State == lnrpc.Invoice_SETTLED {
-				if err := fn(settlement(inv)); err != nil {
-					return err
-				}
+				settled = append(settled, settlement(inv))
 			}
 		}
 		if len(page.Invoices) == 0 || page.LastIndexOffset <= offset {
-			return nil
+			break
 		}
 		offset = page.LastIndexOffset
 	}
+	slices.SortFunc(settled, func(a, b billing.Settlement) int { return cmp.Compare(a.SettleIndex, b.SettleIndex) })
+	for _, s := range settled {
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func settlement(inv *lnrpc.Invoice) billing.Settlement {

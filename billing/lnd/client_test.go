@@ -177,3 +177,86 @@ func TestFirstSettlementWhileDown(t *testing.T) {
 		t.Fatal("the payment settled before the first watch was never credited")
 	}
 }
+
+// crashing ends the instance (its context) right after the first of its
+// own invoices is credited, as a SIGKILL part way through would.
+type crashing struct {
+	billing.Lightning
+	ours   map[string]bool
+	cancel func()
+}
+
+var errCrashed = errors.New("crashed")
+
+func (c crashing) SubscribeSettlements(ctx context.Context, after uint64, fn func(billing.Settlement) error) error {
+	return c.Lightning.SubscribeSettlements(ctx, after, func(s billing.Settlement) error {
+		if err := fn(s); err != nil {
+			return err
+		}
+		if c.ours[s.PaymentHash] {
+			c.cancel()
+			return errCrashed
+		}
+		return nil
+	})
+}
+
+// An instance starting from settle index 0 lists what settled before; if
+// it stops part way, the next start still credits every payment: the list
+// is applied in the order the invoices settled, which is not the order they
+// were added.
+func TestSettledListCrashResumesInSettleOrder(t *testing.T) {
+	ln := testenv.Lightning(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := quotedDB(t, ctx, "c")
+	ledger := billing.NewLedger(db)
+	client := testenv.InvoiceClient(t, ln.Operator)
+	var added []billing.Invoice
+	for _, msat := range []int64{1_000, 2_000, 4_000} {
+		inv, err := client.AddInvoice(ctx, msat, "enclaved quote c", 10*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+			VALUES (?, 'c', 'topup', ?, ?, ?, 0)`, inv.PaymentHash, msat, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, inv)
+	}
+	ours := map[string]bool{}
+	for _, i := range []int{2, 0, 1} { // settled in another order than added
+		if _, err := ln.Payer.Pay(ctx, added[i].Bolt11); err != nil {
+			t.Fatal(err)
+		}
+		ours[added[i].PaymentHash] = true
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	cctx, crash := context.WithCancel(ctx)
+	billing.WatchSettlements(cctx, crashing{client, ours, crash}, ledger, log, nil)
+	if credited, _, _ := ledger.Sums(ctx, "c"); credited == 0 || credited == 7_000 {
+		t.Fatalf("before the crash: %d msat credited, want one of the three payments", credited)
+	}
+
+	credits := make(chan billing.Credit, 3)
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		billing.WatchSettlements(wctx, client, ledger, log, func(c billing.Credit) { credits <- c })
+	}()
+	defer func() { wcancel(); <-done }()
+	deadline := time.After(30 * time.Second) // a bound: the backlog comes at once
+	for range 2 {
+		select {
+		case <-credits:
+		case <-deadline:
+			credited, _, _ := ledger.Sums(ctx, "c")
+			t.Fatalf("after the restart: %d of 7000 msat credited; a payment was skipped", credited)
+		}
+	}
+	if credited, _, _ := ledger.Sums(ctx, "c"); credited != 7_000 {
+		t.Errorf("credited %d msat, want 7000", credited)
+	}
+}
