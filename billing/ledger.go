@@ -40,6 +40,11 @@ type Credit struct {
 	// Applied is false when this payment hash was credited before (a
 	// replayed settlement) or the invoice is not ours.
 	Applied bool
+	// Unclaimed: the container was removed before the payment settled;
+	// nothing was credited and the payment is recorded as unclaimed.
+	Unclaimed bool
+	// Requester is who asked for the invoice (hex pubkey), if known.
+	Requester string
 }
 
 // Ledger applies credits and debits to container balances, always together
@@ -93,8 +98,10 @@ func (l *Ledger) ApplySettlement(ctx context.Context, s Settlement) (Credit, err
 
 func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, error) {
 	var c Credit
-	err := tx.QueryRowContext(ctx, `SELECT container_id, purpose FROM invoices WHERE payment_hash = ?`, s.PaymentHash).
-		Scan(&c.ContainerID, &c.Purpose)
+	var state string
+	err := tx.QueryRowContext(ctx, `SELECT i.container_id, i.purpose, i.requester, c.state FROM invoices i
+		JOIN containers c ON c.id = i.container_id WHERE i.payment_hash = ?`, s.PaymentHash).
+		Scan(&c.ContainerID, &c.Purpose, &c.Requester, &state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Credit{}, nil // not ours
 	}
@@ -103,6 +110,25 @@ func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, err
 	}
 	if s.AmountMsat <= 0 {
 		return c, fmt.Errorf("settlement %s: amount %d msat", s.PaymentHash, s.AmountMsat)
+	}
+	if state == "removed" {
+		// Too late: the container is gone. Nothing is credited; the
+		// payment is recorded, once, for the operator to see.
+		res, err := tx.ExecContext(ctx, `INSERT INTO unclaimed (payment_hash, container_id, amount_msat, requester, at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (payment_hash) DO NOTHING`,
+			s.PaymentHash, c.ContainerID, s.AmountMsat, c.Requester, s.SettledAt.UnixMilli())
+		if err != nil {
+			return c, fmt.Errorf("settlement %s: %w", s.PaymentHash, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return c, nil // replayed
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ?, preimage = ? WHERE payment_hash = ?`,
+			s.SettledAt.Unix(), s.Preimage, s.PaymentHash); err != nil {
+			return c, err
+		}
+		c.AmountMsat, c.PaymentHash, c.Applied, c.Unclaimed = s.AmountMsat, s.PaymentHash, true, true
+		return c, nil
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO ledger (container_id, kind, amount_msat, payment_hash, at)
 		VALUES (?, 'credit', ?, ?, ?) ON CONFLICT (payment_hash) DO NOTHING`,

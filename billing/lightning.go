@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -22,11 +23,17 @@ type Lightning interface {
 	// AddInvoiceWithDescriptionHash issues an invoice that commits to a
 	// description's sha256 instead of a memo (LNURL-pay, NIP-57 zaps).
 	AddInvoiceWithDescriptionHash(ctx context.Context, amountMsat int64, descriptionHash []byte, expiry time.Duration) (Invoice, error)
+	// CancelInvoice cancels an open invoice so it cannot be paid any
+	// more; ErrSettled if it was paid already.
+	CancelInvoice(ctx context.Context, paymentHash string) error
 	// SubscribeSettlements calls fn for every invoice settled after the
 	// settle index afterIndex, backlog first, then live, until the stream
 	// fails or ctx ends. An error from fn ends it too.
 	SubscribeSettlements(ctx context.Context, afterIndex uint64, fn func(Settlement) error) error
 }
+
+// ErrSettled is a cancel that came too late: the invoice was paid.
+var ErrSettled = errors.New("invoice already settled")
 
 // WatchSettlements applies settlements as the node reports them, until ctx
 // ends. Whenever the stream drops it resubscribes from the persisted settle
@@ -43,9 +50,14 @@ func WatchSettlements(ctx context.Context, ln Lightning, l *Ledger, log *slog.Lo
 					return err
 				}
 				backoff = 100 * time.Millisecond
-				if c.Applied {
+				if c.Applied && c.Unclaimed {
+					log.Warn("payment for a removed container recorded as unclaimed", "container", c.ContainerID, "purpose", c.Purpose,
+						"amount_msat", c.AmountMsat, "payment_hash", c.PaymentHash)
+				} else if c.Applied {
 					log.Info("payment credited", "container", c.ContainerID, "purpose", c.Purpose,
 						"amount_msat", c.AmountMsat, "balance_msat", c.BalanceMsat)
+				}
+				if c.Applied {
 					if onCredit != nil {
 						onCredit(c)
 					}

@@ -39,7 +39,7 @@ func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 	case nip.VerbStatus:
 		return b.status(ctx, msg.From, cmd.Target)
 	case nip.VerbTopup:
-		return b.topup(ctx, cmd)
+		return b.topup(ctx, msg.From, cmd)
 	case nip.VerbLogs:
 		if !dm {
 			return "logs are private: send `logs " + cmd.Target + "` by DM."
@@ -211,7 +211,7 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 	return sb.String()
 }
 
-func (b *Bot) topup(ctx context.Context, cmd nip.Command) string {
+func (b *Bot) topup(ctx context.Context, from string, cmd nip.Command) string {
 	r, err := b.d.Find(ctx, cmd.Target)
 	if errors.Is(err, deployer.ErrNotFound) {
 		return fmt.Sprintf("no container %s here.", cmd.Target)
@@ -219,7 +219,7 @@ func (b *Bot) topup(ctx context.Context, cmd nip.Command) string {
 	if err != nil {
 		return userError(err)
 	}
-	inv, err := b.q.Topup(ctx, r, cmd.Sats)
+	inv, err := b.q.Topup(ctx, r, cmd.Sats, from)
 	var qe *deployer.UserError
 	if errors.As(err, &qe) {
 		return qe.Msg

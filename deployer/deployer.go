@@ -70,9 +70,29 @@ type Config struct {
 	// PullTimeout bounds one image pull (default 10 min); a pull that
 	// takes longer fails the launch, keeping the balance for a retry.
 	PullTimeout time.Duration
+	// Invoices (optional) cancels a container's open invoices when it is
+	// removed or its quote withdrawn (billing.Invoices).
+	Invoices OpenInvoices
 	// Links (optional) says where a container is reached from outside:
 	// its lightning address and the URL of its HTTP port.
 	Links func(Record) Links
+}
+
+// OpenInvoices cancels a container's unpaid invoices at the node.
+type OpenInvoices interface {
+	CancelOpen(ctx context.Context, containerID string) error
+}
+
+// cancelOpen cancels container id's open invoices, if it has any: after
+// it is removed, no payment can reach it (one that raced the removal is
+// recorded unclaimed by billing).
+func (d *Deployer) cancelOpen(ctx context.Context, id string) {
+	if d.cfg.Invoices == nil {
+		return
+	}
+	if err := d.cfg.Invoices.CancelOpen(ctx, id); err != nil {
+		d.log.Warn("cancelling open invoices", "container", id, "err", err)
+	}
 }
 
 // Links are where a container is reached from outside the instance.

@@ -297,6 +297,7 @@ func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
 	}); err != nil {
 		return err
 	}
+	d.cancelOpen(ctx, id)
 	d.dropRestored(id)
 	d.setIdle(id, false)
 	if d.cfg.Confiner != nil {

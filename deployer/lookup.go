@@ -103,7 +103,11 @@ func (d *Deployer) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	if rec.State == StateQuoted {
-		return d.setState(ctx, id, StateExpired, "withdrawn by owner", nil)
+		if err := d.setState(ctx, id, StateExpired, "withdrawn by owner", nil); err != nil {
+			return err
+		}
+		d.cancelOpen(ctx, id)
+		return nil
 	}
 	return d.Remove(ctx, id, "deleted by owner")
 }
@@ -130,8 +134,9 @@ func (d *Deployer) Start(ctx context.Context, id string) error {
 	}
 }
 
-// Topup issues an invoice that credits the container with sats when paid.
-func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64) (billing.Invoice, error) {
+// Topup issues an invoice that credits the container with sats when paid;
+// requester (hex pubkey) is who asked for it.
+func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64, requester string) (billing.Invoice, error) {
 	switch rec.State {
 	case StateRemoved, StateExpired:
 		return billing.Invoice{}, &UserError{fmt.Sprintf("%s is %s; it cannot be topped up", rec.Name, rec.State)}
@@ -140,18 +145,8 @@ func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64) (billing.Inv
 		// add up to a launch for less than the quote.
 		return billing.Invoice{}, &UserError{fmt.Sprintf("%s is not paid yet: pay its quote's invoice first; a topup adds running time to a container that was paid for", rec.Name)}
 	}
-	msat := sats * 1000
-	inv, err := q.Lightning.AddInvoice(ctx, msat, fmt.Sprintf("enclaved topup %s: %s, %d sats", rec.ID, rec.Name, sats), q.Pricing.QuoteExpiry)
-	if err != nil {
-		return inv, err
-	}
-	now := q.D.now()
-	_, err = q.D.db.ExecContext(ctx, `INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-		VALUES (?, ?, 'topup', ?, ?, ?, ?)`, inv.PaymentHash, rec.ID, msat, inv.Bolt11, inv.ExpiresAt.Unix(), now.Unix())
-	if err != nil {
-		return inv, err
-	}
-	return inv, q.D.Durable(ctx)
+	return q.Invoices.Issue(ctx, billing.Request{ContainerID: rec.ID, Purpose: "topup", AmountMsat: sats * 1000,
+		Memo: fmt.Sprintf("enclaved topup %s: %s, %d sats", rec.ID, rec.Name, sats), Expiry: q.Pricing.QuoteExpiry, Requester: requester})
 }
 
 // Human formats a duration for people: "3 days 4 h", "2 h 5 min", "40 min",

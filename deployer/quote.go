@@ -30,12 +30,18 @@ type ImageResolver interface {
 	Resolve(ctx context.Context, ref string) (Image, error)
 }
 
+// Issuer issues invoices (billing.Invoices): created at the node,
+// recorded, and saved before they are handed out.
+type Issuer interface {
+	Issue(ctx context.Context, r billing.Request) (billing.Invoice, error)
+}
+
 // Quoter turns a deploy command into a quote with a Lightning invoice.
 type Quoter struct {
-	D         *Deployer
-	Images    ImageResolver
-	Lightning billing.Lightning
-	Pricing   Pricing
+	D        *Deployer
+	Images   ImageResolver
+	Invoices Issuer
+	Pricing  Pricing
 }
 
 // Quote is what the renter is offered.
@@ -56,12 +62,9 @@ type UserError struct{ Msg string }
 
 func (e *UserError) Error() string { return e.Msg }
 
-// A renter waits for a quote: the registry and the Lightning node get
-// this long before the answer is an error.
-const (
-	resolveTimeout = 30 * time.Second
-	invoiceTimeout = 15 * time.Second
-)
+// A renter waits for a quote: the registry gets this long before the
+// answer is an error (the node's own bound is billing's).
+const resolveTimeout = 30 * time.Second
 
 // Quote resolves the image, checks it fits the units' disk and the free
 // capacity, records the quoted container and issues its invoice.
@@ -124,20 +127,11 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 	if n, _ := res.RowsAffected(); n == 0 {
 		return Quote{}, &UserError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
 	}
-	memo := fmt.Sprintf("enclaved quote %s: %s, %d unit(s) for %d h", id, name, units, hours)
-	ictx, cancel := context.WithTimeout(ctx, invoiceTimeout)
-	inv, err := q.Lightning.AddInvoice(ictx, total, memo, q.Pricing.QuoteExpiry)
-	cancel()
+	inv, err := q.Invoices.Issue(ctx, billing.Request{ContainerID: id, Purpose: "deploy", AmountMsat: total,
+		Memo: fmt.Sprintf("enclaved quote %s: %s, %d unit(s) for %d h", id, name, units, hours), Expiry: q.Pricing.QuoteExpiry, Requester: owner})
 	if err != nil {
 		d.setState(ctx, id, StateFailed, "invoice: "+err.Error(), nil)
 		return Quote{}, fmt.Errorf("quote %s: %w", id, err)
-	}
-	if _, err := d.db.ExecContext(ctx, `INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-		VALUES (?, ?, 'deploy', ?, ?, ?, ?)`, inv.PaymentHash, id, total, inv.Bolt11, inv.ExpiresAt.Unix(), now.Unix()); err != nil {
-		return Quote{}, err
-	}
-	if err := d.Durable(ctx); err != nil {
-		return Quote{}, err
 	}
 	return Quote{ContainerID: id, Name: name, Image: img, Units: units, Hours: hours, Per: d.cfg.Unit,
 		PriceMsat: price, TotalMsat: total, Invoice: inv}, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lightningnetwork/lnd/lnrpc"
 
+	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/nip"
@@ -20,7 +21,7 @@ func TestQuote(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client := testenv.InvoiceClient(t, ln.Operator)
-	q := &deployer.Quoter{D: f.d, Images: &deployer.Resolver{}, Lightning: client,
+	q := &deployer.Quoter{D: f.d, Images: &deployer.Resolver{}, Invoices: &billing.Invoices{DB: f.db, Lightning: client, Now: f.clock.Now},
 		Pricing: deployer.Pricing{PriceMsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute}}
 
 	cmd, _ := nip.ParseCommand("deploy " + imgs.Hello.Tag + " units=2 hours=3 env=A=1")

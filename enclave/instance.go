@@ -79,6 +79,8 @@ type Backup interface {
 type Instance struct {
 	Deployer *deployer.Deployer
 	Quoter   *deployer.Quoter
+	// Invoices issues and cancels every invoice of the instance.
+	Invoices *billing.Invoices
 	Bot      *bot.Bot
 	// Zaps is set once Run listens (its URLs need the HTTP address).
 	Zaps *zaps.Service
@@ -113,8 +115,10 @@ type Instance struct {
 // the clock (time.Now in production).
 func NewInstance(cfg config.Config, p Parts, version string, now func() time.Time, log *slog.Logger) (*Instance, error) {
 	in := &Instance{cfg: cfg, parts: p, version: version, now: now, log: log,
+		Invoices: &billing.Invoices{DB: p.DB, Lightning: p.Lightning, Now: now, Log: log.With("part", "invoices")},
 		dev:      p.Attester == nil || p.Attester.Mode() == "dev",
 		receipts: make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
+	in.Invoices.Durable = in.durable()
 	unit := deployer.Unit{
 		NanoCPUs: cfg.Unit.MilliCPUs * 1_000_000, MemoryBytes: cfg.Unit.MemoryMiB << 20,
 		Pids: cfg.Unit.Pids, DiskBytes: cfg.Unit.DiskMiB << 20,
@@ -124,7 +128,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
 		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
 		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
-		RestoreDir: p.RestoreDir, Links: in.links, PullTimeout: cfg.Instance.PullTimeout,
+		RestoreDir: p.RestoreDir, Links: in.links, PullTimeout: cfg.Instance.PullTimeout, Invoices: in.Invoices,
 	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
 		in.changed() // notices follow state changes: started, paused, resumed, removed
 		if in.Bot != nil {
@@ -132,7 +136,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 		}
 	})
 	pricing := deployer.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry}
-	in.Quoter = &deployer.Quoter{D: in.Deployer, Images: p.Images, Lightning: p.Lightning, Pricing: pricing}
+	in.Quoter = &deployer.Quoter{D: in.Deployer, Images: p.Images, Invoices: in.Invoices, Pricing: pricing}
 	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
 		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
 		Pricing: pricing, Retention: cfg.Pricing.Retention, Rate: int(cfg.Nostr.CommandsPerMinute), Window: time.Minute,
@@ -255,6 +259,10 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 			// Launching pulls and starts containers: off the stream's
 			// goroutine, so settlements keep being applied meanwhile.
 			wg.Go(func() {
+				if c.Unclaimed {
+					in.unclaimed(ctx, c)
+					return
+				}
 				in.Deployer.OnCredit(ctx, c)
 				if c.Purpose == "zap" || c.Purpose == "lnurl" {
 					in.zapped(ctx, c)
@@ -428,10 +436,10 @@ func (in *Instance) setupZaps(addr string) error {
 		return fmt.Errorf("http.public_url: %w", err)
 	}
 	in.Zaps = &zaps.Service{
-		DB: in.parts.DB, Containers: in.Deployer, Lightning: in.parts.Lightning, BaseURL: base,
+		DB: in.parts.DB, Containers: in.Deployer, Invoices: in.Invoices, BaseURL: base,
 		InstanceName: in.cfg.Instance.Name, InstancePubkey: in.parts.Key.PublicKey(),
 		Zapper: in.parts.Key.ZapperKey().Keys(), Relays: in.parts.Relays, Publish: in.Bot.Publish,
-		Durable: in.durable(), Now: in.now, Log: in.log.With("part", "zaps"),
+		Now: in.now, Log: in.log.With("part", "zaps"),
 	}
 	return nil
 }
@@ -467,11 +475,7 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 	default:
 	}
 	rec, err := in.Deployer.Get(ctx, c.ContainerID)
-	if err != nil {
-		return
-	}
-	if rec.State == deployer.StateRemoved {
-		in.log.Info("zap to a removed container kept as operator income", "container", rec.ID, "amount_msat", c.AmountMsat)
+	if err != nil || rec.State == deployer.StateRemoved {
 		return
 	}
 	now := in.now()
@@ -495,6 +499,38 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 	in.Bot.Notify(ctx, deployer.Notice{ContainerID: rec.ID, Owner: rec.Owner, Channel: rec.Channel,
 		Text: fmt.Sprintf("%s was zapped %d sats by %s. Balance: %d sats, about %s of running time.",
 			rec.Name, c.AmountMsat/1000, who, rec.BalanceMsat/1000, deployer.Human(rec.LeftAt(now)))})
+}
+
+// unclaimed tells the payer, when known, that their payment came after its
+// container was removed: it was credited to nothing and is recorded as
+// unclaimed for the operator (enclaved audit lists them). A zap still gets
+// its receipt: the payment was made.
+func (in *Instance) unclaimed(ctx context.Context, c billing.Credit) {
+	if c.Purpose == "zap" {
+		select {
+		case in.receipts <- struct{}{}:
+		default:
+		}
+	}
+	rec, err := in.Deployer.Get(ctx, c.ContainerID)
+	if err != nil || c.Requester == "" {
+		return
+	}
+	channel := "nip17"
+	if c.Requester == rec.Owner {
+		channel = rec.Channel
+	}
+	in.Bot.Notify(ctx, deployer.Notice{ContainerID: rec.ID, Owner: c.Requester, Channel: channel,
+		Text: fmt.Sprintf("Your payment of %s for %s arrived after %s was removed, so it was not credited to anything. The instance recorded it as unclaimed (payment hash %s); the operator of %s can see it and send it back.",
+			msatText(c.AmountMsat), rec.Name, rec.Name, c.PaymentHash, in.parts.Key.Npub())})
+}
+
+// msatText is an amount for people: whole sats, or sats with millisatoshis.
+func msatText(msat int64) string {
+	if msat%1000 == 0 {
+		return fmt.Sprintf("%d sats", msat/1000)
+	}
+	return fmt.Sprintf("%d.%03d sats", msat/1000, msat%1000)
 }
 
 // loadSigned reads a signed event of one of kinds from path (the file named

@@ -2,10 +2,17 @@ package enclave_test
 
 import (
 	"context"
+	"encoding/hex"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/lightningnetwork/lnd/lnrpc"
+
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/enclave"
 
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
@@ -84,5 +91,108 @@ func TestStoppedIsRemovedAfterRetention(t *testing.T) {
 	}
 	if after, _ := inst.in.Deployer.FreeUnits(ctx); after != free+1 {
 		t.Errorf("free units %d after the removal, want %d", after, free+1)
+	}
+}
+
+// slowLink holds the settlements the node reports until released, as a
+// slow parent link between the node and the enclave would.
+type slowLink struct {
+	billing.Lightning
+	mu   sync.Mutex
+	open chan struct{}
+}
+
+func newSlowLink(ln billing.Lightning) *slowLink {
+	l := &slowLink{Lightning: ln, open: make(chan struct{})}
+	close(l.open)
+	return l
+}
+
+func (l *slowLink) hold() { l.mu.Lock(); l.open = make(chan struct{}); l.mu.Unlock() }
+func (l *slowLink) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.open:
+	default:
+		close(l.open)
+	}
+}
+
+func (l *slowLink) SubscribeSettlements(ctx context.Context, after uint64, fn func(billing.Settlement) error) error {
+	return l.Lightning.SubscribeSettlements(ctx, after, func(s billing.Settlement) error {
+		l.mu.Lock()
+		open := l.open
+		l.mu.Unlock()
+		select {
+		case <-open:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return fn(s)
+	})
+}
+
+// Deleting a container cancels its open invoices at the node, so they can
+// no longer be paid. A payment that raced the removal (it settled, but was
+// seen only after) is credited to nothing: it is recorded as unclaimed for
+// the operator and its payer is told. A removed container takes no top-up
+// and no zap.
+func TestRemovalCancelsInvoicesAndLatePaymentsAreUnclaimed(t *testing.T) {
+	relay := testenv.Relay(t)
+	imgs := testenv.Images(t)
+	ln := testenv.Lightning(t)
+	var link *slowLink
+	inst := startInstanceWith(t, t.TempDir(), []string{relay.URL}, func(p *enclave.Parts) {
+		link = newSlowLink(p.Lightning)
+		p.Lightning = link
+	})
+	self := inst.key.PublicKey()
+	ctx := context.Background()
+	owner, supporter := testenv.NewClient(t, relay.URL), testenv.NewClient(t, relay.URL)
+	inst.deploy(t, owner, "deploy "+imgs.Hello.Ref+" name=gone", "gone")
+	balance := inst.container(t, "gone").BalanceMsat
+
+	racing := testenv.Invoice(t, supporter.Ask(t, "nip17", self, "topup gone 5").Text)
+	open := testenv.Invoice(t, owner.Ask(t, "nip17", self, "topup gone 3").Text)
+	link.hold()
+	if _, err := ln.Payer.Pay(ctx, racing); err != nil {
+		t.Fatal(err)
+	}
+	if r := owner.Ask(t, "nip17", self, "delete gone"); !strings.Contains(r.Text, "gone is deleted") {
+		t.Fatalf("delete: %q", r.Text)
+	}
+	dec, err := ln.Payer.Client.DecodePayReq(ctx, &lnrpc.PayReqString{PayReq: open})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := hex.DecodeString(dec.PaymentHash)
+	got, err := ln.Operator.Client.LookupInvoice(ctx, &lnrpc.PaymentHash{RHash: hash})
+	if err != nil || got.State != lnrpc.Invoice_CANCELED {
+		t.Fatalf("the removed container's open invoice at the node: %v %v, want cancelled", got.GetState(), err)
+	}
+	if _, err := ln.Payer.Pay(ctx, open); err == nil {
+		t.Fatal("a cancelled invoice was paid")
+	}
+
+	link.release()
+	supporter.Await(t, self, "Your payment of 5 sats for gone arrived after gone was removed")
+	unclaimed, err := inst.in.Invoices.Unclaimed(ctx)
+	if err != nil || len(unclaimed) != 1 || unclaimed[0].AmountMsat != 5_000 || unclaimed[0].Requester != supporter.PK {
+		t.Fatalf("unclaimed: %+v %v", unclaimed, err)
+	}
+	rec := inst.container(t, "gone")
+	var credits int
+	inst.db.QueryRow(`SELECT COUNT(*) FROM ledger WHERE payment_hash = ?`, unclaimed[0].PaymentHash).Scan(&credits)
+	if rec.BalanceMsat != balance || credits != 0 {
+		t.Errorf("the late payment was credited: balance %d → %d msat, %d ledger rows", balance, rec.BalanceMsat, credits)
+	}
+
+	if r := supporter.Ask(t, "nip17", self, "topup gone 1"); !strings.Contains(r.Text, "gone is removed; it cannot be topped up") {
+		t.Errorf("topup of a removed container: %q", r.Text)
+	}
+	var lnurl map[string]any
+	if code := inst.get(t, "/.well-known/lnurlp/gone", &lnurl); code != http.StatusNotFound {
+		t.Errorf("LNURL of a removed container: %d %v", code, lnurl)
 	}
 }

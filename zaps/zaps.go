@@ -13,7 +13,6 @@ package zaps
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,9 +52,10 @@ type Containers interface {
 	Find(ctx context.Context, target string) (deployer.Record, error)
 }
 
-// Invoicer issues description-hash invoices.
-type Invoicer interface {
-	AddInvoiceWithDescriptionHash(ctx context.Context, amountMsat int64, descriptionHash []byte, expiry time.Duration) (billing.Invoice, error)
+// Issuer issues invoices (billing.Invoices): created at the node,
+// recorded, and saved before they are handed out.
+type Issuer interface {
+	Issue(ctx context.Context, r billing.Request) (billing.Invoice, error)
 }
 
 // Publisher publishes a signed event to relays; it returns an error unless
@@ -66,7 +66,7 @@ type Publisher func(ctx context.Context, evt nostr.Event, relays []string) error
 type Service struct {
 	DB         *store.DB
 	Containers Containers
-	Lightning  Invoicer
+	Invoices   Issuer
 	// BaseURL is the instance's public HTTP origin (https://host in
 	// production); the lightning address domain is its host.
 	BaseURL *url.URL
@@ -77,9 +77,6 @@ type Service struct {
 	// Relays are the instance's relays; receipts go there too.
 	Relays  []string
 	Publish Publisher
-	// Durable (optional) returns once the invoice just recorded is saved
-	// outside the enclave (backup.Backuper.Sync).
-	Durable func(ctx context.Context) error
 	Now     func() time.Time
 	Log     *slog.Logger
 }
@@ -196,41 +193,23 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		lnurlError(w, http.StatusBadRequest, fmt.Sprintf("comment longer than %d characters", CommentAllowed))
 		return
 	}
-	purpose, description, zapRequest := "lnurl", s.metadata(rec), ""
+	req := billing.Request{ContainerID: rec.ID, Purpose: "lnurl", AmountMsat: amount, Expiry: invoiceExpiry}
+	description := s.metadata(rec)
 	if raw := q.Get("nostr"); raw != "" {
 		z, err := nip.ParseZapRequest(raw, amount, rec.Pubkey, s.LNURL(rec.Name))
 		if err != nil {
 			lnurlError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		purpose, description, zapRequest = "zap", z.Raw, z.Raw
+		req.Purpose, req.ZapRequest, req.Requester, description = "zap", z.Raw, z.Sender, z.Raw
 	}
 	hash := sha256.Sum256([]byte(description))
-	inv, err := s.Lightning.AddInvoiceWithDescriptionHash(r.Context(), amount, hash[:], invoiceExpiry)
+	req.DescriptionHash = hash[:]
+	inv, err := s.Invoices.Issue(r.Context(), req)
 	if err != nil {
 		s.Log.Error("zap invoice", "container", rec.ID, "err", err)
 		lnurlError(w, http.StatusServiceUnavailable, "could not issue an invoice; try again later")
 		return
-	}
-	var zr sql.NullString
-	if zapRequest != "" {
-		zr = sql.NullString{String: zapRequest, Valid: true}
-	}
-	if _, err := s.DB.ExecContext(r.Context(), `INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at, zap_request)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, inv.PaymentHash, rec.ID, purpose, amount, inv.Bolt11, inv.ExpiresAt.Unix(), s.Now().Unix(), zr); err != nil {
-		s.Log.Error("zap invoice record", "container", rec.ID, "err", err)
-		lnurlError(w, http.StatusServiceUnavailable, "could not issue an invoice; try again later")
-		return
-	}
-	if s.Durable != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
-		err := s.Durable(ctx)
-		cancel()
-		if err != nil {
-			s.Log.Error("zap invoice not saved", "container", rec.ID, "err", err)
-			lnurlError(w, http.StatusServiceUnavailable, "could not save the invoice; try again later")
-			return
-		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"pr": inv.Bolt11, "routes": []any{}})
 }

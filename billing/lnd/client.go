@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lightningnetwork/lnd/lnrpc"
+	"github.com/lightningnetwork/lnd/lnrpc/invoicesrpc"
 	"google.golang.org/grpc"
 
 	"github.com/enclaved/enclaved/billing"
@@ -20,6 +22,7 @@ import (
 type Client struct {
 	conn *grpc.ClientConn
 	ln   lnrpc.LightningClient
+	inv  invoicesrpc.InvoicesClient
 }
 
 var _ billing.Lightning = (*Client)(nil)
@@ -30,7 +33,7 @@ func New(ep Endpoint) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: conn, ln: lnrpc.NewLightningClient(conn)}, nil
+	return &Client{conn: conn, ln: lnrpc.NewLightningClient(conn), inv: invoicesrpc.NewInvoicesClient(conn)}, nil
 }
 
 // Close closes the connection.
@@ -45,6 +48,27 @@ func (c *Client) AddInvoice(ctx context.Context, amountMsat int64, memo string, 
 // description hash instead of a memo (LNURL-pay, NIP-57).
 func (c *Client) AddInvoiceWithDescriptionHash(ctx context.Context, amountMsat int64, descriptionHash []byte, expiry time.Duration) (billing.Invoice, error) {
 	return c.add(ctx, &lnrpc.Invoice{ValueMsat: amountMsat, DescriptionHash: descriptionHash, Expiry: int64(expiry / time.Second)})
+}
+
+// CancelInvoice cancels an open invoice, so it can no longer be paid. An
+// invoice already settled is billing.ErrSettled; one already cancelled or
+// unknown to the node is no error.
+func (c *Client) CancelInvoice(ctx context.Context, paymentHash string) error {
+	h, err := hex.DecodeString(paymentHash)
+	if err != nil {
+		return fmt.Errorf("payment hash %q: %w", paymentHash, err)
+	}
+	_, err = c.inv.CancelInvoice(ctx, &invoicesrpc.CancelInvoiceMsg{PaymentHash: h})
+	if err == nil {
+		return nil
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "already settled"):
+		return billing.ErrSettled
+	case strings.Contains(msg, "already canceled"), strings.Contains(msg, "unable to locate invoice"):
+		return nil
+	}
+	return fmt.Errorf("lnd cancel invoice: %w", err)
 }
 
 func (c *Client) add(ctx context.Context, inv *lnrpc.Invoice) (billing.Invoice, error) {

@@ -1,0 +1,154 @@
+package billing
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/enclaved/enclaved/store"
+)
+
+// Invoices issues, records and cancels the instance's invoices: it owns
+// the invoices table. Quotes, top-ups and zaps all issue through it, so an
+// invoice is always created at the node, recorded, and saved outside the
+// enclave before anyone sees it.
+type Invoices struct {
+	DB        *store.DB
+	Lightning Lightning
+	// Durable (optional) returns once everything committed so far is
+	// saved outside the enclave (backup.Backuper.Sync).
+	Durable func(ctx context.Context) error
+	Now     func() time.Time
+	Log     *slog.Logger
+}
+
+// Request is an invoice to issue.
+type Request struct {
+	ContainerID string
+	Purpose     string // deploy, topup, zap, lnurl
+	AmountMsat  int64
+	// Memo, or DescriptionHash (LNURL-pay, NIP-57: sha256 of what the
+	// payer was shown) when set.
+	Memo            string
+	DescriptionHash []byte
+	Expiry          time.Duration
+	// Requester is who asked for it (hex pubkey), to be told if the
+	// payment comes too late; "" if unknown.
+	Requester string
+	// ZapRequest is the kind-9734 JSON as received (zaps only).
+	ZapRequest string
+}
+
+// invoiceTimeout bounds the node's answer; durableTimeout the save.
+const (
+	invoiceTimeout = 15 * time.Second
+	durableTimeout = time.Minute
+)
+
+// Issue creates the invoice at the node, records it and returns once it is
+// saved: only then may it be handed out.
+func (v *Invoices) Issue(ctx context.Context, r Request) (Invoice, error) {
+	ictx, cancel := context.WithTimeout(ctx, invoiceTimeout)
+	var inv Invoice
+	var err error
+	if r.DescriptionHash != nil {
+		inv, err = v.Lightning.AddInvoiceWithDescriptionHash(ictx, r.AmountMsat, r.DescriptionHash, r.Expiry)
+	} else {
+		inv, err = v.Lightning.AddInvoice(ictx, r.AmountMsat, r.Memo, r.Expiry)
+	}
+	cancel()
+	if err != nil {
+		return Invoice{}, err
+	}
+	var zr sql.NullString
+	if r.ZapRequest != "" {
+		zr = sql.NullString{String: r.ZapRequest, Valid: true}
+	}
+	if _, err := v.DB.ExecContext(ctx, `INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at, zap_request, requester)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, inv.PaymentHash, r.ContainerID, r.Purpose, r.AmountMsat, inv.Bolt11, inv.ExpiresAt.Unix(),
+		v.Now().Unix(), zr, r.Requester); err != nil {
+		return Invoice{}, fmt.Errorf("recording invoice: %w", err)
+	}
+	if v.Durable != nil {
+		dctx, cancel := context.WithTimeout(ctx, durableTimeout)
+		err := v.Durable(dctx)
+		cancel()
+		if err != nil {
+			return Invoice{}, fmt.Errorf("saving the instance's state: %w", err)
+		}
+	}
+	return inv, nil
+}
+
+// CancelOpen cancels a container's unpaid, unexpired invoices at the node,
+// so they cannot be paid any more (its container is removed, or its quote
+// withdrawn), and records each cancel. One the node says was paid already
+// is left to the settlement stream.
+func (v *Invoices) CancelOpen(ctx context.Context, containerID string) error {
+	now := v.Now()
+	rows, err := v.DB.QueryContext(ctx, `SELECT payment_hash FROM invoices
+		WHERE container_id = ? AND settled_at IS NULL AND cancelled_at IS NULL AND expires_at > ?`, containerID, now.Unix())
+	if err != nil {
+		return err
+	}
+	var hashes []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			rows.Close()
+			return err
+		}
+		hashes = append(hashes, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range hashes {
+		err := v.Lightning.CancelInvoice(ctx, h)
+		if errors.Is(err, ErrSettled) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, err := v.DB.ExecContext(ctx, `UPDATE invoices SET cancelled_at = ? WHERE payment_hash = ?`, now.Unix(), h); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Unclaimed is a payment that settled after its container was removed.
+type Unclaimed struct {
+	PaymentHash string
+	ContainerID string
+	AmountMsat  int64
+	Requester   string
+	At          time.Time
+}
+
+// Unclaimed lists every unclaimed payment, oldest first.
+func (v *Invoices) Unclaimed(ctx context.Context) ([]Unclaimed, error) {
+	rows, err := v.DB.QueryContext(ctx, `SELECT payment_hash, container_id, amount_msat, requester, at FROM unclaimed ORDER BY at, payment_hash`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Unclaimed
+	for rows.Next() {
+		var u Unclaimed
+		var at int64
+		if err := rows.Scan(&u.PaymentHash, &u.ContainerID, &u.AmountMsat, &u.Requester, &at); err != nil {
+			return nil, err
+		}
+		u.At = time.UnixMilli(at)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
