@@ -61,45 +61,47 @@ func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 			}
 			return fmt.Sprintf("logs of %s (last %d lines):\n%s", r.Name, cmd.Lines, out)
 		})
-	case nip.VerbStop:
+	case nip.VerbStop, nip.VerbStart, nip.VerbDelete:
 		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
-			if r.State != deployer.StateRunning {
-				return fmt.Sprintf("%s is %s, not running.", r.Name, r.State)
-			}
-			if err := b.d.Stop(ctx, r.ID); err != nil {
-				return b.failure("stop", err)
-			}
-			b.saved(ctx, "stop")
-			r, _ = b.d.Get(ctx, r.ID)
-			return fmt.Sprintf("%s is stopped; it is not charged while stopped and keeps its data and %d sats until %s, then it is removed. Send `start %s` to run it again.",
-				r.Name, r.BalanceMsat/1000, when(b.d.RetainUntil(r)), r.Name)
-		})
-	case nip.VerbStart:
-		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
-			if r.State == deployer.StateRunning {
-				return fmt.Sprintf("%s is already running.", r.Name)
-			}
-			if err := b.d.Start(ctx, r.ID); err != nil {
-				return fmt.Sprintf("%s did not start: %s", r.Name, userError(err))
-			}
-			b.saved(ctx, "start")
-			r, _ = b.d.Get(ctx, r.ID)
-			return fmt.Sprintf("%s is %s.", r.Name, r.State)
-		})
-	case nip.VerbDelete:
-		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
-			if err := b.d.Delete(ctx, r.ID); err != nil {
-				return b.failure("delete", err)
-			}
-			b.saved(ctx, "delete")
-			r, _ = b.d.Get(ctx, r.ID)
-			if r.BalanceMsat > 0 {
-				return fmt.Sprintf("%s is deleted. Its unspent %d sats are not refunded.", r.Name, r.BalanceMsat/1000)
-			}
-			return fmt.Sprintf("%s is deleted.", r.Name)
+			return b.lifecycle(ctx, msg, cmd.Verb, r)
 		})
 	}
 	return "unknown command. " + helpPointer
+}
+
+// lifecycle carries out an owner's stop, start or delete of r, in the order
+// the owner sent them (an older command arriving late is refused), and
+// answers once the outcome is saved outside the enclave, so a restart
+// cannot undo what the owner is told.
+func (b *Bot) lifecycle(ctx context.Context, msg nip.Message, verb nip.Verb, r deployer.Record) string {
+	before, after, err := b.d.OwnerCommand(ctx, r.ID, string(verb), time.Unix(int64(msg.CreatedAt), 0))
+	var stale *deployer.StaleError
+	switch {
+	case errors.As(err, &stale):
+		return stale.Error()
+	case err != nil && verb == nip.VerbStart:
+		return fmt.Sprintf("%s did not start: %s", r.Name, userError(err))
+	case err != nil:
+		return b.failure(string(verb), err)
+	}
+	b.saved(ctx, string(verb))
+	switch verb {
+	case nip.VerbStop:
+		if before.State != deployer.StateRunning {
+			return fmt.Sprintf("%s is %s, not running.", after.Name, after.State)
+		}
+		return fmt.Sprintf("%s is stopped; it is not charged while stopped and keeps its data and %d sats until %s, then it is removed. Send `start %s` to run it again.",
+			after.Name, after.BalanceMsat/1000, when(b.d.RetainUntil(after)), after.Name)
+	case nip.VerbStart:
+		if before.State == deployer.StateRunning {
+			return fmt.Sprintf("%s is already running.", after.Name)
+		}
+		return fmt.Sprintf("%s is %s.", after.Name, after.State)
+	}
+	if after.BalanceMsat > 0 {
+		return fmt.Sprintf("%s is deleted. Its unspent %d sats are not refunded.", after.Name, after.BalanceMsat/1000)
+	}
+	return fmt.Sprintf("%s is deleted.", after.Name)
 }
 
 // owned runs f on the sender's container named target.

@@ -214,8 +214,9 @@ type Record struct {
 	Units, PriceMsat, BalanceMsat             int64
 	State, Reason, DockerID                   string
 	Env                                       [][2]string
-	Egress                                    []string // "host:port" the container may reach
-	HTTPPort                                  int      // served by host name; 0: none
+	Egress                                    []string  // "host:port" the container may reach
+	HTTPPort                                  int       // served by host name; 0: none
+	CommandAt                                 time.Time // when the last owner's command carried out was sent (to the second)
 	HasVolumes                                bool
 	PausedAt                                  time.Time
 	RunMs, ChargedMsat                        int64
@@ -262,12 +263,16 @@ func (d *Deployer) Get(ctx context.Context, id string) (Record, error) {
 	var r Record
 	var env, egress string
 	var paused, since sql.NullInt64
-	var created int64
+	var created, commandAt int64
 	err := d.db.QueryRowContext(ctx, `SELECT id, name, owner, channel, image, image_ref, pubkey, units, price_msat, balance_msat,
-		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes, created_at, running_since, egress, http_port FROM containers WHERE id = ?`, id).Scan(
+		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes, created_at, running_since, egress, http_port, command_at
+		FROM containers WHERE id = ?`, id).Scan(
 		&r.ID, &r.Name, &r.Owner, &r.Channel, &r.Image, &r.ImageRef, &r.Pubkey, &r.Units, &r.PriceMsat, &r.BalanceMsat,
-		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes, &created, &since, &egress, &r.HTTPPort)
+		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes, &created, &since, &egress, &r.HTTPPort, &commandAt)
 	r.CreatedAt = time.UnixMilli(created)
+	if commandAt > 0 {
+		r.CommandAt = time.Unix(commandAt, 0)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
 	}

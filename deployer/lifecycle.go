@@ -38,6 +38,11 @@ func (d *Deployer) OnCredit(ctx context.Context, c billing.Credit) {
 // step is repeatable: a relaunch after a crash reuses what exists.
 func (d *Deployer) Launch(ctx context.Context, id string) error {
 	defer d.locks.lock(id)()
+	return d.launch(ctx, id)
+}
+
+// launch is Launch with container id's lock held.
+func (d *Deployer) launch(ctx context.Context, id string) error {
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err
@@ -204,14 +209,13 @@ func (d *Deployer) Pause(ctx context.Context, id, reason string) error {
 	return d.halt(ctx, id, StatePaused, reason)
 }
 
-// Stop stops a running container at its owner's request; it keeps its data
-// and capacity for the retention window and is not charged while stopped.
-func (d *Deployer) Stop(ctx context.Context, id string) error {
-	return d.halt(ctx, id, StateStopped, "stopped by owner")
-}
-
 func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
 	defer d.locks.lock(id)()
+	return d.haltLocked(ctx, id, state, reason)
+}
+
+// haltLocked is halt with container id's lock held.
+func (d *Deployer) haltLocked(ctx context.Context, id, state, reason string) error {
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err
@@ -238,6 +242,11 @@ func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
 // for some running time.
 func (d *Deployer) Resume(ctx context.Context, id string) error {
 	defer d.locks.lock(id)()
+	return d.resume(ctx, id)
+}
+
+// resume is Resume with container id's lock held.
+func (d *Deployer) resume(ctx context.Context, id string) error {
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err
@@ -283,6 +292,11 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 // Remove removes a container from the runtime for good. Its ledger stays.
 func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
 	defer d.locks.lock(id)()
+	return d.remove(ctx, id, reason)
+}
+
+// remove is Remove with container id's lock held.
+func (d *Deployer) remove(ctx context.Context, id, reason string) error {
 	rec, err := d.Get(ctx, id)
 	if err != nil {
 		return err

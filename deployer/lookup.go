@@ -94,46 +94,6 @@ func (d *Deployer) Logs(ctx context.Context, id string, lines int) (string, erro
 	return d.rt.Logs(ctx, rec.DockerID, lines)
 }
 
-// Delete removes a container at its owner's request; an unpaid quote is
-// withdrawn. Unspent balance is not refunded (the instance's node can only
-// receive); callers tell the owner how much that is.
-func (d *Deployer) Delete(ctx context.Context, id string) error {
-	rec, err := d.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	if rec.State == StateQuoted {
-		if err := d.setState(ctx, id, StateExpired, "withdrawn by owner", nil); err != nil {
-			return err
-		}
-		d.cancelOpen(ctx, id)
-		return nil
-	}
-	return d.Remove(ctx, id, "deleted by owner")
-}
-
-// Start starts a stopped or paused container, or retries the launch of a
-// paid or failed one.
-func (d *Deployer) Start(ctx context.Context, id string) error {
-	rec, err := d.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	switch rec.State {
-	case StateStopped, StatePaused, StateExited:
-		return d.Resume(ctx, id)
-	case StatePaid, StateFailed:
-		if rec.BalanceMsat <= 0 {
-			return &UserError{rec.Name + " is not paid"}
-		}
-		return d.Launch(ctx, id)
-	case StateRunning, StateStarting:
-		return nil
-	default:
-		return &UserError{fmt.Sprintf("%s is %s and cannot be started", rec.Name, rec.State)}
-	}
-}
-
 // Topup issues an invoice that credits the container with sats when paid;
 // requester (hex pubkey) is who asked for it.
 func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64, requester string) (billing.Invoice, error) {

@@ -196,3 +196,34 @@ func TestRemovalCancelsInvoicesAndLatePaymentsAreUnclaimed(t *testing.T) {
 		t.Errorf("LNURL of a removed container: %d %v", code, lnurl)
 	}
 }
+
+// An owner's commands on a container are carried out in the order they
+// were sent: a stop that reaches the instance after a newer start (delayed
+// on a relay, or replayed after a restart) is refused, so it never stops a
+// container its owner was just told runs.
+func TestOlderOwnerCommandNeverUndoesANewerOne(t *testing.T) {
+	relay := testenv.Relay(t)
+	imgs := testenv.Images(t)
+	inst := startInstance(t, t.TempDir(), []string{relay.URL})
+	self := inst.key.PublicKey()
+	owner := testenv.NewClient(t, relay.URL)
+	inst.deploy(t, owner, "deploy "+imgs.Hello.Ref+" name=ordered", "ordered")
+	stop, stopID := owner.NIP17(t, self, "stop ordered")   // sent first…
+	start, startID := owner.NIP17(t, self, "start ordered") // …then this
+	owner.Publish(t, start, relay.URL)
+	if r := owner.AwaitFunc(t, "the start", func(r testenv.Reply) bool { return r.RefersTo(startID) }); !strings.Contains(r.Text, "ordered is already running") {
+		t.Fatalf("start: %q", r.Text)
+	}
+	owner.Publish(t, stop, relay.URL) // …arrives last
+	r := owner.AwaitFunc(t, "the stop", func(r testenv.Reply) bool { return r.RefersTo(stopID) })
+	if !strings.Contains(r.Text, "that command was sent before the last one carried out on ordered") {
+		t.Fatalf("late stop: %q", r.Text)
+	}
+	if rec := inst.container(t, "ordered"); rec.State != deployer.StateRunning {
+		t.Fatalf("after a late, older stop: %s", rec.State)
+	}
+	// A newer stop is carried out.
+	if r := owner.Ask(t, "nip17", self, "stop ordered"); !strings.Contains(r.Text, "ordered is stopped") {
+		t.Errorf("newer stop: %q", r.Text)
+	}
+}

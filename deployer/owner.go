@@ -1,0 +1,119 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Owners' lifecycle commands.
+const (
+	CommandStop   = "stop"
+	CommandStart  = "start"
+	CommandDelete = "delete"
+)
+
+// StaleError refuses an owner's command older than one already carried
+// out on the same container: a command that waited on a relay (or was
+// replayed after a restart) never undoes a newer one.
+type StaleError struct {
+	Name string
+	Last time.Time // when the newer command was sent
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("that command was sent before the last one carried out on %s (%s), so it was not: send it again if you still want it",
+		e.Name, e.Last.UTC().Format("2006-01-02 15:04:05 UTC"))
+}
+
+// OwnerCommand carries out an owner's stop, start or delete of container
+// id, sent at at (the command's created_at, to the second), and returns the
+// record before and after. Commands on one container are carried out in
+// the order they were sent: one older than a command already carried out
+// (or answered as a no-op) is refused with a StaleError.
+func (d *Deployer) OwnerCommand(ctx context.Context, id, verb string, at time.Time) (before, after Record, err error) {
+	defer d.locks.lock(id)()
+	before, err = d.Get(ctx, id)
+	if err != nil {
+		return before, before, err
+	}
+	if at.Unix() < before.CommandAt.Unix() {
+		return before, before, &StaleError{Name: before.Name, Last: before.CommandAt}
+	}
+	switch verb {
+	case CommandStop:
+		err = d.haltLocked(ctx, id, StateStopped, "stopped by owner")
+	case CommandStart:
+		err = d.startLocked(ctx, before)
+	case CommandDelete:
+		err = d.deleteLocked(ctx, before)
+	default:
+		err = fmt.Errorf("unknown owner command %q", verb)
+	}
+	if err != nil {
+		return before, before, err
+	}
+	if _, err := d.db.ExecContext(ctx, `UPDATE containers SET command_at = MAX(command_at, ?) WHERE id = ?`, at.Unix(), id); err != nil {
+		return before, before, err
+	}
+	after, err = d.Get(ctx, id)
+	return before, after, err
+}
+
+// Stop stops a running container at its owner's request; it keeps its data
+// and capacity for the retention window and is not charged while stopped.
+func (d *Deployer) Stop(ctx context.Context, id string) error {
+	return d.halt(ctx, id, StateStopped, "stopped by owner")
+}
+
+// Start starts a stopped, paused or exited container, or retries the
+// launch of a paid or failed one.
+func (d *Deployer) Start(ctx context.Context, id string) error {
+	defer d.locks.lock(id)()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	return d.startLocked(ctx, rec)
+}
+
+// startLocked is Start with the container's lock held.
+func (d *Deployer) startLocked(ctx context.Context, rec Record) error {
+	switch rec.State {
+	case StateStopped, StatePaused, StateExited:
+		return d.resume(ctx, rec.ID)
+	case StatePaid, StateFailed:
+		if rec.BalanceMsat <= 0 {
+			return &UserError{rec.Name + " is not paid"}
+		}
+		return d.launch(ctx, rec.ID)
+	case StateRunning, StateStarting:
+		return nil
+	default:
+		return &UserError{fmt.Sprintf("%s is %s and cannot be started", rec.Name, rec.State)}
+	}
+}
+
+// Delete removes a container at its owner's request; an unpaid quote is
+// withdrawn. Unspent balance is not refunded (the instance's node can only
+// receive); callers tell the owner how much that is.
+func (d *Deployer) Delete(ctx context.Context, id string) error {
+	defer d.locks.lock(id)()
+	rec, err := d.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	return d.deleteLocked(ctx, rec)
+}
+
+// deleteLocked is Delete with the container's lock held.
+func (d *Deployer) deleteLocked(ctx context.Context, rec Record) error {
+	if rec.State == StateQuoted {
+		if err := d.setState(ctx, rec.ID, StateExpired, "withdrawn by owner", nil); err != nil {
+			return err
+		}
+		d.cancelOpen(ctx, rec.ID)
+		return nil
+	}
+	return d.remove(ctx, rec.ID, "deleted by owner")
+}
