@@ -208,7 +208,7 @@ func TestOlderOwnerCommandNeverUndoesANewerOne(t *testing.T) {
 	self := inst.key.PublicKey()
 	owner := testenv.NewClient(t, relay.URL)
 	inst.deploy(t, owner, "deploy "+imgs.Hello.Ref+" name=ordered", "ordered")
-	stop, stopID := owner.NIP17(t, self, "stop ordered")   // sent first…
+	stop, stopID := owner.NIP17(t, self, "stop ordered")    // sent first…
 	start, startID := owner.NIP17(t, self, "start ordered") // …then this
 	owner.Publish(t, start, relay.URL)
 	if r := owner.AwaitFunc(t, "the start", func(r testenv.Reply) bool { return r.RefersTo(startID) }); !strings.Contains(r.Text, "ordered is already running") {
