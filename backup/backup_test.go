@@ -52,6 +52,10 @@ func newWorld(t testing.TB) *world {
 	}
 	keys, _ := nip.NewLocalKeys(w.sec.InstanceKey)
 	w.ks = ks.Client(ks.Attestor("build", "i-0123456789abcdef0"))
+	// The enclave's keys are in the key store: it may record checkpoints.
+	if err := w.ks.Set(ctx, w.sec.Marshal(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	if w.db, err = store.Open(ctx, filepath.Join(dir, "enclaved.db"), store.Options{}); err != nil {
 		t.Fatal(err)

@@ -89,7 +89,19 @@ func (b Boot) Run(ctx context.Context) (State, error) {
 		return State{}, err
 	}
 	if st.Last == nil {
-		log.Info("keys from the key store; no backup was ever recorded: starting empty")
+		// Keys without a checkpoint: a key store that lost it, or a first
+		// boot that stopped between storing its keys and its first backup
+		// (before anything was sold). The two look alike, so it is a loss
+		// case like the others.
+		held, err := b.held(ctx)
+		if err != nil {
+			return State{}, err
+		}
+		if !b.AcceptLoss {
+			return State{}, fmt.Errorf("the key store has this instance's keys but no backup checkpoint (the parent holds %v): "+
+				"a key store that lost it, or a first boot that stopped before its first backup (%w)", held, ErrNeedsAcknowledgement)
+		}
+		log.Error("the key store has this instance's keys but no backup checkpoint; starting empty as backup.accept_loss says", "blobs", held)
 		removeDB(b.DBPath)
 		return st, nil
 	}
@@ -110,17 +122,9 @@ func (b Boot) Run(ctx context.Context) (State, error) {
 // first makes a new instance, unless the parent holds backups that the
 // missing keys would orphan.
 func (b Boot) first(ctx context.Context, log *slog.Logger, notFound error) (State, error) {
-	var held []string
-	for _, name := range Slots {
-		rc, err := b.Blobs.Get(ctx, name)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return State{}, fmt.Errorf("ask the parent for backups: %w", err)
-		}
-		rc.Close()
-		held = append(held, name)
+	held, err := b.held(ctx)
+	if err != nil {
+		return State{}, err
 	}
 	if len(held) > 0 {
 		if !b.AcceptLoss {
@@ -143,6 +147,23 @@ func (b Boot) first(ctx context.Context, log *slog.Logger, notFound error) (Stat
 	log.Info("first boot: new instance keys stored in the key store", "instance", nip.Npub(sec.Pubkey()))
 	removeDB(b.DBPath) // whatever is here is not this instance's
 	return State{Secrets: sec, Fresh: true}, nil
+}
+
+// held lists the backup slots the parent holds a blob in.
+func (b Boot) held(ctx context.Context) ([]string, error) {
+	held := []string{}
+	for _, name := range Slots {
+		rc, err := b.Blobs.Get(ctx, name)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ask the parent for backups: %w", err)
+		}
+		rc.Close()
+		held = append(held, name)
+	}
+	return held, nil
 }
 
 // removeDB removes a database file and its WAL: the backups, not the

@@ -562,6 +562,9 @@ func (c Config) Validate() error {
 	if !oneOf(c.Backup.Mode, "", "keystore") {
 		bad("backup.mode", "%q is not one of \"\", keystore", c.Backup.Mode)
 	}
+	if c.Attest.Mode == "nitro" && c.Backup.Mode != "keystore" {
+		bad("backup.mode", "attest.mode = nitro needs backup.mode = keystore: a Nitro enclave has only RAM, so without backups a restart would lose every balance and the instance key")
+	}
 	if c.Backup.Mode == "keystore" && c.KeyStore.Pubkey == "" {
 		bad("keystore.pubkey", "backup.mode = keystore needs the key store's pubkey")
 	}

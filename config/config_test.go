@@ -159,3 +159,20 @@ func TestDurationsAndLimits(t *testing.T) {
 		}
 	}
 }
+
+// A Nitro enclave has only RAM: attest.mode = nitro without backups is
+// refused, naming the key; the shipped enclave image's configuration
+// loads and keeps its state in the key store and the parent's backups.
+func TestNitroNeedsBackups(t *testing.T) {
+	_, err := Load(Sources{Sets: []string{"attest.mode=nitro"}})
+	if err == nil || !strings.Contains(err.Error(), "backup.mode: attest.mode = nitro needs backup.mode = keystore") {
+		t.Fatalf("nitro without backups: %v", err)
+	}
+	c, err := Load(Sources{File: filepath.Join("..", "enclave-image", "enclaved.toml")})
+	if err != nil {
+		t.Fatalf("the enclave image's configuration: %v", err)
+	}
+	if c.Attest.Mode != "nitro" || c.Backup.Mode != "keystore" {
+		t.Errorf("the enclave image runs attest.mode %q with backup.mode %q", c.Attest.Mode, c.Backup.Mode)
+	}
+}

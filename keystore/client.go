@@ -32,6 +32,10 @@ type Client struct {
 	Attempts int
 	// Now stamps requests (default time.Now).
 	Now func() time.Time
+	// Input (optional) is what this enclave offers to satisfy a secret's
+	// policy (a ref and release signatures), sent with the checkpoints it
+	// records: recording needs what getting the keys needs.
+	Input *Input
 }
 
 // RemoteError is an error the key store answered.
@@ -81,10 +85,12 @@ func (c *Client) Set(ctx context.Context, data string, policy *Policy, in *Input
 	return err
 }
 
-// RecordCheckpoint has the key store record a signed backup checkpoint;
-// it fails if the store holds a newer one.
+// RecordCheckpoint has the key store record a signed backup checkpoint,
+// with a fresh attestation of the request key (and Input): only an enclave
+// that may have a secret there records. It fails if the store holds a
+// newer checkpoint.
 func (c *Client) RecordCheckpoint(ctx context.Context, evt nostr.Event) error {
-	_, err := c.Call(ctx, "checkpoint", Params{Event: &evt})
+	_, err := c.attestedCall(ctx, "checkpoint", Params{Event: &evt, Input: c.Input})
 	return err
 }
 

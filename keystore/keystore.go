@@ -281,7 +281,9 @@ func (s *Server) call(method, from string, p Params, now time.Time) (any, error)
 	switch method {
 	case "set", "get", "has":
 	case "checkpoint":
-		return s.checkpoint(p, now)
+		if p.Event == nil {
+			return s.newestCheckpoint(p.Pubkey)
+		}
 	default:
 		return nil, fmt.Errorf("unknown method %q (set, get, has, checkpoint)", method)
 	}
@@ -292,6 +294,13 @@ func (s *Server) call(method, from string, p Params, now time.Time) (any, error)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch method {
+	case "checkpoint":
+		// Recording needs what getting the keys needs: an attested
+		// enclave that may have a secret here.
+		if _, err := s.get(a, p); err != nil {
+			return nil, fmt.Errorf("checkpoint: the requester may have no secret here: %w", err)
+		}
+		return s.checkpoint(p, now)
 	case "set":
 		return s.set(a, p, now)
 	case "has":
@@ -471,19 +480,21 @@ func signsRelease(e nostr.Event, maintainer, ref string, pcrs [3]string) bool {
 	return ok && e.GetID() == e.ID
 }
 
-// checkpoint records a backup checkpoint signed by its instance, if it is
-// newer than the one recorded, and returns the newest; with only a pubkey
-// it returns the newest recorded for that instance.
-func (s *Server) checkpoint(p Params, now time.Time) (any, error) {
+// newestCheckpoint is the newest checkpoint recorded for an instance.
+func (s *Server) newestCheckpoint(pubkey string) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p.Event == nil {
-		c, ok := s.checkpoints[p.Pubkey]
-		if !ok {
-			return nil, errors.New(ErrNotFound)
-		}
-		return c.evt, nil
+	c, ok := s.checkpoints[pubkey]
+	if !ok {
+		return nil, errors.New(ErrNotFound)
 	}
+	return c.evt, nil
+}
+
+// checkpoint records a backup checkpoint signed by its instance, if it is
+// newer than the one recorded, and returns it. The caller holds s.mu and
+// checked the requester's attestation.
+func (s *Server) checkpoint(p Params, now time.Time) (any, error) {
 	cp, err := nip.ParseCheckpoint(p.Event)
 	if err != nil {
 		return nil, err

@@ -174,6 +174,21 @@ func TestCheckpoints(t *testing.T) {
 	if got, err := c.NewestCheckpoint(ctx, pk); err != nil || got != nil {
 		t.Fatalf("none yet: %v, %v", got, err)
 	}
+	// Recording needs what getting the keys needs: an attested enclave
+	// that may have a secret here.
+	if err := c.RecordCheckpoint(ctx, cp(1, 1)); err == nil || !strings.Contains(err.Error(), "may have no secret here") {
+		t.Fatalf("a checkpoint from an enclave with no secret here: %v", err)
+	}
+	if err := f.Client(debug(f.Attestor("build-a", "i-1"))).RecordCheckpoint(ctx, cp(1, 1)); err == nil || !strings.Contains(err.Error(), "debug enclave") {
+		t.Fatalf("a checkpoint from a debug enclave: %v", err)
+	}
+	unattested := f.Client(f.Attestor("build-a", "i-1"))
+	if _, err := unattested.Call(ctx, "checkpoint", keystore.Params{Event: ptr(cp(1, 1))}); err == nil || !strings.Contains(err.Error(), "no attestation") {
+		t.Fatalf("a checkpoint without an attestation: %v", err)
+	}
+	if err := c.Set(ctx, "the instance's keys", nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	for _, seq := range []uint64{1, 2, 2} {
 		if err := c.RecordCheckpoint(ctx, cp(seq, 1)); err != nil {
 			t.Fatalf("seq %d: %v", seq, err)
@@ -214,11 +229,18 @@ func TestBadRequests(t *testing.T) {
 		{"get", keystore.Params{}, "no attestation"},
 		{"get", keystore.Params{Attestation: "%%%"}, "not base64"},
 		{"get", keystore.Params{Attestation: "AAAA"}, "attestation"},
-		{"checkpoint", keystore.Params{Event: &nostr.Event{Kind: 1}}, "kind 1"},
+		{"checkpoint", keystore.Params{Event: &nostr.Event{Kind: 1}}, "no attestation"},
 	} {
 		if _, err := c.Call(ctx, tc.method, tc.p); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %+v: %v, want %q", tc.method, tc.p, err, tc.want)
 		}
+	}
+	// An attested checkpoint that is not one.
+	if err := c.Set(ctx, "keys", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RecordCheckpoint(ctx, nostr.Event{Kind: 1}); err == nil || !strings.Contains(err.Error(), "kind 1") {
+		t.Errorf("a kind-1 checkpoint: %v", err)
 	}
 	// A set without data or with too much.
 	for _, data := range []string{"", strings.Repeat("x", keystore.MaxData+1)} {
@@ -229,3 +251,5 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+func ptr[T any](v T) *T { return &v }

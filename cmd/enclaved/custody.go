@@ -66,6 +66,7 @@ func bootCustody(ctx context.Context, cfg config.Config, a attest.Attester, blob
 		}
 		c.input.ReleaseSignatures = append(c.input.ReleaseSignatures, *e)
 	}
+	c.ks.Input = c.input
 	// Without maintainers, only this very build may have the keys: a
 	// policy without release keys would let any build with the ref in.
 	if len(cfg.Backup.Maintainers) > 0 {
