@@ -135,7 +135,11 @@ type Unclaimed struct {
 
 // Unclaimed lists every unclaimed payment, oldest first.
 func (v *Invoices) Unclaimed(ctx context.Context) ([]Unclaimed, error) {
-	rows, err := v.DB.QueryContext(ctx, `SELECT payment_hash, container_id, amount_msat, requester, at FROM unclaimed ORDER BY at, payment_hash`)
+	return listUnclaimed(ctx, v.DB.DB)
+}
+
+func listUnclaimed(ctx context.Context, db *sql.DB) ([]Unclaimed, error) {
+	rows, err := db.QueryContext(ctx, `SELECT payment_hash, container_id, amount_msat, requester, at FROM unclaimed ORDER BY at, payment_hash`)
 	if err != nil {
 		return nil, err
 	}

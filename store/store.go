@@ -82,6 +82,37 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	return &DB{DB: sqlDB, Path: abs, Version: v}, nil
 }
 
+// OpenReadOnly opens an existing database for reading only (an operator's
+// audit while the instance runs): nothing is created or migrated, and a
+// database whose schema differs from this binary's is refused, as its
+// tables would not mean what this binary reads them as.
+func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open db: %w", err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("open db: %w", err)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Set("_busy_timeout", fmt.Sprint(BusyTimeout.Milliseconds()))
+	dsn := (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
+	sqlDB, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open db %s: %w", abs, err)
+	}
+	v, err := migrations.Version(ctx, sqlDB)
+	if err == nil && v != migrations.Latest() {
+		err = fmt.Errorf("schema version %d, this binary's is %d", v, migrations.Latest())
+	}
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("open db %s: %w", abs, err)
+	}
+	return &DB{DB: sqlDB, Path: abs, Version: v}, nil
+}
+
 // ErrNotFound is returned when a requested row does not exist.
 var ErrNotFound = errors.New("not found")
 

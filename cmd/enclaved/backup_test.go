@@ -402,6 +402,10 @@ func checkLedger(t *testing.T, s *split, kill int, paid []payment, want map[stri
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// And the ledger audits itself: every balance, payment and state.
+	if out, err := exec.Command(binary(t), "audit", "-data-dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("after kill %d: audit: %v\n%s", kill, err, out)
+	}
 }
 
 // removeInstance removes every container of an instance, with its network.

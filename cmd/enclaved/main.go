@@ -48,6 +48,8 @@ usage:
                                 releases instances' keys to attested enclaves only
   enclaved dm <npub> <command>  send a command by DM (or -mention) and print the replies
   enclaved verify <npub|file>   verify an instance's attestation (pass/fail per check)
+  enclaved audit                check the database's balances against its ledger
+                                (read-only; pass/FAIL per invariant, unclaimed payments)
   enclaved release sign|sign-build|sign-instance|verify
                                 sign a release, build or instance; check a signature
   enclaved version              print the version
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return runDM(ctx, args[1:], stdout, stderr, environ)
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args[1:], stdout, stderr, environ)
 	case "release":
 		return runRelease(ctx, args[1:], stdout, stderr, environ)
 	case "version", "-version", "--version":

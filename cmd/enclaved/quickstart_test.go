@@ -71,4 +71,8 @@ func TestDevRestartKeepsContainers(t *testing.T) {
 	if out := dm(p, "status quick"); !strings.Contains(out, "quick: running") {
 		t.Fatalf("status after the restart: %s", out)
 	}
+	// The operator's audit, while the instance runs: every check passes.
+	if out := run("audit", "-data-dir", dir); !strings.Contains(out, "pass  every balance is its credits minus its debits, exactly") || strings.Contains(out, "FAIL") {
+		t.Errorf("audit:\n%s", out)
+	}
 }
