@@ -67,6 +67,12 @@ func startInstance(t testing.TB, dir string, relays []string, sets ...string) *i
 // startInstanceWith is startInstance with parts changed by with.
 func startInstanceWith(t testing.TB, dir string, relays []string, with func(*enclave.Parts), sets ...string) *instance {
 	t.Helper()
+	return startInstanceAt(t, dir, relays, &clock{}, with, sets...)
+}
+
+// startInstanceAt is startInstanceWith on clock clk (kept across restarts).
+func startInstanceAt(t testing.TB, dir string, relays []string, clk *clock, with func(*enclave.Parts), sets ...string) *instance {
+	t.Helper()
 	ln := testenv.Lightning(t)
 	testenv.Docker(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -96,7 +102,6 @@ func startInstanceWith(t testing.TB, dir string, relays []string, with func(*enc
 			t.Fatal(err)
 		}
 	}
-	clk := &clock{}
 	attester, err := attest.LoadOrCreateDev(dir, bytes.Repeat([]byte{1}, 48), clk.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -227,3 +227,26 @@ func TestOlderOwnerCommandNeverUndoesANewerOne(t *testing.T) {
 		t.Errorf("newer stop: %q", r.Text)
 	}
 }
+
+// A container that exits on its own: its owner is told the code and its
+// last output, status shows it, and start runs it again.
+func TestExitedContainerIsToldAndRestartable(t *testing.T) {
+	relay := testenv.Relay(t)
+	imgs := testenv.Images(t)
+	inst := startInstance(t, t.TempDir(), []string{relay.URL})
+	self := inst.key.PublicKey()
+	owner := testenv.NewClient(t, relay.URL)
+	owner.Send(t, "nip17", self, "deploy "+imgs.ExitAfter.Ref+" name=quits env=EXIT_AFTER=1 env=EXIT_CODE=4")
+	pay(t, owner.Await(t, self, "Quote").Text)
+	n := owner.Await(t, self, "quits stopped on its own: exited with code 4")
+	if !strings.Contains(n.Text, "Its last lines of output:") || !strings.Contains(n.Text, "bye") || !strings.Contains(n.Text, "Send `start quits`") {
+		t.Errorf("exit notice: %q", n.Text)
+	}
+	if r := owner.Ask(t, "nip17", self, "status quits"); !strings.Contains(r.Text, "quits: exited (exited with code 4 at") || !strings.Contains(r.Text, "kept until:") {
+		t.Errorf("status: %q", r.Text)
+	}
+	if r := owner.Ask(t, "nip17", self, "start quits"); !strings.Contains(r.Text, "quits is running") {
+		t.Errorf("start: %q", r.Text)
+	}
+	owner.Await(t, self, "quits stopped on its own: exited with code 4") // and again, seen again
+}
