@@ -114,33 +114,19 @@ func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, err
 	if state == "removed" {
 		// Too late: the container is gone. Nothing is credited; the
 		// payment is recorded, once, for the operator to see.
-		res, err := tx.ExecContext(ctx, `INSERT INTO unclaimed (payment_hash, container_id, amount_msat, requester, at)
+		applied, err := settleOnce(ctx, tx, s, `INSERT INTO unclaimed (payment_hash, container_id, amount_msat, requester, at)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (payment_hash) DO NOTHING`,
 			s.PaymentHash, c.ContainerID, s.AmountMsat, c.Requester, s.SettledAt.UnixMilli())
-		if err != nil {
-			return c, fmt.Errorf("settlement %s: %w", s.PaymentHash, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return c, nil // replayed
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ?, preimage = ? WHERE payment_hash = ?`,
-			s.SettledAt.Unix(), s.Preimage, s.PaymentHash); err != nil {
+		if err != nil || !applied {
 			return c, err
 		}
 		c.AmountMsat, c.PaymentHash, c.Applied, c.Unclaimed = s.AmountMsat, s.PaymentHash, true, true
 		return c, nil
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO ledger (container_id, kind, amount_msat, payment_hash, at)
+	applied, err := settleOnce(ctx, tx, s, `INSERT INTO ledger (container_id, kind, amount_msat, payment_hash, at)
 		VALUES (?, 'credit', ?, ?, ?) ON CONFLICT (payment_hash) DO NOTHING`,
 		c.ContainerID, s.AmountMsat, s.PaymentHash, s.SettledAt.UnixMilli())
-	if err != nil {
-		return c, fmt.Errorf("settlement %s: %w", s.PaymentHash, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return c, nil // replayed
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ?, preimage = ? WHERE payment_hash = ?`,
-		s.SettledAt.Unix(), s.Preimage, s.PaymentHash); err != nil {
+	if err != nil || !applied {
 		return c, err
 	}
 	// A quote whose total is paid becomes paid in the same transaction,
@@ -155,6 +141,22 @@ func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, err
 	}
 	c.AmountMsat, c.PaymentHash, c.Applied = s.AmountMsat, s.PaymentHash, true
 	return c, nil
+}
+
+// settleOnce inserts the row that applies settlement s (a ledger credit or
+// an unclaimed record, both keyed by payment hash, so at most once) and
+// marks its invoice settled; applied is false when s was applied before.
+func settleOnce(ctx context.Context, tx *sql.Tx, s Settlement, insert string, args ...any) (applied bool, err error) {
+	res, err := tx.ExecContext(ctx, insert, args...)
+	if err != nil {
+		return false, fmt.Errorf("settlement %s: %w", s.PaymentHash, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil // replayed
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ?, preimage = ? WHERE payment_hash = ?`,
+		s.SettledAt.Unix(), s.Preimage, s.PaymentHash)
+	return err == nil, err
 }
 
 // Rate is a container's price in msat per hour.

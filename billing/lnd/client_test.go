@@ -48,6 +48,21 @@ func quotedDB(t *testing.T, ctx context.Context, id string) *store.DB {
 	return db
 }
 
+// recorded issues an invoice of msat for container id at the node and
+// records it in db, as billing.Invoices would.
+func recorded(t *testing.T, ctx context.Context, client billing.Lightning, db *store.DB, id, purpose, memo string, msat int64) billing.Invoice {
+	t.Helper()
+	inv, err := client.AddInvoice(ctx, msat, memo, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, 0)`, inv.PaymentHash, id, purpose, msat, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
+		t.Fatal(err)
+	}
+	return inv
+}
+
 func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
 	ln := testenv.Lightning(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -58,15 +73,7 @@ func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
 
 	invoice := func(msat int64) billing.Invoice {
 		t.Helper()
-		inv, err := client.AddInvoice(ctx, msat, "enclaved quote a", 10*time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-			VALUES (?, 'a', 'deploy', ?, ?, ?, 0)`, inv.PaymentHash, msat, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
-			t.Fatal(err)
-		}
-		return inv
+		return recorded(t, ctx, client, db, "a", "deploy", "enclaved quote a", msat)
 	}
 	credits := make(chan billing.Credit, 10)
 	watch := func() (stop func()) {
@@ -148,14 +155,7 @@ func TestFirstSettlementWhileDown(t *testing.T) {
 	defer cancel()
 	db := quotedDB(t, ctx, "b")
 	client := testenv.InvoiceClient(t, ln.Operator)
-	inv, err := client.AddInvoice(ctx, 3_000, "enclaved quote b", 10*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-		VALUES (?, 'b', 'deploy', 3000, ?, ?, 0)`, inv.PaymentHash, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
-		t.Fatal(err)
-	}
+	inv := recorded(t, ctx, client, db, "b", "deploy", "enclaved quote b", 3_000)
 	if _, err := ln.Payer.Pay(ctx, inv.Bolt11); err != nil {
 		t.Fatal(err)
 	}
@@ -214,15 +214,7 @@ func TestSettledListCrashResumesInSettleOrder(t *testing.T) {
 	client := testenv.InvoiceClient(t, ln.Operator)
 	var added []billing.Invoice
 	for _, msat := range []int64{1_000, 2_000, 4_000} {
-		inv, err := client.AddInvoice(ctx, msat, "enclaved quote c", 10*time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-			VALUES (?, 'c', 'topup', ?, ?, ?, 0)`, inv.PaymentHash, msat, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
-			t.Fatal(err)
-		}
-		added = append(added, inv)
+		added = append(added, recorded(t, ctx, client, db, "c", "topup", "enclaved topup c", msat))
 	}
 	ours := map[string]bool{}
 	for _, i := range []int{2, 0, 1} { // settled in another order than added
