@@ -26,9 +26,9 @@ import (
 // credited once, no unpaid or over-held units, nothing running at zero past
 // an interval), every payment made is credited exactly once, and every
 // container the records say runs, runs. ENCLAVED_MODEL_STEPS sets the
-// number of steps (30 by default, for CI); ENCLAVED_MODEL_SEED replays one.
+// number of steps (60 by default, for CI); ENCLAVED_MODEL_SEED replays one.
 func TestMoneyModel(t *testing.T) {
-	steps := 30
+	steps := 60
 	if v, err := strconv.Atoi(os.Getenv("ENCLAVED_MODEL_STEPS")); err == nil {
 		steps = v
 	}
