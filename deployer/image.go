@@ -11,9 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -35,18 +37,90 @@ type ImageError struct{ Msg string }
 
 func (e *ImageError) Error() string { return e.Msg }
 
+// Registry bounds: a registry is anyone's server, so what the resolver reads
+// of it is capped, and so is how many conversations it holds at once.
+const (
+	// MaxRegistryBody caps one response body (a manifest, an index, a
+	// config blob); a longer one is refused, never read whole.
+	MaxRegistryBody = 4 << 20
+	// MaxResolves is how many images are resolved at once; more wait
+	// their turn within their deadline.
+	MaxResolves = 4
+)
+
 // Resolver resolves image references through the OCI distribution API of
 // any registry (anonymous pulls).
 type Resolver struct {
 	// Transport overrides the HTTP transport (inside the enclave: through
 	// the parent's egress).
 	Transport http.RoundTripper
+
+	once sync.Once
+	sem  chan struct{}
 }
+
+// errTooLarge is a registry response over MaxRegistryBody.
+var errTooLarge = fmt.Errorf("a registry answer over %d MiB", MaxRegistryBody>>20)
+
+// cappedTransport cuts every response body at MaxRegistryBody bytes (an
+// error at the first byte over, so nothing larger is ever buffered).
+type cappedTransport struct{ base http.RoundTripper }
+
+func (t cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength > MaxRegistryBody {
+		resp.Body.Close()
+		return nil, errTooLarge
+	}
+	resp.Body = &cappedBody{rc: resp.Body, left: MaxRegistryBody}
+	return resp, nil
+}
+
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return n, errTooLarge
+	}
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // Resolve pins ref to the digest of its linux/amd64 manifest and reads its
 // compressed size and volumes. Registries on loopback addresses are reached
-// over plain HTTP (dev mode and tests); all others over HTTPS.
+// over plain HTTP (dev mode and tests); all others over HTTPS. At most
+// MaxResolves run at once, each reading at most MaxRegistryBody per answer
+// within ctx's deadline.
 func (r *Resolver) Resolve(ctx context.Context, ref string) (Image, error) {
+	r.once.Do(func() { r.sem = make(chan struct{}, MaxResolves) })
+	select {
+	case r.sem <- struct{}{}:
+		defer func() { <-r.sem }()
+	case <-ctx.Done():
+		return Image{}, &ImageError{"the instance is busy resolving other images; try again in a minute"}
+	}
+	img, err := r.resolve(ctx, ref)
+	if err != nil && ctx.Err() != nil {
+		return Image{}, &ImageError{fmt.Sprintf("the registry of %s did not answer in time", ref)}
+	}
+	return img, err
+}
+
+func (r *Resolver) resolve(ctx context.Context, ref string) (Image, error) {
 	var opts []name.Option
 	if isLoopbackRef(ref) {
 		opts = append(opts, name.Insecure)
@@ -55,10 +129,12 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (Image, error) {
 	if err != nil {
 		return Image{}, &ImageError{fmt.Sprintf("%q is not an image reference", ref)}
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})}
-	if r.Transport != nil {
-		ropts = append(ropts, remote.WithTransport(r.Transport))
+	base := r.Transport
+	if base == nil {
+		base = http.DefaultTransport
 	}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
+		remote.WithTransport(cappedTransport{base})}
 	desc, err := remote.Get(parsed, ropts...)
 	if err != nil {
 		return Image{}, registryError(ref, err)
@@ -123,6 +199,12 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (Image, error) {
 }
 
 func registryError(ref string, err error) error {
+	if errors.Is(err, errTooLarge) {
+		return &ImageError{fmt.Sprintf("the registry of %s sent %s; refused", ref, errTooLarge)}
+	}
+	if strings.Contains(err.Error(), "stopped after 10 redirects") { // net/http's bound
+		return &ImageError{fmt.Sprintf("the registry of %s redirects more than 10 times; refused", ref)}
+	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		switch terr.StatusCode {
