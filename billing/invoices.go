@@ -124,6 +124,41 @@ func (v *Invoices) CancelOpen(ctx context.Context, containerID string) error {
 	return errors.Join(errs...)
 }
 
+// Forget cancels, at the node, every invoice of a container none of whose
+// invoices was ever paid (an expired or withdrawn quote) and deletes them:
+// nothing of the quote is kept. It refuses a container with a settled one.
+func (v *Invoices) Forget(ctx context.Context, containerID string) error {
+	rows, err := v.DB.QueryContext(ctx, `SELECT payment_hash, settled_at IS NOT NULL FROM invoices WHERE container_id = ?`, containerID)
+	if err != nil {
+		return err
+	}
+	var hashes []string
+	for rows.Next() {
+		var h string
+		var settled bool
+		if err := rows.Scan(&h, &settled); err != nil {
+			rows.Close()
+			return err
+		}
+		if settled {
+			rows.Close()
+			return fmt.Errorf("container %s has a paid invoice", containerID)
+		}
+		hashes = append(hashes, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, h := range hashes {
+		if err := v.Lightning.CancelInvoice(ctx, h); err != nil {
+			return err // ErrSettled too: it is the stream's now
+		}
+	}
+	_, err = v.DB.ExecContext(ctx, `DELETE FROM invoices WHERE container_id = ? AND settled_at IS NULL`, containerID)
+	return err
+}
+
 // Unclaimed is a payment that settled after its container was removed.
 type Unclaimed struct {
 	PaymentHash string

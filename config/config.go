@@ -191,6 +191,12 @@ type Pricing struct {
 	QuoteExpiry     time.Duration `toml:"quote_expiry"` // the invoice's expiry too
 	LowBalance      time.Duration `toml:"low_balance"`  // owners are told once when less time is left
 	Retention       time.Duration `toml:"retention"`    // paused containers are kept this long
+	// Unpaid work anyone can ask for, for free: quotes waiting for
+	// payment instance-wide (0: 4 × instance.capacity_units) and per
+	// sender, and top-up invoices waiting per container.
+	OpenQuotes          int64 `toml:"open_quotes"`
+	OpenQuotesPerSender int64 `toml:"open_quotes_per_sender"`
+	OpenTopups          int64 `toml:"open_topups"`
 }
 
 // Lightning is the operator's LND, reached over gRPC with an invoice
@@ -256,7 +262,7 @@ func Default() Config {
 		Instance: Instance{Name: "enclaved", CapacityUnits: 8, PullTimeout: 10 * time.Minute},
 		Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
 		Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
-			LowBalance: time.Hour, Retention: 72 * time.Hour},
+			LowBalance: time.Hour, Retention: 72 * time.Hour, OpenQuotesPerSender: 3, OpenTopups: 5},
 		HTTP:     HTTP{Listen: "127.0.0.1:8080"},
 		Attest:   Attest{Mode: "dev"},
 		Enclave:  Enclave{Parent: "vsock:3:7000", IngressPort: 443},
@@ -610,7 +616,11 @@ func (c Config) Validate() error {
 		"instance.capacity_units": c.Instance.CapacityUnits, "nostr.commands_per_minute": c.Nostr.CommandsPerMinute, "unit.millicpus": c.Unit.MilliCPUs,
 		"unit.memory_mib": c.Unit.MemoryMiB, "unit.pids": c.Unit.Pids, "pricing.msat_per_unit_hour": c.Pricing.MsatPerUnitHour,
 		"pricing.quote_expiry": int64(c.Pricing.QuoteExpiry), "pricing.retention": int64(c.Pricing.Retention),
-		"instance.pull_timeout": int64(c.Instance.PullTimeout),
+		"instance.pull_timeout": int64(c.Instance.PullTimeout), "pricing.open_quotes_per_sender": c.Pricing.OpenQuotesPerSender,
+		"pricing.open_topups": c.Pricing.OpenTopups,
+	}
+	if c.Pricing.OpenQuotes < 0 {
+		bad("pricing.open_quotes", "must be 0 (4 × instance.capacity_units) or more")
 	}
 	for _, k := range slices.Sorted(maps.Keys(positive)) {
 		if positive[k] <= 0 {

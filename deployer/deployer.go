@@ -78,9 +78,12 @@ type Config struct {
 	Links func(Record) Links
 }
 
-// OpenInvoices cancels a container's unpaid invoices at the node.
+// OpenInvoices cancels a container's unpaid invoices at the node
+// (billing.Invoices).
 type OpenInvoices interface {
 	CancelOpen(ctx context.Context, containerID string) error
+	// Forget cancels and deletes every invoice of a never-paid quote.
+	Forget(ctx context.Context, containerID string) error
 }
 
 // cancelOpen cancels container id's open invoices, if it has any: after

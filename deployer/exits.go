@@ -99,11 +99,13 @@ func (d *Deployer) exited(ctx context.Context, rec Record, st State, now time.Ti
 		reason = fmt.Sprintf("exited with code %d", st.ExitCode)
 	}
 	reason += " at " + at.UTC().Format("2006-01-02 15:04:05 UTC")
+	// Charged up to when it stopped; its retention window counts from now,
+	// when the instance learnt of it, on the instance's own clock.
 	if err := d.setState(ctx, rec.ID, StateExited, reason, func(tx *sql.Tx) error {
 		if _, err := billing.StopMetering(ctx, tx, rec.ID, at); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = ? WHERE id = ?`, at.UnixMilli(), rec.ID)
+		_, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = ? WHERE id = ?`, now.UnixMilli(), rec.ID)
 		return err
 	}); err != nil {
 		d.log.Error("recording an exit", "container", rec.ID, "err", err)

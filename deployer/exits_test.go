@@ -63,8 +63,11 @@ func TestExitsStopBilling(t *testing.T) {
 	if charged := 3_600_000 - r.BalanceMsat; charged > 60_000 {
 		t.Errorf("charged %d msat for a run of about a second (an hour passed before it was noticed)", charged)
 	}
-	if f.inbox.count("c-early stopped on its own: exited with code 3") != 1 || f.inbox.count("bye") != 1 {
-		t.Errorf("owner not told the code and the output: %+v", f.inbox.notices)
+	// The notice follows the record.
+	if err := proc.WaitFor(context.Background(), "the exit notice", time.Minute, func(context.Context) (bool, error) {
+		return f.inbox.count("c-early stopped on its own: exited with code 3") == 1 && f.inbox.count("bye") == 1, nil
+	}); err != nil {
+		t.Errorf("owner not told the code and the output: %v: %+v", err, f.inbox.notices)
 	}
 
 	// Seen live: an exit, and an OOM kill.

@@ -105,6 +105,19 @@ func (q *Quoter) Topup(ctx context.Context, rec Record, sats int64, requester st
 		// add up to a launch for less than the quote.
 		return billing.Invoice{}, &UserError{fmt.Sprintf("%s is not paid yet: pay its quote's invoice first; a topup adds running time to a container that was paid for", rec.Name)}
 	}
+	if q.Pricing.OpenTopups > 0 {
+		now := q.D.now()
+		var open int64
+		var first sql.NullInt64
+		if err := q.D.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(expires_at) FROM invoices WHERE container_id = ? AND purpose = 'topup'
+			AND settled_at IS NULL AND cancelled_at IS NULL AND expires_at > ?`, rec.ID, now.Unix()).Scan(&open, &first); err != nil {
+			return billing.Invoice{}, err
+		}
+		if open >= q.Pricing.OpenTopups {
+			return billing.Invoice{}, busyError(fmt.Sprintf("%s has %d top-up invoices waiting to be paid (at most %d); pay one of those", rec.Name, open, q.Pricing.OpenTopups),
+				time.Unix(first.Int64, 0).Sub(now))
+		}
+	}
 	return q.Invoices.Issue(ctx, billing.Request{ContainerID: rec.ID, Purpose: "topup", AmountMsat: sats * 1000,
 		Memo: fmt.Sprintf("enclaved topup %s: %s, %d sats", rec.ID, rec.Name, sats), Expiry: q.Pricing.QuoteExpiry, Requester: requester})
 }

@@ -47,6 +47,7 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 			next = now.Add(m.Left)
 		}
 	}
+	d.pruneQuotes(ctx, now)
 	// Every running container is charged up to now: after an outage,
 	// none is charged past this moment (Reconcile).
 	if err := d.ledger.Beat(ctx, now); err != nil {
@@ -95,4 +96,40 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 func (d *Deployer) lowBalance(rec Record, left time.Duration) time.Duration {
 	paid := time.Duration(rec.RunMs)*time.Millisecond + left
 	return min(d.cfg.LowBalance, paid/4)
+}
+
+// Quotes that expired or were withdrawn unpaid are forgotten quoteGrace
+// later (a payment racing the expiry has settled by then, or never will):
+// their invoices are cancelled at the node and deleted, their rows too,
+// and their names are free again. At most prunePerTick go per tick.
+const (
+	quoteGrace   = time.Hour
+	prunePerTick = 500
+)
+
+func (d *Deployer) pruneQuotes(ctx context.Context, now time.Time) {
+	ids, err := d.ids(ctx, `state = 'expired' AND updated_at < ?
+		AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.container_id = containers.id)
+		AND NOT EXISTS (SELECT 1 FROM unclaimed u WHERE u.container_id = containers.id)`,
+		now.Add(-quoteGrace).UnixMilli())
+	if err != nil {
+		d.log.Warn("listing expired quotes", "err", err)
+		return
+	}
+	ids = ids[:min(len(ids), prunePerTick)]
+	for _, id := range ids {
+		if d.cfg.Invoices != nil {
+			if err := d.cfg.Invoices.Forget(ctx, id); err != nil {
+				d.log.Warn("forgetting an expired quote", "container", id, "err", err)
+				continue
+			}
+		}
+		unlock := d.locks.lock(id)
+		_, err := d.db.ExecContext(ctx, `DELETE FROM containers WHERE id = ? AND state = 'expired'
+			AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.container_id = containers.id)`, id)
+		unlock()
+		if err != nil {
+			d.log.Warn("deleting an expired quote", "container", id, "err", err)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -19,10 +20,19 @@ import (
 	"github.com/enclaved/enclaved/tunnel"
 )
 
-// Pricing is what the operator charges.
+// Pricing is what the operator charges, and the bounds on unpaid work.
 type Pricing struct {
 	PriceMsatPerUnitHour int64
 	QuoteExpiry          time.Duration // the invoice's expiry too
+	// OpenQuotes caps quotes waiting for payment, instance-wide (0: no
+	// cap) and per sender (0: no cap); OpenTopups caps top-up invoices
+	// waiting per container (0: no cap).
+	OpenQuotes, OpenQuotesPerSender, OpenTopups int64
+}
+
+// busyError is a refusal for now: too much unpaid work waits.
+func busyError(what string, wait time.Duration) *UserError {
+	return &UserError{fmt.Sprintf("busy: %s; try again in %s", what, Human(max(wait, time.Minute)))}
 }
 
 // ImageResolver pins image references (Resolver in production).
@@ -70,6 +80,19 @@ const resolveTimeout = 30 * time.Second
 // capacity, records the quoted container and issues its invoice.
 func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Command) (Quote, error) {
 	d := q.D
+	// Refused before the registry is asked, when too much unpaid work
+	// waits (the insert below checks again, atomically).
+	if q.Pricing.OpenQuotes > 0 || q.Pricing.OpenQuotesPerSender > 0 {
+		open := d.now().Add(-q.Pricing.QuoteExpiry).UnixMilli()
+		var mine, all int64
+		if err := d.db.QueryRowContext(ctx, `SELECT COUNT(CASE WHEN owner = ? THEN 1 END), COUNT(*)
+			FROM containers WHERE state = 'quoted' AND created_at > ?`, owner, open).Scan(&mine, &all); err != nil {
+			return Quote{}, err
+		}
+		if (q.Pricing.OpenQuotes > 0 && all >= q.Pricing.OpenQuotes) || (q.Pricing.OpenQuotesPerSender > 0 && mine >= q.Pricing.OpenQuotesPerSender) {
+			return Quote{}, q.refusal(ctx, owner, "", open)
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	img, err := q.Images.Resolve(rctx, cmd.Image)
 	cancel()
@@ -112,12 +135,18 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 		return Quote{}, &UserError{"this instance has no price set"}
 	}
 	now := d.now()
+	// The caps on open quotes are checked in the insert itself, so
+	// concurrent deploys cannot overshoot them.
+	open := now.Add(-q.Pricing.QuoteExpiry).UnixMilli()
 	res, err := d.db.ExecContext(ctx, `INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, image_volumes,
 		units, price_msat, env, pubkey, state, created_at, updated_at, egress, http_port)
 		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?, ?, ?
-		WHERE NOT EXISTS (SELECT 1 FROM containers WHERE name = ?)`,
+		WHERE NOT EXISTS (SELECT 1 FROM containers WHERE name = ?)
+		AND (? = 0 OR (SELECT COUNT(*) FROM containers WHERE state = 'quoted' AND created_at > ?) < ?)
+		AND (? = 0 OR (SELECT COUNT(*) FROM containers WHERE state = 'quoted' AND created_at > ? AND owner = ?) < ?)`,
 		id, name, owner, channel, cmd.Image, img.Pinned, img.Size, img.HasVolumes, units, price, string(envJSON),
-		d.cfg.ContainerKey(id), now.UnixMilli(), now.UnixMilli(), string(egressJSON), cmd.Port, name)
+		d.cfg.ContainerKey(id), now.UnixMilli(), now.UnixMilli(), string(egressJSON), cmd.Port, name,
+		q.Pricing.OpenQuotes, open, q.Pricing.OpenQuotes, q.Pricing.OpenQuotesPerSender, open, owner, q.Pricing.OpenQuotesPerSender)
 	if err != nil {
 		if strings.Contains(err.Error(), "UNIQUE") {
 			return Quote{}, &UserError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
@@ -125,7 +154,7 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 		return Quote{}, err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return Quote{}, &UserError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
+		return Quote{}, q.refusal(ctx, owner, name, open)
 	}
 	inv, err := q.Invoices.Issue(ctx, billing.Request{ContainerID: id, Purpose: "deploy", AmountMsat: total,
 		Memo: fmt.Sprintf("enclaved quote %s: %s, %d unit(s) for %d h", id, name, units, hours), Expiry: q.Pricing.QuoteExpiry, Requester: owner})
@@ -191,4 +220,34 @@ func defaultName(ref, id string) string {
 		base = "c" + base
 	}
 	return base + "-" + id[:6]
+}
+
+// refusal says why a quote was not recorded: its name is taken, or too
+// many quotes wait for payment (the sender's, or the instance's).
+func (q *Quoter) refusal(ctx context.Context, owner, name string, open int64) error {
+	d := q.D
+	var taken bool
+	if err := d.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM containers WHERE name = ?)`, name).Scan(&taken); err != nil {
+		return err
+	}
+	if taken {
+		return &UserError{fmt.Sprintf("the name %s is taken; pick another with name=", name)}
+	}
+	var mine, all int64
+	var myOldest, oldest sql.NullInt64
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(CASE WHEN owner = ? THEN 1 END), COUNT(*), MIN(CASE WHEN owner = ? THEN created_at END), MIN(created_at)
+		FROM containers WHERE state = 'quoted' AND created_at > ?`, owner, owner, open).Scan(&mine, &all, &myOldest, &oldest); err != nil {
+		return err
+	}
+	// until is how long until the oldest of those quotes expires.
+	until := func(created sql.NullInt64) time.Duration {
+		if !created.Valid {
+			return q.Pricing.QuoteExpiry
+		}
+		return time.UnixMilli(created.Int64).Add(q.Pricing.QuoteExpiry).Sub(d.now())
+	}
+	if q.Pricing.OpenQuotesPerSender > 0 && mine >= q.Pricing.OpenQuotesPerSender {
+		return busyError(fmt.Sprintf("you have %d quotes waiting for payment (at most %d); pay or `delete` one", mine, q.Pricing.OpenQuotesPerSender), until(myOldest))
+	}
+	return busyError(fmt.Sprintf("%d quotes wait for payment on this instance", all), until(oldest))
 }

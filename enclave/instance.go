@@ -2,6 +2,7 @@ package enclave
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -135,7 +136,9 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 			in.Bot.Notify(ctx, n)
 		}
 	})
-	pricing := deployer.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry}
+	pricing := deployer.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry,
+		OpenQuotes: cmp.Or(cfg.Pricing.OpenQuotes, 4*cfg.Instance.CapacityUnits), OpenQuotesPerSender: cfg.Pricing.OpenQuotesPerSender,
+		OpenTopups: cfg.Pricing.OpenTopups}
 	in.Quoter = &deployer.Quoter{D: in.Deployer, Images: p.Images, Invoices: in.Invoices, Pricing: pricing}
 	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
 		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
