@@ -112,8 +112,17 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 	} else if !errdefs.IsNotFound(err) {
 		return "", fmt.Errorf("create %s: %w", s.Name, err)
 	}
-	if _, err := r.c.NetworkCreate(ctx, s.Name, network.CreateOptions{Driver: "bridge", Labels: s.Labels}); err != nil && !errdefs.IsConflict(err) {
+	// The engine's own duplicate check on network names is best-effort:
+	// an existing network of this name (a crash after creating it) is
+	// used, never a second one made.
+	nets, err := r.networks(ctx, s.Name)
+	if err != nil {
 		return "", fmt.Errorf("create network %s: %w", s.Name, err)
+	}
+	if len(nets) == 0 {
+		if _, err := r.c.NetworkCreate(ctx, s.Name, network.CreateOptions{Driver: "bridge", Labels: s.Labels}); err != nil && !errdefs.IsConflict(err) {
+			return "", fmt.Errorf("create network %s: %w", s.Name, err)
+		}
 	}
 	pids := s.Pids
 	host := &container.HostConfig{
@@ -205,10 +214,31 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	name := strings.TrimPrefix(info.Name, "/")
-	if err := r.c.NetworkRemove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+	nets, err := r.networks(ctx, name)
+	if err != nil {
 		return fmt.Errorf("remove network %s: %w", name, err)
 	}
+	for _, id := range nets { // every network of that name, by id
+		if err := r.c.NetworkRemove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("remove network %s: %w", name, err)
+		}
+	}
 	return nil
+}
+
+// networks lists the ids of the networks called exactly name.
+func (r *Runtime) networks(ctx context.Context, name string) ([]string, error) {
+	list, err := r.c.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, n := range list {
+		if n.Name == name { // the filter matches substrings
+			ids = append(ids, n.ID)
+		}
+	}
+	return ids, nil
 }
 
 // maxLogBytes bounds what Logs returns.

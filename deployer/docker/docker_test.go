@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/enclaved/enclaved/deployer"
@@ -160,5 +161,41 @@ func TestHardenedContainerResistsEscapes(t *testing.T) {
 		if p.Allowed {
 			t.Errorf("probe %s escaped: %s", name, p.Detail)
 		}
+	}
+}
+
+// A container's network left by a crash (created, but not the container)
+// is used again, never doubled; removing the container removes it.
+func TestNetworkLeftByACrashIsReused(t *testing.T) {
+	r := newRuntime(t)
+	imgs := testenv.Images(t)
+	ctx := context.Background()
+	dc := testenv.Docker(t)
+	name := "enclaved-netreuse-test"
+	if err := r.Pull(ctx, imgs.Hello.Ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge"}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := r.Create(ctx, spec(name, imgs.Hello.Ref, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		list, err := dc.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("%d networks called %s, want the one left behind", n, name)
+	}
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Errorf("%d networks left after the removal", n)
 	}
 }
