@@ -49,6 +49,11 @@ func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
 			return
 		}
 	}
+	// In public, only notes that start with a command are commands, and
+	// another instance's reply never is one.
+	if msg.Channel == nip.ChannelMention && (nip.FromEnclaved(&msg.Event) || !nip.StartsWithVerb(msg.Text)) {
+		return
+	}
 	switch b.rate.allow(msg.From, now) {
 	case refuse:
 		return

@@ -220,15 +220,9 @@ func registryError(ref string, err error) error {
 	if errors.As(err, &nerr) || errors.As(err, &oerr) {
 		return &ImageError{fmt.Sprintf("registry of %s unreachable", ref)}
 	}
-	return &ImageError{fmt.Sprintf("cannot read image %s: %s", ref, firstLine(err.Error()))}
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	if len(s) > 160 {
-		s = s[:160] + "…"
-	}
-	return s
+	// Anything else stays out of the reply (it may name what is behind the
+	// parent): the renter hears that the image could not be read.
+	return &ImageError{fmt.Sprintf("cannot read image %s: its registry's answer is not a usable image", ref)}
 }
 
 func isLoopbackRef(ref string) bool {

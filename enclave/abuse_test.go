@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lightningnetwork/lnd/lnrpc"
+	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/internal/testenv"
 )
@@ -89,5 +90,56 @@ func TestUnpaidWorkIsBounded(t *testing.T) {
 	}
 	if r := deploy(greedy, "g2"); !strings.Contains(r, "Quote") {
 		t.Errorf("the name of a forgotten quote: %q", r)
+	}
+}
+
+// In public, only notes that start with a command are answered, and no
+// instance answers another's reply: two instances mentioned in one thread
+// answer the person once each and never each other.
+func TestMentionsAnswerCommandsOnly(t *testing.T) {
+	relay := testenv.Relay(t)
+	a := startInstance(t, t.TempDir(), []string{relay.URL})
+	b := startInstance(t, t.TempDir(), []string{relay.URL})
+	ctx := context.Background()
+	user := testenv.NewClient(t, relay.URL)
+	chat := user.Mention(t, a.key.PublicKey(), "what a nice instance, does it help anyone?")
+	user.Publish(t, chat, relay.URL)
+
+	both := func(text string) nostr.Event {
+		evt := nostr.Event{Kind: nostr.KindTextNote, CreatedAt: nostr.Now(),
+			Content: "nostr:" + a.key.Npub() + " nostr:" + b.key.Npub() + " " + text,
+			Tags:    nostr.Tags{{"p", a.key.PublicKey()}, {"p", b.key.PublicKey()}}}
+		if err := evt.Sign(user.SK); err != nil {
+			t.Fatal(err)
+		}
+		user.Publish(t, evt, relay.URL)
+		answered := map[string]bool{}
+		user.AwaitFunc(t, "the replies of both instances", func(r testenv.Reply) bool {
+			if r.RefersTo(evt.ID) {
+				answered[r.From] = true
+			}
+			return answered[a.key.PublicKey()] && answered[b.key.PublicKey()]
+		})
+		return evt
+	}
+	both("help")
+	both("status") // a second round: by now any reply loop would show
+
+	rl, err := nostr.RelayConnect(ctx, relay.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rl.Close()
+	notes, err := rl.QuerySync(ctx, nostr.Filter{Kinds: []int{nostr.KindTextNote}, Authors: []string{a.key.PublicKey(), b.key.PublicKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 4 {
+		t.Errorf("%d public notes by the two instances, want 4 (one per instance per command)", len(notes))
+	}
+	for _, n := range notes {
+		if n.Tags.FindWithValue("e", chat.ID) != nil {
+			t.Errorf("a note that is not a command was answered: %q", n.Content)
+		}
 	}
 }

@@ -242,6 +242,24 @@ func parseTarget(s string) (string, error) {
 	return t, nil
 }
 
+// StartsWithVerb says whether text, after any leading mentions, starts
+// with a command verb: only such notes that mention the instance are
+// commands (everything else in a public thread is conversation).
+func StartsWithVerb(text string) bool {
+	words := strings.Fields(text)
+	for len(words) > 0 && isMention(words[0]) {
+		words = words[1:]
+	}
+	if len(words) == 0 {
+		return false
+	}
+	switch Verb(strings.ToLower(words[0])) {
+	case VerbHelp, VerbDeploy, VerbStatus, VerbTopup, VerbLogs, VerbStop, VerbStart, VerbDelete:
+		return true
+	}
+	return false
+}
+
 func isMention(w string) bool {
 	w = strings.ToLower(w)
 	return strings.HasPrefix(w, "nostr:npub1") || strings.HasPrefix(w, "nostr:nprofile1") ||

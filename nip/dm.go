@@ -147,7 +147,7 @@ func build(ctx context.Context, keys Keys, msg Message, text string, now nostr.T
 		err = keys.SignEvent(ctx, &evt)
 		return evt, evt.ID, err
 	case ChannelMention:
-		evt := nostr.Event{Kind: nostr.KindTextNote, CreatedAt: now, Content: text, Tags: ThreadTags(msg.Event, self)}
+		evt := nostr.Event{Kind: nostr.KindTextNote, CreatedAt: now, Content: text, Tags: append(ThreadTags(msg.Event, self), ClientTag)}
 		err = keys.SignEvent(ctx, &evt)
 		return evt, evt.ID, err
 	default:
@@ -206,6 +206,16 @@ func ThreadTags(parent nostr.Event, self string) nostr.Tags {
 		}
 	}
 	return tags
+}
+
+// ClientTag marks the public replies of an enclaved instance (NIP-89's
+// client tag), so that no instance answers another's reply: two instances
+// tagged in one thread never talk to each other forever.
+var ClientTag = nostr.Tag{"client", "enclaved"}
+
+// FromEnclaved says whether evt is an enclaved instance's public reply.
+func FromEnclaved(evt *nostr.Event) bool {
+	return evt.Tags.FindWithValue("client", ClientTag[1]) != nil
 }
 
 // TagValue is the value of evt's first tag named name, or "".

@@ -132,7 +132,7 @@ func TestMentionReplyIsThreaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := nostr.Tags{{"e", root.ID, "", "root"}, {"e", mention.ID, "", "reply"}, {"p", carol.pk}, {"p", dave.pk}}
+	want := nostr.Tags{{"e", root.ID, "", "root"}, {"e", mention.ID, "", "reply"}, {"p", carol.pk}, {"p", dave.pk}, ClientTag}
 	if reply.Kind != 1 || fmt.Sprint(reply.Tags) != fmt.Sprint(want) {
 		t.Errorf("reply tags %v, want %v", reply.Tags, want)
 	}
