@@ -268,7 +268,9 @@ func charge(ctx context.Context, tx *sql.Tx, id string, nowMs int64, keepRunning
 	}
 	var next any // running_since after this charge
 	if keepRunning && since.Valid {
-		next = nowMs
+		// Never back: a charge computed with an earlier now (two metering
+		// passes at once) must not make the next one bill time again.
+		next = max(nowMs, since.Int64)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE containers SET balance_msat = ?, run_ms = ?, charged_msat = ?, running_since = ?, updated_at = ?
 		WHERE id = ?`, balance, runMs, charged, next, nowMs, id); err != nil {

@@ -263,3 +263,30 @@ func TestQuotePaidOnlyAtItsTotal(t *testing.T) {
 	}
 	checkSums(t, l, db, "q")
 }
+
+// Two metering passes at once, the one that read the clock earlier
+// committing last, never bill a stretch twice: the meter never goes back.
+func TestChargeOutOfOrderNeverBillsTwice(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	l := NewLedger(db)
+	addContainer(t, db, "a", 1, 3_600_000, "pay")
+	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "pay", AmountMsat: 10_000_000, SettleIndex: 1, SettledAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	startRunning(t, db, "a", t0)
+	if _, err := l.Charge(ctx, "a", t0.Add(time.Hour)); err != nil { // the later pass commits first
+		t.Fatal(err)
+	}
+	if _, err := l.Charge(ctx, "a", t0.Add(time.Minute)); err != nil { // the earlier one after
+		t.Fatal(err)
+	}
+	if _, err := l.Charge(ctx, "a", t0.Add(time.Hour+time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	_, debits, _ := l.Sums(ctx, "a")
+	if want := int64(61 * 60_000); debits != want {
+		t.Errorf("debits %d msat for 61 min at 1 msat/ms, want %d", debits, want)
+	}
+	checkSums(t, l, db, "a")
+}
