@@ -163,19 +163,49 @@ func (b *Bot) catchUp(ctx context.Context, r *nostr.Relay, sub *nostr.Subscripti
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for _, f := range b.filters() {
-		evts, err := r.QueryEvents(ctx, f)
-		if err != nil {
-			b.log.Warn("catching up on a relay failed", "relay", r.URL, "err", err)
-			return
-		}
-		for evt := range evts {
-			select {
-			case out <- evt:
-			case <-ctx.Done():
+		// Relays cap what one query returns (khatru's stores at 500),
+		// newest first, and gift wraps are back-dated at random: the
+		// lookback is walked back a page at a time, so a DM older than
+		// a page of newer ones is still found.
+		for page := 0; page < catchUpPages; page++ {
+			n, oldest, err := b.catchUpPage(ctx, r, f, out)
+			if err != nil {
+				b.log.Warn("catching up on a relay failed", "relay", r.URL, "err", err)
 				return
 			}
+			if n == 0 || oldest <= *f.Since {
+				break
+			}
+			if f.Until != nil && oldest >= *f.Until {
+				oldest = *f.Until - 1 // a page of one second: move on
+			}
+			f.Until = &oldest
 		}
 	}
+}
+
+// catchUpPages bounds one catch-up (pages of the relay's own size).
+const catchUpPages = 200
+
+// catchUpPage passes on what one query of f returns; n is how many events
+// came, oldest the created_at of the oldest.
+func (b *Bot) catchUpPage(ctx context.Context, r *nostr.Relay, f nostr.Filter, out chan<- *nostr.Event) (n int, oldest nostr.Timestamp, err error) {
+	evts, err := r.QueryEvents(ctx, f)
+	if err != nil {
+		return 0, 0, err
+	}
+	for evt := range evts {
+		if n == 0 || evt.CreatedAt < oldest {
+			oldest = evt.CreatedAt
+		}
+		n++
+		select {
+		case out <- evt:
+		case <-ctx.Done():
+			return n, oldest, ctx.Err()
+		}
+	}
+	return n, oldest, nil
 }
 
 // listen keeps one subscription open on a relay. Each (re)subscription asks

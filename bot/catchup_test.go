@@ -54,3 +54,34 @@ func TestDMStoredDuringSubscribeIsAnswered(t *testing.T) {
 		t.Errorf("answered on %s", r.Channel)
 	}
 }
+
+// Relays answer a query with a page of the newest events (500 here), and
+// gift wraps are back-dated at random: a DM older than a page of newer
+// ones, all stored while the instance was down, is still answered, as the
+// bot walks its whole lookback back a page at a time.
+func TestDMOlderThanAPageIsAnswered(t *testing.T) {
+	relay := testenv.Relay(t)
+	ctx := context.Background()
+	bt, _ := newBot(t, relay.URL)
+	c := testenv.NewClient(t, relay.URL)
+	old := c.NIP04(t, bt.self, "status")
+	old.CreatedAt = nostr.Now() - 3600
+	old.Sign(c.SK)
+	if err := relay.Store.SaveEvent(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	// A page and more of newer DMs to the bot (unreadable: dropped).
+	for i := range 600 {
+		filler := nostr.Event{Kind: nostr.KindEncryptedDirectMessage, CreatedAt: nostr.Now() - nostr.Timestamp(1800-i),
+			Content: "not for anyone?iv=AAAAAAAAAAAAAAAAAAAAAA==", Tags: nostr.Tags{{"p", bt.self}}}
+		filler.Sign(nostr.GeneratePrivateKey())
+		if err := relay.Store.SaveEvent(ctx, &filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { bt.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c.AwaitFunc(t, "the answer to a DM older than a page", func(r testenv.Reply) bool { return r.RefersTo(old.ID) })
+}
