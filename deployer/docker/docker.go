@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -25,6 +26,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/moby/profiles/seccomp"
 
 	"github.com/enclaved/enclaved/deployer"
 )
@@ -129,7 +131,7 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 		NetworkMode:    container.NetworkMode(s.Name),
 		Privileged:     false,
 		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges:true"},
+		SecurityOpt:    []string{"no-new-privileges:true", "seccomp=" + seccompProfile()},
 		ReadonlyRootfs: s.ReadonlyRoot,
 		Resources: container.Resources{
 			NanoCPUs:   s.NanoCPUs,
@@ -137,7 +139,10 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 			MemorySwap: s.MemoryBytes, // no swap
 			PidsLimit:  &pids,
 		},
-		ExtraHosts:    s.ExtraHosts,
+		ExtraHosts: s.ExtraHosts,
+		// The confinement rules are IPv4: the container gets no IPv6,
+		// not even link-local, to go around them with.
+		Sysctls:       map[string]string{"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"},
 		LogConfig:     container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "5m", "max-file": "2"}},
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 	}
@@ -284,3 +289,15 @@ func (r *Runtime) List(ctx context.Context) ([]deployer.Info, error) {
 	}
 	return out, nil
 }
+
+// seccompProfile is moby's default seccomp profile as JSON, sent with each
+// container rather than left to the engine: engines before 23.0 (Debian
+// 12's docker.io 20.10, the enclave image's) have a default that still
+// lets containers open AF_VSOCK sockets, and the parent listens on vsock.
+var seccompProfile = sync.OnceValue(func() string {
+	b, err := json.Marshal(seccomp.DefaultProfile())
+	if err != nil {
+		panic("seccomp profile: " + err.Error()) // a static value: cannot happen
+	}
+	return string(b)
+})

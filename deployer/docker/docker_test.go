@@ -115,7 +115,10 @@ type probe struct {
 }
 
 // The escape image, run hardened, can neither write its root, mount, keep
-// capabilities, gain privileges, nor start more processes than the limit.
+// capabilities, gain privileges, start more processes than the limit, open
+// a vsock socket (moby's default seccomp profile refuses AF_VSOCK; the
+// parent listens on vsock), nor have an IPv6 address (the confinement
+// rules are IPv4).
 func TestHardenedContainerResistsEscapes(t *testing.T) {
 	imgs := testenv.Images(t)
 	r := newRuntime(t)
@@ -145,6 +148,15 @@ func TestHardenedContainerResistsEscapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	info, err := dc.ContainerInspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range info.HostConfig.SecurityOpt {
+		if opt == "seccomp=unconfined" {
+			t.Errorf("the container runs without seccomp: %q", opt)
+		}
+	}
 	got := map[string]probe{}
 	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
 		var p probe
@@ -152,7 +164,7 @@ func TestHardenedContainerResistsEscapes(t *testing.T) {
 			got[p.Probe] = p
 		}
 	}
-	for _, name := range []string{"rootfs", "mount", "caps", "nonewprivs", "pids"} {
+	for _, name := range []string{"rootfs", "mount", "caps", "nonewprivs", "pids", "vsock", "ipv6"} {
 		p, ok := got[name]
 		if !ok {
 			t.Errorf("probe %s did not report; logs:\n%s", name, logs)

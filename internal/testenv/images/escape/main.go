@@ -6,7 +6,7 @@
 //
 // Arguments name the probes to run, in order (default: all but memory, which
 // may get the container OOM-killed): rootfs, mount, caps, nonewprivs, pids,
-// egress, memory. Limits: PIDS_TRY (default 200), MEM_TRY_MB (default 256),
+// egress, vsock, ipv6, memory. Limits: PIDS_TRY (default 200), MEM_TRY_MB (default 256),
 // EGRESS_ADDR (host:port; probe skipped if empty).
 package main
 
@@ -40,7 +40,7 @@ func main() {
 	}
 	probes := os.Args[1:]
 	if len(probes) == 0 {
-		probes = []string{"rootfs", "mount", "caps", "nonewprivs", "pids", "egress"}
+		probes = []string{"rootfs", "mount", "caps", "nonewprivs", "pids", "egress", "vsock", "ipv6"}
 	}
 	for _, p := range probes {
 		switch p {
@@ -87,6 +87,21 @@ func main() {
 				c.Close()
 			}
 			report(p, err == nil, errText(err))
+		case "vsock": // the parent's vsock listener is one socket(2) away
+			fd, err := syscall.Socket(40 /* AF_VSOCK */, syscall.SOCK_STREAM, 0)
+			if err == nil {
+				syscall.Close(fd)
+			}
+			report(p, err == nil, errText(err))
+		case "ipv6": // any IPv6 address, even link-local, is a way around IPv4 rules
+			var have []string
+			addrs, _ := net.InterfaceAddrs()
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && n.IP.To4() == nil {
+					have = append(have, n.String())
+				}
+			}
+			report(p, len(have) > 0, "IPv6 addresses: "+strings.Join(have, " "))
 		case "memory":
 			want := envInt("MEM_TRY_MB", 256)
 			var hold [][]byte
