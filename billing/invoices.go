@@ -191,3 +191,56 @@ func listUnclaimed(ctx context.Context, db *sql.DB) ([]Unclaimed, error) {
 	}
 	return out, rows.Err()
 }
+
+// Unpaid top-up and zap invoices are forgotten invoiceGrace after they
+// expired (a payment racing the expiry has settled by then, or never
+// will), at most prunePerPass a pass: anyone can ask for them for free.
+const (
+	invoiceGrace = time.Hour
+	prunePerPass = 1000
+)
+
+// PruneExpired cancels at the node and deletes the unpaid top-up and zap
+// invoices that expired over an hour ago (quotes' invoices go with their
+// quote, Forget). One the node says was paid is left to the settlement
+// stream. It returns how many it deleted.
+func (v *Invoices) PruneExpired(ctx context.Context) (int, error) {
+	rows, err := v.DB.QueryContext(ctx, `SELECT payment_hash FROM invoices
+		WHERE purpose IN ('topup', 'zap', 'lnurl') AND settled_at IS NULL AND expires_at < ? LIMIT ?`,
+		v.Now().Add(-invoiceGrace).Unix(), prunePerPass)
+	if err != nil {
+		return 0, err
+	}
+	var hashes []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		hashes = append(hashes, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, h := range hashes {
+		if err := v.Lightning.CancelInvoice(ctx, h); err != nil {
+			if !errors.Is(err, ErrSettled) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		res, err := v.DB.ExecContext(ctx, `DELETE FROM invoices WHERE payment_hash = ? AND settled_at IS NULL`, h)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if k, _ := res.RowsAffected(); k == 1 {
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}

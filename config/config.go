@@ -224,6 +224,11 @@ type HTTP struct {
 	// Encrypt's); its host must be reachable (enclave.egress).
 	ACMEDirectory string `toml:"acme_directory"`
 	ACMEEmail     string `toml:"acme_email"`
+	// LNURL callbacks (zaps, lightning addresses) each create an invoice
+	// at the node, for free: at most this many a minute per client
+	// address (IPv4 address or IPv6 /64) and instance-wide.
+	InvoicesPerClientPerMinute int64 `toml:"invoices_per_client_per_minute"`
+	InvoicesPerMinute          int64 `toml:"invoices_per_minute"`
 }
 
 // Log configures structured logging.
@@ -263,7 +268,7 @@ func Default() Config {
 		Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
 		Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
 			LowBalance: time.Hour, Retention: 72 * time.Hour, OpenQuotesPerSender: 3, OpenTopups: 5},
-		HTTP:     HTTP{Listen: "127.0.0.1:8080"},
+		HTTP:     HTTP{Listen: "127.0.0.1:8080", InvoicesPerClientPerMinute: 10, InvoicesPerMinute: 120},
 		Attest:   Attest{Mode: "dev"},
 		Enclave:  Enclave{Parent: "vsock:3:7000", IngressPort: 443},
 		Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, VolumeInterval: 10 * time.Minute, Ref: "https://github.com/enclaved/enclaved"},
@@ -617,7 +622,8 @@ func (c Config) Validate() error {
 		"unit.memory_mib": c.Unit.MemoryMiB, "unit.pids": c.Unit.Pids, "pricing.msat_per_unit_hour": c.Pricing.MsatPerUnitHour,
 		"pricing.quote_expiry": int64(c.Pricing.QuoteExpiry), "pricing.retention": int64(c.Pricing.Retention),
 		"instance.pull_timeout": int64(c.Instance.PullTimeout), "pricing.open_quotes_per_sender": c.Pricing.OpenQuotesPerSender,
-		"pricing.open_topups": c.Pricing.OpenTopups,
+		"pricing.open_topups": c.Pricing.OpenTopups, "http.invoices_per_minute": c.HTTP.InvoicesPerMinute,
+		"http.invoices_per_client_per_minute": c.HTTP.InvoicesPerClientPerMinute,
 	}
 	if c.Pricing.OpenQuotes < 0 {
 		bad("pricing.open_quotes", "must be 0 (4 × instance.capacity_units) or more")

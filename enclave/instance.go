@@ -324,7 +324,8 @@ func (in *Instance) info() httpapi.Instance {
 }
 
 // meter runs Deployer.Tick whenever it is due (at least every minute, and
-// when a container starts metering) and prunes the bot's seen events.
+// when a container starts metering); hourly it prunes the bot's seen
+// events and expired unpaid invoices.
 func (in *Instance) meter(ctx context.Context) error {
 	lastPrune := time.Time{}
 	for {
@@ -336,6 +337,11 @@ func (in *Instance) meter(ctx context.Context) error {
 		if now := in.now(); now.Sub(lastPrune) > time.Hour {
 			if err := in.Bot.PruneSeen(ctx); err != nil && ctx.Err() == nil {
 				in.log.Warn("pruning seen events failed", "err", err)
+			}
+			if n, err := in.Invoices.PruneExpired(ctx); err != nil && ctx.Err() == nil {
+				in.log.Warn("pruning expired invoices failed", "pruned", n, "err", err)
+			} else if n > 0 {
+				in.log.Info("expired invoices pruned", "count", n)
 			}
 			lastPrune = now
 		}
@@ -363,7 +369,9 @@ func (in *Instance) containerHTTP(ctx context.Context, name string) (string, boo
 }
 
 // ServesHost says whether host is the instance's public host or names a
-// container that serves HTTP: the names ACME certificates are asked for.
+// running container that serves HTTP: the names ACME certificates are
+// asked for. Quotes (free to ask for) and stopped containers get none, so
+// nobody can spend the domain's certificate quota for free.
 func (in *Instance) ServesHost(ctx context.Context, host string) bool {
 	public := in.cfg.HTTP.PublicURL
 	u, err := url.Parse(public)
@@ -379,7 +387,7 @@ func (in *Instance) ServesHost(ctx context.Context, host string) bool {
 		return false
 	}
 	rec, err := in.Deployer.Find(ctx, name)
-	return err == nil && rec.HTTPPort != 0 && rec.State != deployer.StateRemoved
+	return err == nil && rec.HTTPPort != 0 && rec.State == deployer.StateRunning
 }
 
 // links says where a container is reached: its lightning address while it
@@ -443,6 +451,7 @@ func (in *Instance) setupZaps(addr string) error {
 		InstanceName: in.cfg.Instance.Name, InstancePubkey: in.parts.Key.PublicKey(),
 		Zapper: in.parts.Key.ZapperKey().Keys(), Relays: in.parts.Relays, Publish: in.Bot.Publish,
 		Now: in.now, Log: in.log.With("part", "zaps"),
+		InvoicesPerClientPerMinute: int(in.cfg.HTTP.InvoicesPerClientPerMinute), InvoicesPerMinute: int(in.cfg.HTTP.InvoicesPerMinute),
 	}
 	return nil
 }

@@ -170,7 +170,8 @@ func removeContainers(t testing.TB, instance string) {
 
 // startInstanceB is startInstance for benchmarks: room for many containers.
 func startInstanceB(b *testing.B, relay string) *instance {
-	return startInstance(b, b.TempDir(), []string{relay}, "instance.capacity_units=1000")
+	return startInstance(b, b.TempDir(), []string{relay}, "instance.capacity_units=1000",
+		"http.invoices_per_client_per_minute=1000000", "http.invoices_per_minute=1000000")
 }
 
 // pay pays the BOLT-11 invoice in text from the payer node.

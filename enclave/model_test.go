@@ -46,7 +46,8 @@ func TestMoneyModel(t *testing.T) {
 	dc := testenv.Docker(t)
 	ctx := context.Background()
 	dir, clk := t.TempDir(), &clock{}
-	sets := []string{"nostr.commands_per_minute=100000", "instance.capacity_units=4", "pricing.msat_per_unit_hour=3600000", "pricing.retention=1h", "pricing.quote_expiry=1m"}
+	sets := []string{"nostr.commands_per_minute=100000", "instance.capacity_units=4", "pricing.msat_per_unit_hour=3600000", "pricing.retention=1h", "pricing.quote_expiry=1m",
+		"http.invoices_per_client_per_minute=100000", "http.invoices_per_minute=100000"}
 	inst := startInstanceAt(t, dir, []string{relay.URL}, clk, nil, sets...)
 	self := inst.key.PublicKey()
 	renters := []*testenv.Client{testenv.NewClient(t, relay.URL), testenv.NewClient(t, relay.URL), testenv.NewClient(t, relay.URL)}

@@ -11,6 +11,7 @@
 package zaps
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -22,6 +23,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil/bech32"
@@ -79,6 +81,13 @@ type Service struct {
 	Publish Publisher
 	Now     func() time.Time
 	Log     *slog.Logger
+	// InvoicesPerMinute bounds the invoices callbacks create per client
+	// address (an IPv4 address or IPv6 /64) and instance-wide (0: 10
+	// and 120); a minute's worth may come at once.
+	InvoicesPerClientPerMinute, InvoicesPerMinute int
+
+	limitOnce sync.Once
+	limit     *limiter
 }
 
 // Routes adds the LNURL-pay and NIP-05 endpoints to mux.
@@ -203,6 +212,10 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Purpose, req.ZapRequest, req.Requester, description = "zap", z.Raw, z.Sender, z.Raw
 	}
+	if err := s.limiter().allow(r.RemoteAddr, s.Now()); err != nil {
+		lnurlError(w, err.status, err.reason)
+		return
+	}
 	hash := sha256.Sum256([]byte(description))
 	req.DescriptionHash = hash[:]
 	inv, err := s.Invoices.Issue(r.Context(), req)
@@ -247,6 +260,13 @@ func (s *Service) nip05(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"names": names})
+}
+
+func (s *Service) limiter() *limiter {
+	s.limitOnce.Do(func() {
+		s.limit = newLimiter(cmp.Or(s.InvoicesPerClientPerMinute, 10), cmp.Or(s.InvoicesPerMinute, 120))
+	})
+	return s.limit
 }
 
 func lnurlError(w http.ResponseWriter, status int, reason string) {

@@ -215,7 +215,7 @@ func TestRandomKills(t *testing.T) {
 	if v := os.Getenv("ENCLAVED_KILLS"); v != "" {
 		fmt.Sscan(v, &kills)
 	}
-	s := newSplit(t, "-set", "nostr.commands_per_minute=1000", "-set", "pricing.msat_per_unit_hour=360000")
+	s := newSplit(t, "-set", "nostr.commands_per_minute=1000", "-set", "http.invoices_per_client_per_minute=100000", "-set", "pricing.msat_per_unit_hour=360000")
 	imgs := testenv.Images(t)
 	ln := testenv.Lightning(t)
 	seed := time.Now().UnixNano()
