@@ -155,6 +155,9 @@ type Deployer struct {
 	// launch's capacity check and the state that takes the units one step.
 	locks idLocks
 	admit sync.Mutex
+	// images serialise, per pinned image, a launch's pull and create
+	// against the removal of the image once no container uses it.
+	images idLocks
 
 	idleMu sync.Mutex
 	idle   map[string]time.Time // containers not running, since when (see Idle)

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -21,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Image is an image reference resolved to its linux/amd64 manifest.
@@ -28,7 +30,7 @@ type Image struct {
 	Ref        string // as given
 	Pinned     string // repository@sha256:... of the linux/amd64 manifest
 	Digest     string // sha256:...
-	Size       int64  // compressed bytes of its layers
+	Size       int64  // bytes its layers take unpacked, where declared (else compressed): DiskSize
 	HasVolumes bool   // the image declares VOLUMEs (so its root may stay writable)
 }
 
@@ -183,7 +185,7 @@ func (r *Resolver) resolve(ctx context.Context, ref string) (Image, error) {
 	}
 	var size int64
 	for _, l := range m.Layers {
-		size += l.Size
+		size += DiskSize(l)
 	}
 	d, err := img.Digest()
 	if err != nil {
@@ -236,4 +238,22 @@ func isLoopbackRef(ref string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// UncompressedSizeAnnotation is where eStargz layers declare their size
+// unpacked (containers/storage reads it too).
+const UncompressedSizeAnnotation = "io.containers.estargz.uncompressed-size"
+
+// DiskSize is what a layer takes on disk as far as its descriptor tells: an
+// uncompressed layer's own size, or the unpacked size it declares (never
+// less than its compressed size); other compressed layers count at their
+// compressed size, all a registry says of them.
+func DiskSize(l v1.Descriptor) int64 {
+	if !l.MediaType.IsLayer() || l.MediaType == types.OCIUncompressedLayer || l.MediaType == types.DockerUncompressedLayer {
+		return l.Size
+	}
+	if v, err := strconv.ParseInt(l.Annotations[UncompressedSizeAnnotation], 10, 64); err == nil && v > l.Size && v < 1<<50 {
+		return v
+	}
+	return l.Size
 }

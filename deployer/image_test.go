@@ -3,8 +3,10 @@ package deployer_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -79,6 +81,24 @@ func TestResolve(t *testing.T) {
 		t.Errorf("multi-arch index: %+v %v, want the amd64 manifest %s", multi, err, amdDigest)
 	}
 
+	// A layer that declares its unpacked size counts at that size.
+	layers, _ := amd.Layers()
+	declared, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layers[0],
+		Annotations: map[string]string{deployer.UncompressedSizeAnnotation: strconv.Itoa(600 << 20)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := amd.ConfigFile()
+	if declared, err = mutate.ConfigFile(declared, cf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testenv.Push(ctx, reg.Host+"/enclaved-test/declared:latest", declared); err != nil {
+		t.Fatal(err)
+	}
+	if img, err := r.Resolve(ctx, reg.Host+"/enclaved-test/declared:latest"); err != nil || img.Size != 600<<20 {
+		t.Errorf("an image declaring 600 MiB unpacked: size %d, %v", img.Size, err)
+	}
+
 	refusals := map[string]string{
 		armOnly: "runs linux/amd64 only",
 		reg.Host + "/enclaved-test/armindex:latest": "no linux/amd64 variant (it has linux/arm64)",
@@ -93,4 +113,73 @@ func TestResolve(t *testing.T) {
 			t.Errorf("%s: %v, want an ImageError containing %q", ref, err, want)
 		}
 	}
+}
+
+// Images take room (in the enclave, RAM): the image of a removed container
+// is removed once no other container uses it, and a later launch of it
+// pulls it again.
+func TestUnusedImagesAreRemoved(t *testing.T) {
+	imgs := testenv.Images(t)
+	reg := testenv.Registry(t)
+	dc := testenv.Docker(t)
+	ctx := context.Background()
+	// An image of this test's own (hello and one more file), so no other
+	// test's containers share it.
+	hello, err := remote.Image(mustRef(t, imgs.Hello.Ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := testenv.ScratchImage(map[string][]byte{"nonce": []byte(time.Now().String())}, v1.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := extra.Layers()
+	own, err := mutate.AppendLayers(hello, layers[len(layers)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := testenv.Push(ctx, reg.Host+"/enclaved-test/unused:latest", own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	present := func() bool {
+		_, err := dc.ImageInspect(ctx, img.Ref)
+		return err == nil
+	}
+
+	f := newFixture(t, "inst-images")
+	for _, id := range []string{"img-a", "img-b"} {
+		f.quoted(t, id, img, true, 1, 3_600_000)
+		f.pay(t, id, "pay-"+id, 3_600_000)
+		if r := f.state(t, id); r.State != deployer.StateRunning {
+			t.Fatalf("%s: %s (%s)", id, r.State, r.Reason)
+		}
+	}
+	if err := f.d.Remove(ctx, "img-a", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if !present() {
+		t.Fatal("the image was removed while another container uses it")
+	}
+	if err := f.d.Remove(ctx, "img-b", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if present() {
+		t.Fatal("the image of removed containers is still in the engine")
+	}
+	f.quoted(t, "img-c", img, true, 1, 3_600_000)
+	f.pay(t, "img-c", "pay-img-c", 3_600_000)
+	if r := f.state(t, "img-c"); r.State != deployer.StateRunning || !present() {
+		t.Errorf("a launch after the image was removed: %s (%s)", r.State, r.Reason)
+	}
+	f.d.Remove(ctx, "img-c", "test")
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
 }

@@ -118,6 +118,8 @@ func (d *Deployer) launch(ctx context.Context, id string) error {
 // filling its volumes from a restored backup if one waits for it. It
 // returns the runtime id, or the failed step and its error.
 func (d *Deployer) create(ctx context.Context, rec Record) (string, string, error) {
+	unlock := d.images.lock(rec.ImageRef)
+	defer unlock()
 	pctx, cancel := context.WithTimeout(ctx, cmp.Or(d.cfg.PullTimeout, 10*time.Minute))
 	err := d.rt.Pull(pctx, rec.ImageRef, d.pullProgress(ctx, rec))
 	cancel()
@@ -319,8 +321,32 @@ func (d *Deployer) remove(ctx context.Context, id, reason string) error {
 			d.log.Warn("egress proxy release", "container", id, "err", err)
 		}
 	}
-	if rec.DockerID == "" {
-		return nil
+	if rec.DockerID != "" {
+		if err := d.rt.Remove(ctx, rec.DockerID); err != nil {
+			return err
+		}
 	}
-	return d.rt.Remove(ctx, rec.DockerID)
+	d.dropImage(ctx, rec.ImageRef)
+	return nil
+}
+
+// dropImage removes a pinned image no live container uses any more: inside
+// the enclave the image store is RAM. A launch of the same image under
+// way keeps it.
+func (d *Deployer) dropImage(ctx context.Context, ref string) {
+	unlock, ok := d.images.tryLock(ref)
+	if !ok {
+		return // being pulled or created from: in use
+	}
+	defer unlock()
+	var users int
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM containers WHERE image_ref = ?
+		AND state NOT IN ('removed', 'expired', 'quoted')`, ref).Scan(&users); err != nil || users > 0 {
+		return
+	}
+	if err := d.rt.RemoveImage(ctx, ref); err != nil {
+		d.log.Warn("removing an unused image", "image", ref, "err", err)
+		return
+	}
+	d.log.Info("unused image removed", "image", ref)
 }

@@ -38,3 +38,26 @@ func (l *idLocks) lock(id string) func() {
 		l.mu.Unlock()
 	}
 }
+
+// tryLock takes id's lock if nobody holds or waits for it.
+func (l *idLocks) tryLock(id string) (func(), bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]*idLock{}
+	}
+	if l.m[id] != nil {
+		return nil, false
+	}
+	k := &idLock{users: 1}
+	k.Lock() // new: never held
+	l.m[id] = k
+	return func() {
+		k.Unlock()
+		l.mu.Lock()
+		if k.users--; k.users == 0 {
+			delete(l.m, id)
+		}
+		l.mu.Unlock()
+	}, true
+}

@@ -101,7 +101,7 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 	}
 	units, hours := int64(cmd.Units), int64(cmd.Hours)
 	if disk := units * d.cfg.Unit.DiskBytes; d.cfg.Unit.DiskBytes > 0 && img.Size > disk {
-		return Quote{}, &UserError{fmt.Sprintf("%s is %d MiB compressed; %d unit(s) give %d MiB of disk: ask for more units",
+		return Quote{}, &UserError{fmt.Sprintf("%s takes %d MiB of disk; %d unit(s) give %d MiB: ask for more units",
 			cmd.Image, img.Size>>20, units, disk>>20)}
 	}
 	free, err := d.FreeUnits(ctx)

@@ -75,7 +75,31 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 		}
 	}
 	d.dropStaleRestores(ctx)
+	d.dropRemovedImages(ctx)
 	return nil
+}
+
+// dropRemovedImages removes the images of containers removed in the last
+// day that no live container uses: the instance may have stopped between
+// a removal and its image's.
+func (d *Deployer) dropRemovedImages(ctx context.Context) {
+	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT image_ref FROM containers WHERE state = 'removed' AND updated_at > ? LIMIT 1000`,
+		d.now().Add(-24*time.Hour).UnixMilli())
+	if err != nil {
+		d.log.Warn("listing removed containers' images", "err", err)
+		return
+	}
+	var refs []string
+	for rows.Next() {
+		var ref string
+		if rows.Scan(&ref) == nil {
+			refs = append(refs, ref)
+		}
+	}
+	rows.Close()
+	for _, ref := range refs {
+		d.dropImage(ctx, ref)
+	}
 }
 
 // adopt takes over a container whose record says it runs, after an outage

@@ -50,6 +50,9 @@ type Runtime interface {
 	Start(ctx context.Context, id string) error
 	Stop(ctx context.Context, id string) error
 	Remove(ctx context.Context, id string) error
+	// RemoveImage removes the image ref names, unless a container uses
+	// it; one in use or gone already is not an error.
+	RemoveImage(ctx context.Context, ref string) error
 	Logs(ctx context.Context, id string, lines int) (string, error)
 	List(ctx context.Context) ([]Info, error)
 	// DiskLimits says whether DiskBytes is enforced.

@@ -152,9 +152,19 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 	if r.disk && s.DiskBytes > 0 {
 		host.StorageOpt = map[string]string{"size": strconv.FormatInt(s.DiskBytes, 10)}
 	}
-	created, err := r.c.ContainerCreate(ctx,
-		&container.Config{Image: s.Image, Env: s.Env, Labels: s.Labels},
-		host, &network.NetworkingConfig{}, nil, s.Name)
+	create := func() (container.CreateResponse, error) {
+		return r.c.ContainerCreate(ctx, &container.Config{Image: s.Image, Env: s.Env, Labels: s.Labels},
+			host, &network.NetworkingConfig{}, nil, s.Name)
+	}
+	created, err := create()
+	if errdefs.IsNotFound(err) {
+		// Another instance on this engine removed the image between our
+		// pull and this create (it had no more use for it): pull again.
+		if err := r.Pull(ctx, s.Image, nil); err != nil {
+			return "", err
+		}
+		created, err = create()
+	}
 	if err != nil {
 		return "", fmt.Errorf("create %s: %w", s.Name, err)
 	}
@@ -204,6 +214,16 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 func (r *Runtime) Stop(ctx context.Context, id string) error {
 	timeout := 10
 	return r.c.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout})
+}
+
+// RemoveImage removes the image reference ref (and the image, if nothing
+// else names it) unless a container uses it.
+func (r *Runtime) RemoveImage(ctx context.Context, ref string) error {
+	_, err := r.c.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
+		return nil
+	}
+	return fmt.Errorf("remove image %s: %w", ref, err)
 }
 
 // Remove removes a container, its anonymous volumes and its network. A
