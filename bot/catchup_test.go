@@ -85,3 +85,27 @@ func TestDMOlderThanAPageIsAnswered(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	c.AwaitFunc(t, "the answer to a DM older than a page", func(r testenv.Reply) bool { return r.RefersTo(old.ID) })
 }
+
+// A hostile relay can send anything under a real event's id. Such a
+// forgery, seen first, must not get the id remembered: the real DM that
+// follows (from an honest relay) is still answered.
+func TestForgedCopyDoesNotHideTheRealDM(t *testing.T) {
+	relay := testenv.Relay(t)
+	ctx := context.Background()
+	bt, _ := newBot(t, relay.URL)
+	c := testenv.NewClient(t, relay.URL)
+	dm := c.NIP04(t, bt.self, "status")
+	forged := dm
+	forged.Content = "forged?iv=AAAAAAAAAAAAAAAAAAAAAA=="
+	bt.Handle(ctx, &forged) // as a hostile relay would deliver it
+	badSig := dm
+	badSig.Sig = dm.Sig[:len(dm.Sig)-2] + "00"
+	bt.Handle(ctx, &badSig)
+
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { bt.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c.Publish(t, dm, relay.URL)
+	c.AwaitFunc(t, "the answer to the real DM", func(r testenv.Reply) bool { return r.RefersTo(dm.ID) })
+}

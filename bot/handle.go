@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
@@ -33,13 +34,26 @@ func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
 	if evt.PubKey == b.self {
 		return // our own echo
 	}
+	// Copies from several relays are dropped before any cryptography; an
+	// id is remembered only once the event's signature proves it, so a
+	// forged event carrying a real one's id cannot hide it.
+	if seen, err := b.wasSeen(ctx, evt.ID); err != nil || seen {
+		if err != nil {
+			b.log.Error("dedupe", "err", err)
+		}
+		return
+	}
+	if err := nip.Verify(evt); err != nil {
+		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		return
+	}
 	if first, err := b.markSeen(ctx, evt.ID); err != nil || !first {
 		if err != nil {
 			b.log.Error("dedupe", "err", err)
 		}
 		return
 	}
-	msg, err := nip.Decode(ctx, b.keys, b.self, evt)
+	msg, err := nip.DecodeVerified(ctx, b.keys, b.self, evt)
 	if err != nil {
 		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
 		return
@@ -63,6 +77,12 @@ func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
 	}
 	text := b.answer(ctx, msg)
 	b.reply(ctx, msg, text)
+}
+
+func (b *Bot) wasSeen(ctx context.Context, id string) (bool, error) {
+	var n int
+	err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen_events WHERE id = ?`, id).Scan(&n)
+	return n > 0, err
 }
 
 func (b *Bot) markSeen(ctx context.Context, id string) (bool, error) {
@@ -151,17 +171,20 @@ func (b *Bot) inboxRelays(ctx context.Context, pubkey string) []string {
 }
 
 // DMRelays returns the valid ws:// or wss:// relay tags of a kind-10050
-// event, at most maxReplyRelays of them.
+// event, normalised and each once, at most maxReplyRelays of them. A URL
+// is checked again once normalised: that can turn a valid one into an
+// invalid one ("wss://u:p@host" becomes "wss://host:p").
 func DMRelays(evt *nostr.Event) []string {
 	var out []string
 	for _, t := range evt.Tags {
 		if len(t) < 2 || t[0] != "relay" || len(out) == maxReplyRelays {
 			continue
 		}
-		if !nip.ValidRelay(t[1]) {
+		r := nostr.NormalizeURL(t[1])
+		if !nip.ValidRelay(t[1]) || !nip.ValidRelay(r) || slices.Contains(out, r) {
 			continue
 		}
-		out = append(out, nostr.NormalizeURL(t[1]))
+		out = append(out, r)
 	}
 	return out
 }

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lightningnetwork/lnd/lnrpc"
+	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
@@ -140,5 +142,60 @@ func TestLNURLFloodIsBounded(t *testing.T) {
 	}
 	if rec := inst.container(t, "tip"); rec.State != deployer.StateRunning {
 		t.Errorf("the zapped container is %s after the flood", rec.State)
+	}
+}
+
+// Receipts that no relay takes are tried again later, backing off, and
+// never hold up the receipts of later zaps: here more zaps than one
+// publication pass handles wait for a relay that refuses their receipts.
+func TestFailingReceiptsDoNotHoldUpOthers(t *testing.T) {
+	relay := testenv.Relay(t)
+	imgs := testenv.Images(t)
+	inst := startInstance(t, t.TempDir(), []string{relay.URL},
+		"http.invoices_per_client_per_minute=1000", "http.invoices_per_minute=1000")
+	ctx := context.Background()
+	owner := testenv.NewClient(t, relay.URL)
+	inst.deploy(t, owner, "deploy "+imgs.Hello.Ref+" name=shy", "shy")
+	inst.deploy(t, owner, "deploy "+imgs.Hello.Ref+" name=open", "open")
+	shy, open := inst.container(t, "shy"), inst.container(t, "open")
+	var refuse atomic.Bool
+	refuse.Store(true)
+	relay.Khatru.RejectEvent = append(relay.Khatru.RejectEvent, func(ctx context.Context, evt *nostr.Event) (bool, string) {
+		if refuse.Load() && evt.Kind == 9735 && evt.Tags.FindWithValue("p", shy.Pubkey) != nil {
+			return true, "blocked: not today"
+		}
+		return false, ""
+	})
+	callback := func(name string) string {
+		return testenv.FetchPayRequest(t, "http://"+inst.http+"/.well-known/lnurlp/"+name).Callback
+	}
+	const stuck = 51 // more than one pass publishes
+	cb := callback("shy")
+	for range stuck {
+		pay(t, testenv.ZapInvoice(t, cb, shy.Pubkey, relay.URL, 1000))
+	}
+	receipts := testenv.Subscribe(t, relay.URL, nostr.Filter{Kinds: []int{9735}, Tags: nostr.TagMap{"p": {open.Pubkey}}})
+	pay(t, testenv.ZapInvoice(t, callback("open"), open.Pubkey, relay.URL, 1000))
+	testenv.Next(t, receipts, "the receipt of a zap made after 51 whose receipts no relay takes")
+
+	// The relay takes them again: after their backoff they are published.
+	refuse.Store(false)
+	inst.clock.Add(2 * time.Minute)
+	if err := inst.in.Zaps.PublishPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.in.Zaps.PublishPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	inst.db.QueryRow(`SELECT COUNT(*) FROM invoices WHERE purpose = 'zap' AND settled_at IS NOT NULL AND receipt_id IS NULL`).Scan(&left)
+	rl, err := nostr.RelayConnect(ctx, relay.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rl.Close()
+	got, err := rl.QuerySync(ctx, nostr.Filter{Kinds: []int{9735}, Tags: nostr.TagMap{"p": {shy.Pubkey}}, Limit: 100})
+	if err != nil || len(got) != stuck || left != 0 {
+		t.Errorf("after the relay took receipts again: %d of %d receipts on the relay (%v), %d unpublished", len(got), stuck, err, left)
 	}
 }

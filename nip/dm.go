@@ -57,15 +57,31 @@ var (
 
 // Decode checks and decrypts an event addressed to self (hex pubkey).
 func Decode(ctx context.Context, keys Keys, self string, evt *nostr.Event) (Message, error) {
+	if err := Verify(evt); err != nil {
+		return Message{}, err
+	}
+	return DecodeVerified(ctx, keys, self, evt)
+}
+
+// Verify checks what nobody but the event's author can make: that its id
+// is the hash of what it says and that its signature is the author's (and
+// that its content is of a size worth reading). Only a verified id may be
+// remembered as seen: a forged copy must not hide the real event.
+func Verify(evt *nostr.Event) error {
 	if len(evt.Content) > MaxContent {
-		return Message{}, fmt.Errorf("%w: content of %d bytes", ErrBadEvent, len(evt.Content))
+		return fmt.Errorf("%w: content of %d bytes", ErrBadEvent, len(evt.Content))
 	}
 	if evt.GetID() != evt.ID {
-		return Message{}, fmt.Errorf("%w: id does not match content", ErrBadEvent)
+		return fmt.Errorf("%w: id does not match content", ErrBadEvent)
 	}
 	if ok, _ := evt.CheckSignature(); !ok {
-		return Message{}, fmt.Errorf("%w: bad signature", ErrBadEvent)
+		return fmt.Errorf("%w: bad signature", ErrBadEvent)
 	}
+	return nil
+}
+
+// DecodeVerified is Decode of an event Verify accepted.
+func DecodeVerified(ctx context.Context, keys Keys, self string, evt *nostr.Event) (Message, error) {
 	if !tagged(evt.Tags, "p", self) {
 		return Message{}, ErrNotForUs
 	}

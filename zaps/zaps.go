@@ -88,6 +88,7 @@ type Service struct {
 
 	limitOnce sync.Once
 	limit     *limiter
+	backoff   retries // receipts no relay took
 }
 
 // Routes adds the LNURL-pay and NIP-05 endpoints to mux.
