@@ -18,6 +18,8 @@ type Keeper struct {
 	Dial    func(ctx context.Context) (net.Conn, error)
 	Handler Handler
 	Log     *slog.Logger
+	// Limits bounds each session's streams (zero: DefaultLimits).
+	Limits Limits
 
 	mu    sync.Mutex
 	cur   *Session
@@ -61,7 +63,7 @@ func (k *Keeper) connect(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewSession(conn, Enclave, k.Handler)
+	return NewSessionLimits(conn, Enclave, k.Handler, k.Limits)
 }
 
 func (k *Keeper) set(s *Session) {

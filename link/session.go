@@ -58,7 +58,8 @@ func (s Service) String() string {
 // it bounds the memory a peer can make a stream hold.
 const Window = 256 << 10
 
-// MaxStreams bounds the streams a peer may have open at once.
+// MaxStreams is the default bound on the streams open at once in each
+// direction (Limits.Total).
 const MaxStreams = 1024
 
 // handshakeTimeout bounds the exchange of hello frames.
@@ -82,19 +83,28 @@ type Session struct {
 
 	mu      sync.Mutex
 	streams map[uint32]*Stream
-	next    uint32 // the next id this side opens
-	peerMax uint32 // the highest id the peer opened
+	limits  Limits
+	open    [2]counts // streams open: [0] ours, [1] the peer's
+	next    uint32    // the next id this side opens
+	peerMax uint32    // the highest id the peer opened
 	err     error
 	done    chan struct{}
 }
 
 // NewSession runs the hello exchange on conn as role and starts reading
 // frames; streams the peer opens go to handler (nil refuses them all).
+// Its streams are bounded by DefaultLimits.
 func NewSession(conn net.Conn, role Role, handler Handler) (*Session, error) {
+	return NewSessionLimits(conn, role, handler, Limits{})
+}
+
+// NewSessionLimits is NewSession with the streams bounded by limits (the
+// zero Limits is DefaultLimits).
+func NewSessionLimits(conn net.Conn, role Role, handler Handler, limits Limits) (*Session, error) {
 	if role != Enclave && role != Parent {
 		return nil, fmt.Errorf("link: bad role %v", role)
 	}
-	s := &Session{conn: conn, role: role, handler: handler, streams: map[uint32]*Stream{}, done: make(chan struct{})}
+	s := &Session{conn: conn, role: role, handler: handler, streams: map[uint32]*Stream{}, limits: limits.orDefault(), done: make(chan struct{})}
 	s.next = 2
 	if role == Enclave {
 		s.next = 1
@@ -148,6 +158,7 @@ func (s *Session) fail(err error) {
 	s.err = err
 	streams := s.streams
 	s.streams = map[uint32]*Stream{}
+	s.open = [2]counts{}
 	s.mu.Unlock()
 	s.conn.Close()
 	for _, st := range streams {
@@ -159,6 +170,11 @@ func (s *Session) fail(err error) {
 func (s *Session) write(f Frame) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.writeLocked(f)
+}
+
+// writeLocked writes f; s.wmu is held.
+func (s *Session) writeLocked(f Frame) error {
 	var err error
 	if s.wbuf, err = AppendFrame(s.wbuf[:0], f); err != nil {
 		return err
@@ -171,22 +187,36 @@ func (s *Session) write(f Frame) error {
 }
 
 // Open opens a stream for svc with arg and waits until the peer accepts or
-// refuses it, or ctx ends.
+// refuses it, or ctx ends. When this side already has as many streams open
+// as its Limits allow (of svc, or in all), it fails at once with a
+// *LimitError.
 func (s *Session) Open(ctx context.Context, svc Service, arg string) (*Stream, error) {
 	if len(arg) > MaxArg {
 		return nil, fmt.Errorf("link: argument of %d bytes (at most %d)", len(arg), MaxArg)
 	}
+	// The id is taken and its open written under the write lock, so that
+	// opens from several goroutines reach the peer in id order (it ends
+	// the session on one out of order).
+	s.wmu.Lock()
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
+		s.wmu.Unlock()
 		return nil, ErrClosed
+	}
+	if err := s.admit(false, svc); err != nil {
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		return nil, err
 	}
 	id := s.next
 	s.next += 2
 	st := newStream(s, id, svc, arg)
 	s.streams[id] = st
 	s.mu.Unlock()
-	if err := s.write(Frame{Type: TOpen, Stream: id, Payload: append([]byte{byte(svc)}, arg...)}); err != nil {
+	err := s.writeLocked(Frame{Type: TOpen, Stream: id, Payload: append([]byte{byte(svc)}, arg...)})
+	s.wmu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	select {
@@ -286,27 +316,35 @@ func (s *Session) opened(f Frame) error {
 		return protocolErr("stream %d opened again or out of order (last %d)", f.Stream, s.peerMax)
 	}
 	s.peerMax = f.Stream
-	n := len(s.streams)
 	st := newStream(s, f.Stream, svc, string(arg))
-	if n < MaxStreams && s.handler != nil && utf8.Valid(arg) {
-		s.streams[f.Stream] = st
+	refusal := ""
+	switch {
+	case s.handler == nil:
+		refusal = "no such service here"
+	case !utf8.Valid(arg):
+		refusal = "argument is not UTF-8"
+	default:
+		if err := s.admit(true, svc); err != nil {
+			refusal = err.Reason()
+		} else {
+			s.streams[f.Stream] = st
+		}
 	}
 	s.mu.Unlock()
-	switch {
-	case n >= MaxStreams:
-		return s.write(Frame{Type: TRefuse, Stream: f.Stream, Payload: []byte("too many streams")})
-	case s.handler == nil:
-		return s.write(Frame{Type: TRefuse, Stream: f.Stream, Payload: []byte("no such service here")})
-	case !utf8.Valid(arg):
-		return s.write(Frame{Type: TRefuse, Stream: f.Stream, Payload: []byte("argument is not UTF-8")})
+	if refusal != "" {
+		return s.write(Frame{Type: TRefuse, Stream: f.Stream, Payload: []byte(refusal)})
 	}
 	go s.handler(st, svc, string(arg))
 	return nil
 }
 
+// forget drops a stream that ended, freeing its place under the limits.
 func (s *Session) forget(id uint32) {
 	s.mu.Lock()
-	delete(s.streams, id)
+	if st, ok := s.streams[id]; ok {
+		delete(s.streams, id)
+		s.open[s.dir(id)].remove(st.svc)
+	}
 	s.mu.Unlock()
 }
 
