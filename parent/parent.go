@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enclaved/enclaved/internal/ratelog"
 	"github.com/enclaved/enclaved/link"
 )
 
@@ -43,10 +44,15 @@ type Server struct {
 	Log     *slog.Logger
 	// DialTimeout bounds egress dials (default 10 s).
 	DialTimeout time.Duration
+	// Limits bounds the streams of each session (zero: link's
+	// DefaultLimits): the public connections forwarded in as ingress
+	// streams are capped apart from the enclave's own streams.
+	Limits link.Limits
 
-	mu   sync.Mutex
-	cur  *link.Session
-	logs sync.Mutex // serialises lines written to LogOut
+	mu      sync.Mutex
+	cur     *link.Session
+	logs    sync.Mutex     // serialises lines written to LogOut
+	refused ratelog.Warner // public connections not forwarded
 }
 
 func (s *Server) log() *slog.Logger {
@@ -60,7 +66,7 @@ func (s *Server) log() *slog.Logger {
 // session is the one ingress connections go to.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return acceptAll(ctx, l, func(c net.Conn) {
-		sess, err := link.NewSession(c, link.Parent, s.handle)
+		sess, err := link.NewSessionLimits(c, link.Parent, s.handle, s.Limits)
 		if err != nil {
 			s.log().Warn("enclave connection refused", "err", err)
 			return
@@ -207,11 +213,16 @@ func (s *Server) logSink(st *link.Stream) {
 }
 
 // Forward accepts public connections on l and forwards each into the
-// enclave as an ingress stream for port, until ctx ends.
+// enclave as an ingress stream for port, until ctx ends. A connection that
+// cannot be forwarded is closed at once: when no enclave is connected,
+// when the session has as many ingress streams open as its Limits allow
+// (the enclave's own streams keep their room), or when the enclave
+// refuses it. Those refusals are logged at most once per 10 s.
 func (s *Server) Forward(ctx context.Context, l net.Listener, port int) error {
 	return acceptAll(ctx, l, func(c net.Conn) {
 		sess := s.Session()
 		if sess == nil {
+			s.refused.Warn(s.log(), "public connection closed: no enclave connected", "port", port)
 			c.Close()
 			return
 		}
@@ -219,7 +230,12 @@ func (s *Server) Forward(ctx context.Context, l net.Listener, port int) error {
 		st, err := sess.Open(octx, link.Ingress, strconv.Itoa(port)+" "+c.RemoteAddr().String())
 		cancel()
 		if err != nil {
-			s.log().Warn("ingress refused by the enclave", "port", port, "err", err)
+			msg := "ingress refused by the enclave"
+			var le *link.LimitError
+			if errors.As(err, &le) {
+				msg = "public connection closed: " + le.Reason()
+			}
+			s.refused.Warn(s.log(), msg, "port", port, "err", err)
 			c.Close()
 			return
 		}
