@@ -284,11 +284,9 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 
 	var srv *http.Server
 	if l != nil {
-		if in.parts.TLS != nil {
-			l = tls.NewListener(l, in.parts.TLS)
-		}
-		srv = &http.Server{Handler: &frontend.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer, in.Zaps.Routes),
-			Lookup: in.containerHTTP}, ReadHeaderTimeout: 10 * time.Second}
+		router := &frontend.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer, in.Zaps.Routes),
+			Lookup: in.containerHTTP}
+		srv, l = NewHTTPServer(router, l, in.parts.TLS, DefaultHTTPLimits(), in.log.With("part", "http"))
 		wg.Go(func() {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
