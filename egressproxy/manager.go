@@ -81,6 +81,9 @@ type Manager struct {
 	// Firewall redirects a bridge to its proxy; nil leaves the firewall
 	// alone (the proxy then serves only connections made to it directly).
 	Firewall *Firewall
+	// MaxConns bounds each container's connections open at once
+	// (Proxy.MaxConns; default DefaultMaxConns).
+	MaxConns int
 
 	mu   sync.Mutex
 	open map[string]*confined
@@ -118,7 +121,7 @@ func (m *Manager) Confine(ctx context.Context, name, iface string, gateway netip
 	sctx, cancel := context.WithCancel(context.Background())
 	c := &confined{cancel: cancel, iface: iface, port: port, done: make(chan struct{})}
 	m.open[name] = c
-	p := &Proxy{Container: name, Plan: plan, Dial: m.Dial, Log: m.Log}
+	p := &Proxy{Container: name, Plan: plan, Dial: m.Dial, Log: m.Log, MaxConns: m.MaxConns}
 	go func() {
 		defer close(c.done)
 		if err := p.Serve(sctx, l); err != nil && m.Log != nil {

@@ -14,6 +14,7 @@
 package egressproxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,11 +29,18 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/enclaved/enclaved/internal/ratelog"
 	"github.com/enclaved/enclaved/link"
 )
 
 // MaxHosts bounds the hosts one container may ask for.
 const MaxHosts = 16
+
+// DefaultMaxConns bounds the connections one container has through its
+// proxy at once, unless Proxy.MaxConns says otherwise. Each is an egress
+// stream on the link, whose dials are capped for the whole instance
+// (link.DefaultLimits); this keeps one container from taking them all.
+const DefaultMaxConns = 64
 
 // syntheticBase is the first address handed out (RFC 2544's benchmarking
 // range).
@@ -157,6 +165,14 @@ type Proxy struct {
 	Log       *slog.Logger
 	// DialTimeout bounds the dial through the parent (default 15 s).
 	DialTimeout time.Duration
+	// MaxConns bounds the container's connections open at once (default
+	// DefaultMaxConns); one more is refused (closed) and logged, at most
+	// once per 10 s.
+	MaxConns int
+
+	mu      sync.Mutex
+	open    int
+	refused ratelog.Warner
 }
 
 // Serve accepts redirected connections on l until ctx ends or l closes.
@@ -199,6 +215,12 @@ func (p *Proxy) log() *slog.Logger {
 // are done.
 func (p *Proxy) Handle(ctx context.Context, c net.Conn, dst netip.AddrPort) {
 	defer c.Close()
+	limit := cmp.Or(p.MaxConns, DefaultMaxConns)
+	if !p.acquire(limit) {
+		p.refused.Warn(p.log(), "container egress refused: too many connections", "container", p.Container, "to", dst.String(), "at_most", limit)
+		return
+	}
+	defer p.release()
 	addr, err := p.Plan.Destination(dst)
 	if err != nil {
 		p.log().Warn("container egress denied", "container", p.Container, "to", dst.String(), "why", err.Error())
@@ -219,6 +241,24 @@ func (p *Proxy) Handle(ctx context.Context, c net.Conn, dst netip.AddrPort) {
 	stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
 	defer stop()
 	link.Pipe(c, up)
+}
+
+// acquire takes a place for one more connection, if fewer than limit are
+// open.
+func (p *Proxy) acquire(limit int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open >= limit {
+		return false
+	}
+	p.open++
+	return true
+}
+
+func (p *Proxy) release() {
+	p.mu.Lock()
+	p.open--
+	p.mu.Unlock()
 }
 
 // soOriginalDst is Linux's SO_ORIGINAL_DST (netfilter_ipv4.h).
