@@ -15,6 +15,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
@@ -197,5 +198,37 @@ func TestFailingReceiptsDoNotHoldUpOthers(t *testing.T) {
 	got, err := rl.QuerySync(ctx, nostr.Filter{Kinds: []int{9735}, Tags: nostr.TagMap{"p": {shy.Pubkey}}, Limit: 100})
 	if err != nil || len(got) != stuck || left != 0 {
 		t.Errorf("after the relay took receipts again: %d of %d receipts on the relay (%v), %d unpublished", len(got), stuck, err, left)
+	}
+}
+
+// Nothing a renter wrote in a DM reaches the logs (which the untrusted
+// parent keeps), at any level: not the text, not an env value, not an
+// image the instance could not use.
+func TestDMContentNeverLogged(t *testing.T) {
+	relay := testenv.Relay(t)
+	imgs := testenv.Images(t)
+	var logs testenv.SyncBuffer
+	log, err := logging.New(&logs, "debug", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := startInstanceLogged(t, t.TempDir(), []string{relay.URL}, &clock{}, nil, log)
+	self := inst.key.PublicKey()
+	c := testenv.NewClient(t, relay.URL)
+	for _, tc := range []struct{ channel, text, want string }{
+		{"nip17", "help me with marker-a1", "rent a container"},
+		{"nip04", "status marker-b2", ""},
+		{"nip17", "deploy 127.0.0.1:1/marker-c3/x:latest", "unreachable"},
+		{"nip17", "deploy " + imgs.Hello.Ref + " name=marked env=TOKEN=marker-d4", "Quote"},
+		{"nip17", "frobnicate marker-e5", ""},
+	} {
+		if r := c.Ask(t, tc.channel, self, tc.text).Text; !strings.Contains(r, tc.want) {
+			t.Errorf("%q: %q", tc.text, r)
+		}
+	}
+	for _, m := range []string{"marker-a1", "marker-b2", "marker-c3", "marker-d4", "marker-e5"} {
+		if strings.Contains(logs.String(), m) {
+			t.Errorf("the logs hold %q from a DM:\n%s", m, logs.String())
+		}
 	}
 }

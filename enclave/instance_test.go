@@ -73,6 +73,12 @@ func startInstanceWith(t testing.TB, dir string, relays []string, with func(*enc
 // startInstanceAt is startInstanceWith on clock clk (kept across restarts).
 func startInstanceAt(t testing.TB, dir string, relays []string, clk *clock, with func(*enclave.Parts), sets ...string) *instance {
 	t.Helper()
+	return startInstanceLogged(t, dir, relays, clk, with, testLogger(), sets...)
+}
+
+// startInstanceLogged is startInstanceAt logging to log.
+func startInstanceLogged(t testing.TB, dir string, relays []string, clk *clock, with func(*enclave.Parts), log *slog.Logger, sets ...string) *instance {
+	t.Helper()
 	ln := testenv.Lightning(t)
 	testenv.Docker(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -111,7 +117,7 @@ func startInstanceAt(t testing.TB, dir string, relays []string, clk *clock, with
 	if with != nil {
 		with(&parts)
 	}
-	in, err := enclave.NewInstance(cfg, parts, "test", clk.Now, testLogger())
+	in, err := enclave.NewInstance(cfg, parts, "test", clk.Now, log)
 	if err != nil {
 		t.Fatal(err)
 	}

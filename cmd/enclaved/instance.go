@@ -184,7 +184,7 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 			}
 		}()
 	}
-	for _, err := range in.UseSignatures(o.Meta.Build, o.Meta.Instance, o.Meta.Releases) {
+	for _, err := range in.UseSignatures(ctx, o.Meta.Build, o.Meta.Instance, o.Meta.Releases) {
 		log.Warn("a signature from the parent was skipped", "err", err)
 	}
 	err = in.Run(ctx, func(httpAddr string) {

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/enclaved/enclaved/attest"
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
@@ -40,19 +43,34 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	public := pl.Addr().String()
 	pl.Close()
 
-	// The operator gives the parent a release signature, which the enclave
-	// embeds, and a broken build signature, which it skips.
-	var rel bytes.Buffer
-	pcr := strings.Repeat("ab", 48)
-	if err := run(context.Background(), []string{"release", "sign", "-version", "0.0.1", "-pcr0", pcr, "-pcr1", pcr, "-pcr2", pcr},
-		&rel, &bytes.Buffer{}, []string{signingKeyEnv + "=" + nostr.GeneratePrivateKey()}); err != nil {
+	// The operator gives the parent a release signature of the PCRs the
+	// enclave attests (the dev attestor derives them from its binary),
+	// which the enclave embeds; a well-signed release of other PCRs and a
+	// broken build signature, which it skips: the parent is untrusted.
+	b, err := os.ReadFile(binary(t))
+	if err != nil {
 		t.Fatal(err)
 	}
-	relFile, badFile := filepath.Join(dir, "release.json"), filepath.Join(dir, "build.json")
-	os.WriteFile(relFile, rel.Bytes(), 0o600)
+	sum := sha512.Sum384(b)
+	own := attest.DevPCRs(sum[:])
+	sign := func(pcr0, pcr1, pcr2 string) string {
+		var rel bytes.Buffer
+		if err := run(context.Background(), []string{"release", "sign", "-version", "0.0.1", "-pcr0", pcr0, "-pcr1", pcr1, "-pcr2", pcr2},
+			&rel, &bytes.Buffer{}, []string{signingKeyEnv + "=" + nostr.GeneratePrivateKey()}); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "release-"+pcr2[:8]+".json")
+		os.WriteFile(f, rel.Bytes(), 0o600)
+		return f
+	}
+	pcr := hex.EncodeToString(own[0])
+	other := strings.Repeat("ab", 48)
+	relFile := sign(pcr, hex.EncodeToString(own[1]), hex.EncodeToString(own[2]))
+	otherFile := sign(pcr, hex.EncodeToString(own[1]), other)
+	badFile := filepath.Join(dir, "build.json")
 	os.WriteFile(badFile, []byte(`{"kind":23794,"sig":"forged"}`), 0o600)
 	startProcessWith(t, &syscall.SysProcAttr{}, "parent:", nil, "parent", "-data-dir", filepath.Join(dir, "parent"),
-		"-listen", "unix:"+sock, "-forward", public+"=443", "-set", "instance.releases="+relFile, "-set", "instance.build_signature="+badFile)
+		"-listen", "unix:"+sock, "-forward", public+"=443", "-set", "instance.releases="+otherFile+","+relFile, "-set", "instance.build_signature="+badFile)
 	registry := strings.SplitN(imgs.Hello.Ref, "/", 2)[0]
 	n := ln.Operator
 	p := startProcessWith(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}, "try:", nil, "enclave",
@@ -68,8 +86,14 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	}
 
 	ann := testenv.Next(t, testenv.Subscribe(t, relay.URL, nostr.Filter{Kinds: []int{13793}, Authors: []string{self}}), "announcement")
-	if r := ann.Tags.Find("release"); r == nil || !strings.Contains(r[1], pcr) {
-		t.Errorf("the parent's release signature is not in the announcement")
+	var releases []string
+	for _, tg := range ann.Tags {
+		if len(tg) > 1 && tg[0] == "release" {
+			releases = append(releases, tg[1])
+		}
+	}
+	if len(releases) != 1 || !strings.Contains(releases[0], hex.EncodeToString(own[2])) {
+		t.Errorf("the announcement embeds %d releases, want the one of the enclave's own PCRs: %v", len(releases), releases)
 	}
 	for _, tg := range ann.Tags {
 		if len(tg) > 2 && tg[0] == "egress" && tg[1] == "instance" {

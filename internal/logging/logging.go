@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"unicode/utf8"
 )
 
 // Redacted replaces a secret attribute value.
@@ -56,7 +57,36 @@ func redact(_ []string, a slog.Attr) slog.Attr {
 	if err, ok := a.Value.Resolve().Any().(error); ok && strings.Contains(err.Error(), "nsec1") {
 		return slog.String(a.Key, Redacted)
 	}
+	switch v := a.Value.Resolve().Any().(type) {
+	case string:
+		if len(v) > MaxValue {
+			return slog.String(a.Key, clip(v))
+		}
+	case error:
+		if s := v.Error(); len(s) > MaxValue {
+			return slog.String(a.Key, clip(s))
+		}
+	case fmt.Stringer:
+		if s := v.String(); len(s) > MaxValue {
+			return slog.String(a.Key, clip(s))
+		}
+	}
 	return a
+}
+
+// MaxValue bounds one attribute's text: much of what is logged (image
+// references, relay URLs, names, registries' errors) comes from strangers.
+// Both handlers quote what they print, so no control character or line
+// break reaches the log as such.
+const MaxValue = 512
+
+// clip cuts s to MaxValue bytes (on a rune boundary) and says how long it was.
+func clip(s string) string {
+	n := MaxValue
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s…[%d bytes]", s[:n], len(s))
 }
 
 // IsSecretName reports whether an attribute named name is redacted.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestSecretsNeverReachTheLog(t *testing.T) {
@@ -39,5 +40,29 @@ func TestBadLevelOrFormat(t *testing.T) {
 	}
 	if _, err := New(&bytes.Buffer{}, "info", "xml"); err == nil {
 		t.Error("format xml accepted")
+	}
+}
+
+// What strangers control (an image reference, a relay URL, a registry's
+// error) is logged bounded and quoted: no forged log line, no megabyte.
+func TestStrangersTextIsBoundedAndQuoted(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		var buf bytes.Buffer
+		log, err := New(&buf, "debug", format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		long := strings.Repeat("é", 100_000)
+		log.Warn("pull failed", "image", "evil\nlevel=ERROR msg=\"forged\"", "relay", long, "err", errors.New(long))
+		out := buf.String()
+		if strings.Count(out, "\n") != 1 {
+			t.Errorf("%s: one record became %d lines:\n%s", format, strings.Count(out, "\n"), out)
+		}
+		if len(out) > 3*MaxValue+200 || !strings.Contains(out, "…[200000 bytes]") {
+			t.Errorf("%s: a 200 kB value logged as %d bytes", format, len(out))
+		}
+		if !utf8.ValidString(out) {
+			t.Errorf("%s: a value was cut inside a character", format)
+		}
 	}
 }
