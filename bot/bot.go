@@ -53,6 +53,9 @@ type Config struct {
 	// Dev marks every event the bot publishes with t=dev, so no client
 	// mistakes a dev instance for an attested one.
 	Dev bool
+	// Reachable (optional) says whether the instance may connect to a
+	// relay (the enclave's egress allowlist); nil: every relay.
+	Reachable func(relayURL string) bool
 }
 
 // Bot answers commands. Create it with New, then call Run.

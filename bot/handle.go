@@ -129,16 +129,31 @@ func (b *Bot) Notify(ctx context.Context, n deployer.Notice) {
 	b.publish(ctx, evt, b.relaysFor(ctx, ch, n.Owner))
 }
 
-// relaysFor returns where a message to pubkey goes: for NIP-17 its kind-10050
-// DM relays when it published them, else (and for every other channel) the
-// instance's relays.
+// relaysFor returns where a message to pubkey goes: for NIP-17 those of
+// its kind-10050 DM relays the instance may reach, if it published any,
+// else (and for every other channel) the instance's relays, which the
+// renter reached us on.
 func (b *Bot) relaysFor(ctx context.Context, ch nip.Channel, pubkey string) []string {
 	if ch == nip.ChannelNIP17 {
-		if rs := b.inboxRelays(ctx, pubkey); len(rs) > 0 {
+		if rs := b.Reachable(b.inboxRelays(ctx, pubkey)); len(rs) > 0 {
 			return rs
 		}
 	}
 	return b.cfg.Relays
+}
+
+// Reachable is the relays of rs the instance may connect to.
+func (b *Bot) Reachable(rs []string) []string {
+	if b.cfg.Reachable == nil {
+		return rs
+	}
+	var out []string
+	for _, r := range rs {
+		if b.cfg.Reachable(r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (b *Bot) inboxRelays(ctx context.Context, pubkey string) []string {

@@ -31,6 +31,7 @@ import (
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
+	"github.com/enclaved/enclaved/tunnel"
 	"github.com/enclaved/enclaved/zaps"
 )
 
@@ -143,7 +144,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
 		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
 		Pricing: pricing, Retention: cfg.Pricing.Retention, Rate: int(cfg.Nostr.CommandsPerMinute), Window: time.Minute,
-		Dev: in.dev,
+		Dev: in.dev, Reachable: reachable(p.Egress),
 	}, now, log.With("part", "bot"))
 	if err != nil {
 		return nil, err
@@ -447,7 +448,7 @@ func (in *Instance) setupZaps(addr string) error {
 	in.Zaps = &zaps.Service{
 		DB: in.parts.DB, Containers: in.Deployer, Invoices: in.Invoices, BaseURL: base,
 		InstanceName: in.cfg.Instance.Name, InstancePubkey: in.parts.Key.PublicKey(),
-		Zapper: in.parts.Key.ZapperKey().Keys(), Relays: in.parts.Relays, Publish: in.Bot.Publish,
+		Zapper: in.parts.Key.ZapperKey().Keys(), Relays: in.parts.Relays, Publish: in.Bot.Publish, Reachable: in.Bot.Reachable,
 		Now: in.now, Log: in.log.With("part", "zaps"),
 		InvoicesPerClientPerMinute: int(in.cfg.HTTP.InvoicesPerClientPerMinute), InvoicesPerMinute: int(in.cfg.HTTP.InvoicesPerMinute),
 	}
@@ -555,4 +556,17 @@ func loadSigned(key, path string, kinds ...int) (nostr.Event, error) {
 		return evt, fmt.Errorf("%s: %s: %w", key, path, err)
 	}
 	return evt, nil
+}
+
+// reachable says which relays the egress allowlist lets the instance
+// reach (nil: no allowlist, every relay). DMs and zap receipts go only to
+// those; the instance's own relays are always on it.
+func reachable(allow []string) func(string) bool {
+	if allow == nil {
+		return nil
+	}
+	return func(u string) bool {
+		hp, ok := nip.RelayHostPort(u)
+		return ok && tunnel.Allowed(allow, hp)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip59"
@@ -249,4 +251,21 @@ func tagged(tags nostr.Tags, name, value string) bool {
 		}
 	}
 	return false
+}
+
+// RelayHostPort is a ws:// or wss:// URL's host:port.
+func RelayHostPort(u string) (string, bool) {
+	rest, ok := strings.CutPrefix(u, "wss://")
+	port := "443"
+	if !ok {
+		if rest, ok = strings.CutPrefix(u, "ws://"); !ok {
+			return "", false
+		}
+		port = "80"
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host, true
+	}
+	return net.JoinHostPort(host, port), true
 }

@@ -69,7 +69,11 @@ func (s *Service) PublishPending(ctx context.Context) error {
 		if err := s.Zapper.SignEvent(ctx, &receipt); err != nil {
 			return err
 		}
-		relays := dedupe(append(append([]string{}, z.Relays...), s.Relays...))
+		relays := append([]string{}, z.Relays...)
+		if s.Reachable != nil {
+			relays = s.Reachable(relays)
+		}
+		relays = dedupe(append(relays, s.Relays...))
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()

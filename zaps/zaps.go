@@ -79,6 +79,10 @@ type Service struct {
 	// Relays are the instance's relays; receipts go there too.
 	Relays  []string
 	Publish Publisher
+	// Reachable (optional) keeps the relays the instance may connect to
+	// (the enclave's egress allowlist): receipts go to those of a zap
+	// request's relays, and always to the instance's.
+	Reachable func(relays []string) []string
 	Now     func() time.Time
 	Log     *slog.Logger
 	// InvoicesPerMinute bounds the invoices callbacks create per client

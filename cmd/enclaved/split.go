@@ -20,6 +20,7 @@ import (
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/parent"
 	"github.com/enclaved/enclaved/tunnel"
 )
@@ -215,14 +216,20 @@ and the lightning.* keys.`, stderr)
 	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
 	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
 		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta,
-		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper}}, stdout, nil)
+		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper, Pace: blobPace(cfg)}}, stdout, nil)
+}
+
+// blobPace is each blob transfer's deadline (backup.blob_timeout,
+// backup.blob_rate_kib).
+func blobPace(cfg config.Config) tunnel.Pace {
+	return tunnel.Pace{Timeout: cfg.Backup.BlobTimeout, Rate: cfg.Backup.BlobRateKiB << 10}
 }
 
 // egressAllowlist is enclave.egress plus the relays and the LND node.
 func egressAllowlist(cfg config.Config) []string {
 	allow := append([]string(nil), cfg.Enclave.Egress...)
 	for _, r := range append(append([]string(nil), cfg.Nostr.Relays...), cfg.KeyStore.Relays...) {
-		if hp, ok := relayHostPort(r); ok {
+		if hp, ok := nip.RelayHostPort(r); ok {
 			allow = append(allow, hp)
 		}
 	}
@@ -240,21 +247,4 @@ func egressAllowlist(cfg config.Config) []string {
 		}
 	}
 	return append(allow, cfg.Lightning.GRPC)
-}
-
-// relayHostPort is a ws:// or wss:// URL's host:port.
-func relayHostPort(u string) (string, bool) {
-	rest, ok := strings.CutPrefix(u, "wss://")
-	port := "443"
-	if !ok {
-		if rest, ok = strings.CutPrefix(u, "ws://"); !ok {
-			return "", false
-		}
-		port = "80"
-	}
-	host, _, _ := strings.Cut(rest, "/")
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host, true
-	}
-	return net.JoinHostPort(host, port), true
 }

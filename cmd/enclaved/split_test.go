@@ -19,6 +19,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/attest"
+	"github.com/enclaved/enclaved/internal/devrelay"
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
@@ -106,8 +107,18 @@ func TestSplitParentAndEnclave(t *testing.T) {
 		t.Errorf("the forged build signature was embedded")
 	}
 
-	// Deploy, pay, run: by NIP-17 through the relay.
+	// Deploy, pay, run: by NIP-17 through the relay. The renter's DM
+	// relays (kind 10050) are outside the enclave's egress allowlist: the
+	// replies come on the instance's relay, where the renter reached it.
 	c := testenv.NewClient(t, relay.URL)
+	elsewhere, err := devrelay.Start("127.0.0.1:0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { elsewhere.Close() })
+	inbox := nostr.Event{Kind: nostr.KindDMRelayList, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", elsewhere.URL}}}
+	inbox.Sign(c.SK)
+	c.Publish(t, inbox, relay.URL)
 	c.Send(t, "nip17", self, "deploy "+imgs.Hello.Ref+" name=split")
 	if _, err := ln.Payer.Pay(context.Background(), testenv.Invoice(t, c.Await(t, self, "Quote").Text)); err != nil {
 		t.Fatal(err)
