@@ -246,6 +246,27 @@ func (st *Stream) Close() error {
 	return err
 }
 
+// Reset aborts the stream both ways with a short reason: the peer's reads
+// and writes fail at once with it (a writer waiting for credit too), and
+// what either side still sends is dropped. Local reads and writes fail
+// with ErrClosed.
+func (st *Stream) Reset(reason string) error {
+	if len(reason) > MaxReason {
+		reason = reason[:MaxReason]
+	}
+	st.abort(ErrClosed)
+	st.mu.Lock()
+	st.rbuf.Reset()
+	for _, t := range st.timers {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	st.mu.Unlock()
+	st.s.forget(st.id)
+	return st.s.write(Frame{Type: TReset, Stream: st.id, Payload: []byte(reason)})
+}
+
 // Addr names a stream's end: its service and argument.
 type Addr struct {
 	Service Service

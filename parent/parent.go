@@ -30,7 +30,7 @@ import (
 	"github.com/enclaved/enclaved/link"
 )
 
-// MaxBlob bounds a stored blob.
+// MaxBlob bounds a stored blob (Server.MaxBlob's default).
 const MaxBlob = 1 << 30
 
 // MaxLogLine bounds one line of the enclave's log.
@@ -48,6 +48,9 @@ type Server struct {
 	// DefaultLimits): the public connections forwarded in as ingress
 	// streams are capped apart from the enclave's own streams.
 	Limits link.Limits
+	// MaxBlob bounds a stored blob (default the constant MaxBlob); a put
+	// beyond it is reset at once, naming the limit.
+	MaxBlob int64
 
 	mu      sync.Mutex
 	cur     *link.Session
@@ -143,7 +146,9 @@ func (s *Server) dial(st *link.Stream, addr string) {
 var blobName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // blobPut stores the stream's bytes as name, atomically, and answers "ok"
-// or "error: reason" after the enclave's close.
+// after the enclave's close. Anything else resets the stream with the
+// reason, a blob over MaxBlob as soon as it is: the enclave's writer fails
+// at once rather than wait for credit the parent no longer grants.
 func (s *Server) blobPut(st *link.Stream, name string) {
 	if !blobName.MatchString(name) {
 		st.Refuse(fmt.Sprintf("%q is not a blob name", name))
@@ -155,11 +160,15 @@ func (s *Server) blobPut(st *link.Stream, name string) {
 		return
 	}
 	defer os.Remove(tmp.Name())
+	limit := s.MaxBlob
+	if limit <= 0 {
+		limit = MaxBlob
+	}
 	st.Accept()
 	defer st.Close()
-	n, err := io.Copy(tmp, io.LimitReader(st, MaxBlob+1))
-	if err == nil && n > MaxBlob {
-		err = fmt.Errorf("blob over %d bytes", MaxBlob)
+	n, err := io.Copy(tmp, io.LimitReader(st, limit+1))
+	if err == nil && n > limit {
+		err = fmt.Errorf("blob over %d bytes, the parent's limit", limit)
 	}
 	if err == nil {
 		err = tmp.Sync()
@@ -171,7 +180,8 @@ func (s *Server) blobPut(st *link.Stream, name string) {
 		err = os.Rename(tmp.Name(), filepath.Join(s.BlobDir, name))
 	}
 	if err != nil {
-		st.Write([]byte("error: " + err.Error()))
+		s.log().Warn("blob not stored", "blob", name, "err", err)
+		st.Reset(err.Error())
 		return
 	}
 	st.Write([]byte(link.BlobOK))

@@ -17,7 +17,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,39 +169,6 @@ func (a remoteAddr) String() string  { return string(a) }
 
 func (c *ingressConn) RemoteAddr() net.Addr { return remoteAddr(c.remote) }
 
-// PutBlob stores r's bytes at the parent under name and waits for it to
-// say they are on disk.
-func PutBlob(ctx context.Context, o Opener, name string, r io.Reader) error {
-	st, err := o.Open(ctx, link.BlobPut, name)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	stop := context.AfterFunc(ctx, func() { st.Close() })
-	defer stop()
-	if _, err := io.Copy(st, r); err != nil {
-		return fmt.Errorf("blob %s: %w", name, err)
-	}
-	st.CloseWrite()
-	b, err := io.ReadAll(io.LimitReader(st, link.MaxReason))
-	if err != nil {
-		return fmt.Errorf("blob %s: %w", name, err)
-	}
-	if string(b) != link.BlobOK {
-		return fmt.Errorf("blob %s: parent says %q", name, string(b))
-	}
-	return nil
-}
-
-// GetBlob reads the blob name from the parent; the caller closes it.
-func GetBlob(ctx context.Context, o Opener, name string) (io.ReadCloser, error) {
-	st, err := o.Open(ctx, link.BlobGet, name)
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
-}
-
 // FetchMeta asks the parent for its metadata.
 func FetchMeta(ctx context.Context, o Opener) (link.Metadata, error) {
 	var m link.Metadata
@@ -224,23 +190,4 @@ func FetchMeta(ctx context.Context, o Opener) (link.Metadata, error) {
 		return m, fmt.Errorf("parent metadata: %w", err)
 	}
 	return m, nil
-}
-
-// Blobs is the parent's blob store as package backup uses it.
-type Blobs struct{ Link Opener }
-
-// Put stores r's bytes as name.
-func (b Blobs) Put(ctx context.Context, name string, r io.Reader) error {
-	return PutBlob(ctx, b.Link, name, r)
-}
-
-// Get reads the blob name; a blob the parent does not have is an error
-// wrapping os.ErrNotExist.
-func (b Blobs) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	rc, err := GetBlob(ctx, b.Link, name)
-	var re *link.RefusedError
-	if errors.As(err, &re) && re.Reason == "not found" {
-		return nil, fmt.Errorf("blob %s: %w", name, os.ErrNotExist)
-	}
-	return rc, err
 }
