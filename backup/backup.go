@@ -51,6 +51,10 @@ type Backuper struct {
 	// their last copy is this old (0: at every backup); a stopped one's
 	// once after it stopped; at shutdown, every running one's.
 	VolumeEvery time.Duration
+	// VolumesSkipped (optional) tells a container's owner that a recorded
+	// backup could not copy its volumes, once when that starts happening
+	// (see saveVolumes).
+	VolumesSkipped func(ctx context.Context, s VolumeSkip)
 	// Dir holds the snapshot while it is encrypted (in the enclave).
 	Dir      string
 	Delay    time.Duration // after Changed, at most this long (default 2 s)
@@ -78,6 +82,9 @@ type Backuper struct {
 	vols      map[string]VolumeRef
 	triedSeq  uint64
 	triedVols map[string]VolumeRef
+	// failed are the containers whose volumes the recorded backups could
+	// not copy lately, and when they were last tried (under one).
+	failed map[string]time.Time
 }
 
 func (b *Backuper) init() {
@@ -97,7 +104,7 @@ func (b *Backuper) init() {
 		b.Interval = 10 * time.Minute
 	}
 	b.changed, b.doneCh = make(chan struct{}, 1), make(chan struct{})
-	b.vols = map[string]VolumeRef{}
+	b.vols, b.failed = map[string]VolumeRef{}, map[string]time.Time{}
 	for _, r := range b.LastVolumes {
 		b.vols[r.ID] = r
 	}
@@ -278,10 +285,12 @@ func (b *Backuper) backup(ctx context.Context, final bool) (nip.Checkpoint, erro
 		return nip.Checkpoint{}, err
 	}
 	var vols map[string]VolumeRef
+	var run volumeRun
 	if b.Volumes != nil {
-		if vols, err = b.saveVolumes(ctx, id.Recipient(), final); err != nil {
+		if run, err = b.saveVolumes(ctx, id.Recipient(), final); err != nil {
 			return nip.Checkpoint{}, err
 		}
+		vols = run.refs
 	}
 	m := Manifest{Format: Format, Instance: b.Secrets.Pubkey(), Seq: seq, CreatedAt: b.Now().UnixMilli(), Schema: b.DB.Version,
 		Volumes: sortedRefs(vols)}
@@ -318,6 +327,7 @@ func (b *Backuper) backup(ctx context.Context, final bool) (nip.Checkpoint, erro
 	b.mu.Unlock()
 	if b.Volumes != nil {
 		b.dropVolumes(ctx, before, vols)
+		b.volumesRecorded(ctx, run)
 	}
 	b.Log.Info("backup saved", "seq", seq, "blob", name, "bytes", cp.Size, "took", time.Since(start).Round(time.Millisecond))
 	if b.Publish != nil {

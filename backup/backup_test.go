@@ -39,11 +39,15 @@ type world struct {
 	b       *backup.Backuper
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t testing.TB, opts ...func(*parent.Server)) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{t: t, blobDir: t.TempDir()}
-	w.blobs = tunnel.Blobs{Link: testenv.ParentLink(t, &parent.Server{BlobDir: w.blobDir, LogOut: io.Discard}, nil)}
+	srv := &parent.Server{BlobDir: w.blobDir, LogOut: io.Discard}
+	for _, o := range opts {
+		o(srv)
+	}
+	w.blobs = tunnel.Blobs{Link: testenv.ParentLink(t, srv, nil)}
 	ks := testenv.NewKeyStore(t)
 	var err error
 	w.sec, err = backup.NewSecrets(nostr.GeneratePrivateKey())
@@ -425,10 +429,11 @@ type volumeSet struct {
 	data    map[string]string    // id → archive bytes; "" = gone
 	idle    map[string]time.Time // containers not running, since when
 	exports map[string]int       // copies taken, by id
+	fail    map[string]error     // exports failing midway, by id
 }
 
 func newVolumeSet(data map[string]string) *volumeSet {
-	return &volumeSet{data: data, idle: map[string]time.Time{}, exports: map[string]int{}}
+	return &volumeSet{data: data, idle: map[string]time.Time{}, exports: map[string]int{}, fail: map[string]error{}}
 }
 
 func (v *volumeSet) VolumeIDs(context.Context) ([]string, error) {
@@ -445,6 +450,10 @@ func (v *volumeSet) ExportVolumes(_ context.Context, id string, w io.Writer) err
 		return fmt.Errorf("container %s: %w", id, fs.ErrNotExist)
 	}
 	v.exports[id]++
+	if err := v.fail[id]; err != nil {
+		io.WriteString(w, v.data[id][:len(v.data[id])/2])
+		return err
+	}
 	_, err := io.WriteString(w, v.data[id])
 	return err
 }

@@ -39,18 +39,45 @@ func volumeBlob(id string, prev VolumeRef, ok bool) string {
 	return a
 }
 
+// VolumeSkip is a container whose volumes a backup could not copy: it
+// named the copy taken at Kept instead (zero: none, so no backup holds
+// them).
+type VolumeSkip struct {
+	ID   string
+	Err  error
+	Kept time.Time
+}
+
+// volumeRun is what saveVolumes did: the containers whose volumes are
+// kept, the refs the backup names, the containers it skipped and those it
+// copied.
+type volumeRun struct {
+	ids     []string
+	refs    map[string]VolumeRef
+	skipped []VolumeSkip
+	copied  []string
+}
+
 // saveVolumes stores the volumes of every container that may run again
 // that changed since their last copy, and returns what this backup names
 // for each. final (at shutdown) copies every running container afresh.
-func (b *Backuper) saveVolumes(ctx context.Context, to age.Recipient, final bool) (map[string]VolumeRef, error) {
+//
+// One container's failure (its export, its size, the parent's blob limit,
+// its transfer's deadline) skips that container, not the backup: the
+// backup names its last copy, if any, and its owner is told once the
+// backup is recorded (then not again until a copy succeeds). A failed
+// container is tried again once Interval has passed, so a volume that
+// cannot be copied does not freeze its container at every backup. Only
+// the end of ctx fails the backup.
+func (b *Backuper) saveVolumes(ctx context.Context, to age.Recipient, final bool) (volumeRun, error) {
 	ids, err := b.Volumes.VolumeIDs(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("volumes: %w", err)
+		return volumeRun{}, fmt.Errorf("volumes: %w", err)
 	}
 	b.mu.Lock()
 	kept := maps.Clone(b.vols)
 	b.mu.Unlock()
-	out := make(map[string]VolumeRef, len(ids))
+	run := volumeRun{ids: ids, refs: make(map[string]VolumeRef, len(ids))}
 	for _, id := range ids {
 		if !containerID.MatchString(id) {
 			b.Log.Warn("volumes of a container with an id a restore would refuse are left out", "container", id)
@@ -59,37 +86,75 @@ func (b *Backuper) saveVolumes(ctx context.Context, to age.Recipient, final bool
 		prev, ok := kept[id]
 		since, idle := b.Volumes.Idle(ctx, id)
 		at := time.UnixMilli(prev.At)
+		failedAt, failed := b.failed[id]
 		switch {
+		case failed && b.Now().Sub(failedAt) < b.Interval:
+			if ok {
+				run.refs[id] = prev // failed lately: not tried again yet
+			}
+			continue
 		case ok && idle && !at.Before(since):
-			out[id] = prev // copied after it last ran
+			run.refs[id] = prev // copied after it last ran
 			continue
 		case ok && !idle && !final && b.Now().Sub(at) < b.VolumeEvery:
-			out[id] = prev // running, copied recently enough
+			run.refs[id] = prev // running, copied recently enough
 			continue
 		}
 		ref, err := b.putVolume(ctx, to, id, volumeBlob(id, prev, ok))
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case ctx.Err() != nil:
+			return volumeRun{}, fmt.Errorf("volumes of %s: %w", id, ctx.Err())
+		case errors.Is(err, fs.ErrNotExist):
 			continue // removed meanwhile
+		case err != nil:
+			b.Log.Warn("volumes not backed up: the container is skipped", "container", id, "err", err)
+			skip := VolumeSkip{ID: id, Err: err}
+			if ok {
+				run.refs[id], skip.Kept = prev, at
+			}
+			run.skipped = append(run.skipped, skip)
+			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		out[id] = ref
+		run.refs[id] = ref
+		run.copied = append(run.copied, id)
 	}
-	return out, nil
+	return run, nil
 }
 
-// putVolume copies container id's volumes, encrypted, into blob name.
+// volumesRecorded notes, once a backup is recorded, which containers it
+// skipped and tells the owners of those newly failing.
+func (b *Backuper) volumesRecorded(ctx context.Context, run volumeRun) {
+	for id := range b.failed {
+		if slices.Contains(run.copied, id) || !slices.Contains(run.ids, id) {
+			delete(b.failed, id)
+		}
+	}
+	for _, s := range run.skipped {
+		_, told := b.failed[s.ID]
+		b.failed[s.ID] = b.Now()
+		if !told && b.VolumesSkipped != nil {
+			nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			b.VolumesSkipped(nctx, s)
+			cancel()
+		}
+	}
+}
+
+// putVolume copies container id's volumes, encrypted, into blob name. The
+// export ends with the put (its context is cancelled then): a container
+// frozen for the copy is thawed even if the put failed or stalled.
 func (b *Backuper) putVolume(ctx context.Context, to age.Recipient, id, name string) (VolumeRef, error) {
 	ref := VolumeRef{ID: id, Blob: name, At: b.Now().UnixMilli()}
 	h := sha256.New()
 	var size countWriter
 	pr, pw := io.Pipe()
 	exported := make(chan error, 1)
+	xctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		enc, err := age.Encrypt(io.MultiWriter(pw, h, &size), to)
 		if err == nil {
-			if err = b.Volumes.ExportVolumes(ctx, id, enc); err == nil {
+			if err = b.Volumes.ExportVolumes(xctx, id, enc); err == nil {
 				err = enc.Close()
 			}
 		}
@@ -98,11 +163,14 @@ func (b *Backuper) putVolume(ctx context.Context, to age.Recipient, id, name str
 	}()
 	err := b.Blobs.Put(ctx, name, pr)
 	pr.CloseWithError(errors.New("put ended"))
-	if xerr := <-exported; xerr != nil {
+	cancel()
+	xerr := <-exported
+	switch {
+	case xerr != nil && (err == nil || errors.Is(err, xerr)):
+		// The export failed (and the put with it).
 		return ref, fmt.Errorf("volumes of %s: %w", id, xerr)
-	}
-	if err != nil {
-		return ref, fmt.Errorf("store blob %s: %w", name, err)
+	case err != nil:
+		return ref, fmt.Errorf("volumes of %s: %w", id, err)
 	}
 	ref.SHA256, ref.Size = hex.EncodeToString(h.Sum(nil)), int64(size)
 	return ref, nil

@@ -63,6 +63,12 @@ type Backup struct {
 	Delay          time.Duration `toml:"delay"`
 	Interval       time.Duration `toml:"interval"`
 	VolumeInterval time.Duration `toml:"volume_interval"`
+	// BlobTimeout and BlobRateKiB are each blob transfer's deadline: one
+	// that moved n bytes fails once it ran longer than BlobTimeout plus
+	// n / BlobRateKiB KiB/s (tunnel.Pace): a stall ends, and a container
+	// frozen for its volumes' copy is thawed, within that.
+	BlobTimeout time.Duration `toml:"blob_timeout"`
+	BlobRateKiB int64         `toml:"blob_rate_kib"`
 	// Ref and Maintainers are the key store policy: builds whose
 	// PCR0/1/2 Threshold (0: all) of the maintainers (hex pubkeys)
 	// signed, in release events with r = Ref, may have the keys.
@@ -271,7 +277,7 @@ func Default() Config {
 		HTTP:     HTTP{Listen: "127.0.0.1:8080", InvoicesPerClientPerMinute: 10, InvoicesPerMinute: 120},
 		Attest:   Attest{Mode: "dev"},
 		Enclave:  Enclave{Parent: "vsock:3:7000", IngressPort: 443},
-		Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, VolumeInterval: 10 * time.Minute, Ref: "https://github.com/enclaved/enclaved"},
+		Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, VolumeInterval: 10 * time.Minute, BlobTimeout: time.Minute, BlobRateKiB: 1024, Ref: "https://github.com/enclaved/enclaved"},
 		KeyStore: KeyStore{Refresh: time.Hour, TTL: 72 * time.Hour},
 		Parent: Parent{Listen: "vsock:7000", Forward: []string{"0.0.0.0:443=443"}, EIF: "enclaved.eif",
 			EnclaveCPUs: 2, EnclaveMemoryMB: 4096, EnclaveCID: 16},
@@ -589,6 +595,9 @@ func (c Config) Validate() error {
 	}
 	if c.Backup.Delay < 0 || c.Backup.Interval <= 0 || c.Backup.VolumeInterval < 0 || c.KeyStore.Refresh <= 0 || c.KeyStore.TTL <= c.KeyStore.Refresh {
 		bad("backup.delay/interval/volume_interval, keystore.refresh/ttl", "want delay ≥ 0, interval > 0, volume_interval ≥ 0 and 0 < refresh < ttl")
+	}
+	if c.Backup.BlobTimeout <= 0 || c.Backup.BlobRateKiB <= 0 {
+		bad("backup.blob_timeout/blob_rate_kib", "want both > 0")
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)

@@ -32,7 +32,21 @@ func (d *Deployer) VolumeIDs(ctx context.Context) ([]string, error) {
 // restored archive still waiting for it, or what its runtime container
 // holds now. A container with neither is fs.ErrNotExist. It does not
 // hold the lifecycle lock: a backup never waits for a pull.
+//
+// The archive is capped at the container's units' disk: the storage
+// driver does not bound volumes (at best the container's own layer), so
+// a container could fill the host's disk and every backup with them.
+// Beyond the cap the export stops with a *VolumesTooLargeError.
 func (d *Deployer) ExportVolumes(ctx context.Context, id string, w io.Writer) error {
+	rec, err := d.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("container %s: %w", id, fs.ErrNotExist)
+	} else if err != nil {
+		return err
+	}
+	if limit := rec.Units * d.cfg.Unit.DiskBytes; limit > 0 {
+		w = &capWriter{w: w, left: limit, err: &VolumesTooLargeError{Container: rec.Name, Units: rec.Units, Limit: limit}}
+	}
 	if p := d.restoredPath(id); p != "" {
 		f, err := os.Open(p)
 		if err == nil {
@@ -45,14 +59,72 @@ func (d *Deployer) ExportVolumes(ctx context.Context, id string, w io.Writer) er
 		}
 		// None, or imported meanwhile: the container holds it now.
 	}
-	rec, err := d.Get(ctx, id)
-	if err != nil {
-		return err
-	}
 	if rec.DockerID == "" {
 		return fmt.Errorf("container %s: %w", id, fs.ErrNotExist)
 	}
 	return d.rt.ExportVolumes(ctx, rec.DockerID, w)
+}
+
+// VolumesTooLargeError is a container's volumes over its units' disk,
+// which a backup refuses to copy.
+type VolumesTooLargeError struct {
+	Container    string // its name
+	Units, Limit int64
+}
+
+func (e *VolumesTooLargeError) Error() string {
+	return fmt.Sprintf("the volumes of %s hold more than its disk of %s (%d unit(s)): not backed up until they fit",
+		e.Container, bytesText(e.Limit), e.Units)
+}
+
+// bytesText is n in MiB, or in bytes if it is not a whole number of them.
+func bytesText(n int64) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// capWriter fails with err once more than left bytes are written.
+type capWriter struct {
+	w    io.Writer
+	left int64
+	err  error
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.left {
+		return 0, c.err
+	}
+	c.left -= int64(len(p))
+	return c.w.Write(p)
+}
+
+// VolumesNotSaved tells container id's owner that a backup could not copy
+// its volumes (err) and kept their copy of kept instead (zero: none).
+// Only this instance's own words reach the owner: what the parent said
+// stays in the log.
+func (d *Deployer) VolumesNotSaved(ctx context.Context, id string, kept time.Time, err error) {
+	rec, gerr := d.Get(ctx, id)
+	if gerr != nil {
+		return
+	}
+	reason := "the copy failed (the instance's log says why)"
+	var big *VolumesTooLargeError
+	switch {
+	case errors.As(err, &big):
+		reason = big.Error()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		reason = "copying them took longer than a backup allows"
+	}
+	text := fmt.Sprintf("%s: its volumes were not backed up: %s. ", rec.Name, reason)
+	if kept.IsZero() {
+		text += "No backup holds them: they would be lost if the instance restarted."
+	} else {
+		text += fmt.Sprintf("The backup keeps their copy of %s UTC; what was written since would be lost if the instance restarted.",
+			kept.UTC().Format("2006-01-02 15:04"))
+	}
+	d.notify(ctx, Notice{rec.ID, rec.Owner, rec.Channel, text + " Later backups try again."})
 }
 
 // Idle says since when container id has not run (ok false: it may be

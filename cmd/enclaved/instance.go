@@ -173,6 +173,7 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 		// instance's context: the last one is taken once everything
 		// else stopped.
 		bk.Volumes = in.Deployer
+		bk.VolumesSkipped = func(ctx context.Context, s backup.VolumeSkip) { in.Deployer.VolumesNotSaved(ctx, s.ID, s.Kept, s.Err) }
 		bctx, bcancel := context.WithCancel(context.WithoutCancel(ctx))
 		bdone := make(chan error, 1)
 		go func() { bdone <- bk.Run(bctx) }()

@@ -67,21 +67,25 @@ func short(id string) string {
 // ExportVolumes writes the contents of container id's volumes to w as one
 // tar. A running container is frozen (docker pause) while its volumes are
 // read, so the copy is what a crash at that moment would leave on disk;
-// it is thawed afterwards even if the export fails. A container that does
-// not exist is reported as fs.ErrNotExist.
-func (r *Runtime) ExportVolumes(ctx context.Context, id string, w io.Writer) error {
+// it is thawed afterwards on every path: the export failing, w failing
+// (a blob refused or past its deadline), ctx ending, even a pause that
+// reported an error (it may have frozen it all the same). A thaw that
+// fails is the export's error. A container that does not exist is
+// reported as fs.ErrNotExist.
+func (r *Runtime) ExportVolumes(ctx context.Context, id string, w io.Writer) (err error) {
 	info, dests, err := r.volumes(ctx, id)
 	if err != nil {
 		return err
 	}
 	if info.State != nil && info.State.Running && !info.State.Paused {
-		if err := r.c.ContainerPause(ctx, id); err == nil {
-			defer func() {
-				tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer cancel()
-				r.c.ContainerUnpause(tctx, id)
-			}()
-		}
+		perr := r.c.ContainerPause(ctx, id)
+		defer func() {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if uerr := r.c.ContainerUnpause(tctx, id); uerr != nil && perr == nil {
+				err = errors.Join(err, fmt.Errorf("thawing container %s: %w", short(id), uerr))
+			}
+		}()
 	}
 	tw := tar.NewWriter(w)
 	// Shortest first, so a parent directory comes before what is in it;
