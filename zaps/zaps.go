@@ -83,8 +83,8 @@ type Service struct {
 	// (the enclave's egress allowlist): receipts go to those of a zap
 	// request's relays, and always to the instance's.
 	Reachable func(relays []string) []string
-	Now     func() time.Time
-	Log     *slog.Logger
+	Now       func() time.Time
+	Log       *slog.Logger
 	// InvoicesPerMinute bounds the invoices callbacks create per client
 	// address (an IPv4 address or IPv6 /64) and instance-wide (0: 10
 	// and 120); a minute's worth may come at once.
