@@ -233,6 +233,13 @@ func (st *Stream) CloseWrite() error {
 // dropped.
 func (st *Stream) Close() error {
 	err := st.CloseWrite()
+	st.teardown()
+	return err
+}
+
+// teardown fails local reads and writes, drops what was received, stops
+// the timers and forgets the stream.
+func (st *Stream) teardown() {
 	st.abort(ErrClosed)
 	st.mu.Lock()
 	st.rbuf.Reset()
@@ -243,7 +250,6 @@ func (st *Stream) Close() error {
 	}
 	st.mu.Unlock()
 	st.s.forget(st.id)
-	return err
 }
 
 // Reset aborts the stream both ways with a short reason: the peer's reads
@@ -254,16 +260,7 @@ func (st *Stream) Reset(reason string) error {
 	if len(reason) > MaxReason {
 		reason = reason[:MaxReason]
 	}
-	st.abort(ErrClosed)
-	st.mu.Lock()
-	st.rbuf.Reset()
-	for _, t := range st.timers {
-		if t != nil {
-			t.Stop()
-		}
-	}
-	st.mu.Unlock()
-	st.s.forget(st.id)
+	st.teardown()
 	return st.s.write(Frame{Type: TReset, Stream: st.id, Payload: []byte(reason)})
 }
 
