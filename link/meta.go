@@ -16,6 +16,6 @@ type Metadata struct {
 // MaxMeta bounds a Metadata body.
 const MaxMeta = 256 << 10
 
-// BlobOK is the parent's answer once a BlobPut is stored; anything else
-// is "error: reason".
+// BlobOK is the parent's answer once a BlobPut is stored; a put it does
+// not store is reset with the reason (at once for one over its limit).
 const BlobOK = "ok"
