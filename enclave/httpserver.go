@@ -5,9 +5,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/enclaved/enclaved/internal/clientaddr"
 	"github.com/enclaved/enclaved/internal/ratelog"
 )
 
@@ -31,6 +33,9 @@ type HTTPLimits struct {
 	// MaxConns bounds the connections open at once; one more is closed
 	// as soon as it is accepted, with a warning (at most one per 10 s).
 	MaxConns int
+	// MaxConnsPerClient bounds those of one client (an IPv4 address or
+	// an IPv6 /64), so one address cannot hold every place.
+	MaxConnsPerClient int
 }
 
 // DefaultHTTPLimits are the bounds of the instance's public port. A page
@@ -49,6 +54,7 @@ func DefaultHTTPLimits() HTTPLimits {
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		MaxConns:          512,
+		MaxConnsPerClient: 32,
 	}
 }
 
@@ -58,7 +64,7 @@ func DefaultHTTPLimits() HTTPLimits {
 // handshake).
 func NewHTTPServer(h http.Handler, l net.Listener, tlsConf *tls.Config, lim HTTPLimits, log *slog.Logger) (*http.Server, net.Listener) {
 	if lim.MaxConns > 0 {
-		l = &capListener{Listener: l, max: lim.MaxConns, log: log}
+		l = &capListener{Listener: l, max: lim.MaxConns, perClient: lim.MaxConnsPerClient, log: log, clients: map[netip.Prefix]int{}}
 	}
 	if tlsConf != nil {
 		l = tls.NewListener(l, tlsConf)
@@ -73,17 +79,19 @@ func NewHTTPServer(h http.Handler, l net.Listener, tlsConf *tls.Config, lim HTTP
 	}, l
 }
 
-// capListener closes the connections it accepts beyond max open at once.
-// It refuses rather than wait: in the enclave a waiting connection would
-// hold a link stream, and the parent would keep forwarding more.
+// capListener closes the connections it accepts beyond max open at once,
+// or beyond perClient of one client. It refuses rather than wait: in the
+// enclave a waiting connection would hold a link stream, and the parent
+// would keep forwarding more.
 type capListener struct {
 	net.Listener
-	max  int
-	log  *slog.Logger
-	warn ratelog.Warner
+	max, perClient int
+	log            *slog.Logger
+	warn           ratelog.Warner
 
-	mu   sync.Mutex
-	open int
+	mu      sync.Mutex
+	open    int
+	clients map[netip.Prefix]int // open connections per client
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -92,16 +100,23 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		key := clientaddr.Key(c.RemoteAddr().String())
 		l.mu.Lock()
-		ok := l.open < l.max
-		if ok {
+		all := l.open < l.max
+		mine := l.perClient <= 0 || l.clients[key] < l.perClient
+		if all && mine {
 			l.open++
+			l.clients[key]++
 		}
 		l.mu.Unlock()
-		if ok {
-			return &cappedConn{Conn: c, l: l}, nil
+		switch {
+		case all && mine:
+			return &cappedConn{Conn: c, l: l, key: key}, nil
+		case !all:
+			l.warn.Warn(l.log, "HTTP connection refused: too many connections", "at_most", l.max)
+		default:
+			l.warn.Warn(l.log, "HTTP connection refused: too many connections from one client", "at_most", l.perClient)
 		}
-		l.warn.Warn(l.log, "HTTP connection refused: too many connections", "at_most", l.max)
 		c.Close()
 	}
 }
@@ -110,6 +125,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 type cappedConn struct {
 	net.Conn
 	l    *capListener
+	key  netip.Prefix
 	once sync.Once
 }
 
@@ -118,6 +134,9 @@ func (c *cappedConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()
 		c.l.open--
+		if c.l.clients[c.key]--; c.l.clients[c.key] <= 0 {
+			delete(c.l.clients, c.key)
+		}
 		c.l.mu.Unlock()
 	})
 	return err

@@ -253,3 +253,56 @@ func TestHTTPServerDropsClientsThatDoNotRead(t *testing.T) {
 		t.Fatal("the handler still writes after 60 s")
 	}
 }
+
+// One client (an IPv4 address; an IPv6 /64) holds at most
+// MaxConnsPerClient of the public port's places; another client still
+// gets one while it holds them all.
+func TestHTTPServerCapsConnectionsPerClient(t *testing.T) {
+	lim := enclave.DefaultHTTPLimits()
+	lim.MaxConnsPerClient = 2
+	addr, logs := publicPort(t, lim, hello)
+	http.DefaultClient.CloseIdleConnections()
+	hold := func(local string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return c, nil
+	}
+	testenv.Eventually(t, 20*time.Second, "two connections of one client open", func() bool {
+		for range 2 {
+			c, err := hold("127.0.0.1")
+			if err != nil {
+				return false
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+		return true
+	})
+	third, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	io.WriteString(third, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := closedByServer(third); err != nil {
+		t.Errorf("a client's third connection: %v", err)
+	}
+	if want := "too many connections from one client\" side=enclave at_most=2"; !strings.Contains(logs.String(), want) {
+		t.Errorf("the log has no %q:\n%s", want, logs)
+	}
+	other, err := hold("127.0.0.2")
+	if err != nil {
+		t.Fatalf("another client while the first holds its places: %v", err)
+	}
+	other.Close()
+}

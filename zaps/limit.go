@@ -2,11 +2,11 @@ package zaps
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/enclaved/enclaved/internal/clientaddr"
 	"golang.org/x/time/rate"
 )
 
@@ -51,7 +51,7 @@ func (e *limitError) Error() string { return e.reason }
 // allow takes a token for remote (a RemoteAddr) and the instance at now,
 // or says how long to wait.
 func (l *limiter) allow(remote string, now time.Time) *limitError {
-	key := clientKey(remote)
+	key := clientaddr.Key(remote)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := l.clients[key]
@@ -91,22 +91,4 @@ func wait(lim *rate.Limiter, now time.Time) time.Duration {
 		return time.Second
 	}
 	return max(time.Second, (time.Duration(missing / float64(lim.Limit()) * float64(time.Second))).Round(time.Second))
-}
-
-// clientKey is who a RemoteAddr is: the IPv4 address, or the IPv6 /64.
-func clientKey(remote string) netip.Prefix {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Prefix{} // unknown: all such clients share one bucket
-	}
-	addr = addr.Unmap().WithZone("")
-	if addr.Is4() {
-		return netip.PrefixFrom(addr, 32)
-	}
-	p, _ := addr.Prefix(64)
-	return p
 }
