@@ -58,7 +58,7 @@ func (rt *Router) ContainerName(host string) (string, bool) {
 		host = h
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	name, ok := strings.CutSuffix(host, "."+strings.ToLower(rt.Host))
+	name, ok := strings.CutSuffix(host, "."+strings.ToLower(strings.TrimSuffix(rt.Host, ".")))
 	if !ok || !nameRE.MatchString(name) {
 		return "", false
 	}
