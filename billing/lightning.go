@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/enclaved/enclaved/internal/proc"
+	"github.com/enclaved/enclaved/internal/backoff"
 )
 
 // Invoice is an invoice the node issued.
@@ -40,7 +40,7 @@ var ErrSettled = errors.New("invoice already settled")
 // index, so nothing settled meanwhile is missed and nothing is credited
 // twice. onCredit (optional) runs after each new credit has committed.
 func WatchSettlements(ctx context.Context, ln Lightning, l *Ledger, log *slog.Logger, onCredit func(Credit)) error {
-	backoff := 100 * time.Millisecond
+	wait := 100 * time.Millisecond
 	for {
 		idx, err := l.SettleIndex(ctx)
 		if err == nil {
@@ -49,7 +49,7 @@ func WatchSettlements(ctx context.Context, ln Lightning, l *Ledger, log *slog.Lo
 				if err != nil {
 					return err
 				}
-				backoff = 100 * time.Millisecond
+				wait = 100 * time.Millisecond
 				if c.Applied && c.Unclaimed {
 					log.Warn("payment for a removed container recorded as unclaimed", "container", c.ContainerID, "purpose", c.Purpose,
 						"amount_msat", c.AmountMsat, "payment_hash", c.PaymentHash)
@@ -68,10 +68,10 @@ func WatchSettlements(ctx context.Context, ln Lightning, l *Ledger, log *slog.Lo
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		log.Warn("invoice stream ended; resubscribing", "err", err, "settle_index", idx, "after", backoff)
-		if err := proc.Sleep(ctx, backoff); err != nil {
+		log.Warn("invoice stream ended; resubscribing", "err", err, "settle_index", idx, "after", wait)
+		if err := backoff.Sleep(ctx, wait); err != nil {
 			return err
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		wait = min(2*wait, 5*time.Second)
 	}
 }

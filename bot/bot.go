@@ -19,7 +19,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/deployer"
-	"github.com/enclaved/enclaved/internal/proc"
+	"github.com/enclaved/enclaved/internal/backoff"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
 )
@@ -216,7 +216,7 @@ func (b *Bot) catchUpPage(ctx context.Context, r *nostr.Relay, f nostr.Filter, o
 // while the connection was down are still fetched; duplicates are dropped
 // by Handle.
 func (b *Bot) listen(ctx context.Context, url string, out chan<- *nostr.Event) {
-	backoff := 200 * time.Millisecond
+	wait := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		began := time.Now()
 		err := b.subscribe(ctx, url, out)
@@ -224,13 +224,13 @@ func (b *Bot) listen(ctx context.Context, url string, out chan<- *nostr.Event) {
 			return
 		}
 		if time.Since(began) > time.Minute {
-			backoff = 200 * time.Millisecond
+			wait = 200 * time.Millisecond
 		}
-		b.log.Warn("relay subscription ended; resubscribing", "relay", url, "err", err, "after", backoff)
-		if proc.Sleep(ctx, backoff) != nil {
+		b.log.Warn("relay subscription ended; resubscribing", "relay", url, "err", err, "after", wait)
+		if backoff.Sleep(ctx, wait) != nil {
 			return
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 

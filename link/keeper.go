@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/enclaved/enclaved/internal/proc"
+	"github.com/enclaved/enclaved/internal/backoff"
 )
 
 // Keeper keeps the enclave's session with its parent up: it dials, runs
@@ -32,11 +32,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	backoff := 100 * time.Millisecond
+	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		s, err := k.connect(ctx)
 		if err == nil {
-			backoff = 100 * time.Millisecond
+			wait = 100 * time.Millisecond
 			k.set(s)
 			select {
 			case <-ctx.Done():
@@ -47,11 +47,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 				err = s.Err()
 			}
 		}
-		log.Warn("parent link down; dialing again", "err", err, "after", backoff)
-		if err := proc.Sleep(ctx, backoff); err != nil {
+		log.Warn("parent link down; dialing again", "err", err, "after", wait)
+		if err := backoff.Sleep(ctx, wait); err != nil {
 			return err
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		wait = min(2*wait, 5*time.Second)
 	}
 	return ctx.Err()
 }

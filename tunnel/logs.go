@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/enclaved/enclaved/internal/proc"
+	"github.com/enclaved/enclaved/internal/backoff"
 	"github.com/enclaved/enclaved/link"
 )
 
@@ -70,7 +70,7 @@ func (w *LogWriter) run(ctx context.Context, o Opener) {
 				if ctx.Err() != nil {
 					return
 				}
-				if proc.Sleep(ctx, time.Second) != nil {
+				if backoff.Sleep(ctx, time.Second) != nil {
 					return
 				}
 				continue

@@ -127,16 +127,3 @@ func WaitFor(ctx context.Context, what string, timeout time.Duration, cond func(
 		}
 	}
 }
-
-// Sleep waits d, or until ctx ends (then it returns ctx's error): the pause
-// between retries of the reconnecting loops.
-func Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

@@ -1,0 +1,99 @@
+package deps
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/enclaved/enclaved/"
+
+// The sides of the trust boundary, as the README's layout table says.
+var (
+	parentSide  = []string{"parent"}
+	enclaveSide = []string{"enclave", "bot", "deployer", "deployer/docker", "billing", "billing/lnd", "zaps", "backup",
+		"frontend", "httpapi", "egressproxy", "tunnel"}
+	// protocol packages: formats and rules, no I/O.
+	protocol = []string{"nip"}
+	// tooling only the dev command and tests may reach.
+	tooling = []string{"internal/testenv", "internal/regtest", "internal/proc", "internal/devregistry", "internal/devrelay"}
+	// ioPackages are what protocol packages must not import.
+	ioPackages = []string{"os", "os/exec", "net/http", "database/sql", "syscall", "github.com/docker/docker/client",
+		"github.com/mdlayher/vsock", "google.golang.org/grpc", "github.com/mattn/go-sqlite3"}
+)
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+}
+
+// list is every package of the module with its imports and dependencies.
+func list(t *testing.T) map[string]pkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-json", "-deps=false", module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string]pkg{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs[strings.TrimPrefix(p.ImportPath, module)] = p
+	}
+	return pkgs
+}
+
+// ours is the module's packages among paths, without the module prefix.
+func ours(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if rest, ok := strings.CutPrefix(p, module); ok {
+			out = append(out, rest)
+		}
+	}
+	return out
+}
+
+func TestImportGraphFollowsTheTrustBoundary(t *testing.T) {
+	pkgs := list(t)
+	for _, name := range slices.Concat(parentSide, enclaveSide, protocol) {
+		if _, ok := pkgs[name]; !ok {
+			t.Fatalf("package %s is gone: update this test and the README's layout table", name)
+		}
+	}
+	forbid := func(from []string, not []string, why string) {
+		for _, name := range from {
+			for _, dep := range ours(pkgs[name].Deps) {
+				if slices.Contains(not, dep) {
+					t.Errorf("%s depends on %s: %s", name, dep, why)
+				}
+			}
+		}
+	}
+	forbid(parentSide, enclaveSide, "the parent never imports the enclave's side")
+	forbid(enclaveSide, parentSide, "the enclave's side never imports the parent")
+	var production []string
+	for name := range pkgs {
+		if !strings.HasPrefix(name, "internal/") && !strings.HasPrefix(name, "cmd/") {
+			production = append(production, name)
+		}
+	}
+	slices.Sort(production)
+	forbid(production, tooling, "only the dev command and tests use test and dev tooling")
+	for _, name := range protocol {
+		for _, imp := range pkgs[name].Imports {
+			if slices.Contains(ioPackages, imp) {
+				t.Errorf("%s imports %s: protocol packages do no I/O", name, imp)
+			}
+		}
+	}
+}
