@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,6 +96,18 @@ func allocated() uint64 {
 	return m.TotalAlloc
 }
 
+// rss is a /proc/self/status field in KiB (VmRSS now, VmHWM the peak).
+func rss(field string) int64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 // A hostile registry gets a clear refusal, quickly, and never makes the
 // instance read more than MaxRegistryBody of any answer: endless and
 // oversized manifests, a 300 MiB config blob, a body that never ends, a
@@ -122,7 +136,7 @@ func TestHostileRegistryIsRefused(t *testing.T) {
 		if grew > 64<<20 {
 			t.Errorf("%s: resolving allocated %d MiB", tc.repo, grew>>20)
 		}
-		t.Logf("%s: refused, %.1f MiB allocated", tc.repo, float64(grew)/(1<<20))
+		t.Logf("%s: refused, %.1f MiB allocated; process RSS %d MiB, peak %d MiB", tc.repo, float64(grew)/(1<<20), rss("VmRSS")>>10, rss("VmHWM")>>10)
 	}
 	if !h.configRequested.Load() {
 		t.Error("the 300 MiB config blob was never asked for: the test did not reach it")
