@@ -259,6 +259,7 @@ func restoreVolume(ctx context.Context, blobs Blobs, id age.Identity, seq uint64
 		err = cerr
 	}
 	if err != nil {
+		os.Remove(f.Name()) // no part of an archive that did not decrypt whole
 		return &RefusedError{fmt.Sprintf("the volumes of container %s: %v", ref.ID, err)}
 	}
 	return nil
