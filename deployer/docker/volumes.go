@@ -177,14 +177,17 @@ func volumeEntries(archive io.Reader, dests []string, dest string, w io.Writer) 
 		if err != nil {
 			return fmt.Errorf("volume archive: %w", err)
 		}
-		if owner(dests, strings.TrimSuffix(h.Name, "/")) != dest || strings.Contains("/"+h.Name+"/", "/../") {
+		// Entries are clean paths inside dest, as export writes them; the
+		// volume's own directory is not one.
+		name := strings.TrimSuffix(h.Name, "/")
+		if owner(dests, name) != dest || name == dest[1:] || path.Clean(name) != name {
 			continue
 		}
 		h.Name = strings.TrimPrefix(h.Name, prefix)
 		if h.Typeflag == tar.TypeLink {
 			lr, ok := strings.CutPrefix(h.Linkname, prefix)
-			if !ok {
-				continue // a hard link across volumes cannot be made
+			if !ok || path.Clean(lr) != lr || lr == ".." || strings.HasPrefix(lr, "../") {
+				continue // a hard link across volumes, or out of this one, cannot be made
 			}
 			h.Linkname = lr
 		}
