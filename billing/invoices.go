@@ -200,6 +200,19 @@ const (
 	prunePerPass = 1000
 )
 
+// PruneAllExpired runs PruneExpired until a pass finds less than a full
+// pass's worth, or ctx ends; it returns how many it deleted in all.
+func (v *Invoices) PruneAllExpired(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := v.PruneExpired(ctx)
+		total += n
+		if err != nil || n < prunePerPass || ctx.Err() != nil {
+			return total, err
+		}
+	}
+}
+
 // PruneExpired cancels at the node and deletes the unpaid top-up and zap
 // invoices that expired over an hour ago (quotes' invoices go with their
 // quote, Forget). One the node says was paid is left to the settlement

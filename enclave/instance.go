@@ -275,6 +275,7 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 		})
 	})
 	wg.Go(func() { errc <- in.meter(ctx) })
+	wg.Go(func() { in.prune(ctx) })
 	wg.Go(func() { errc <- in.Deployer.Watch(ctx) })
 	wg.Go(func() { errc <- in.Bot.Run(ctx) })
 	wg.Go(func() { in.publishReceipts(ctx) })
@@ -323,27 +324,15 @@ func (in *Instance) info() httpapi.Instance {
 }
 
 // meter runs Deployer.Tick whenever it is due (at least every minute, and
-// when a container starts metering); hourly it prunes the bot's seen
-// events and expired unpaid invoices.
+// when a container starts metering). It does nothing else: billing never
+// waits for the node or a prune.
 func (in *Instance) meter(ctx context.Context) error {
-	lastPrune := time.Time{}
 	for {
 		next, err := in.Deployer.Tick(ctx)
 		if err != nil && ctx.Err() == nil {
 			in.log.Error("metering tick failed", "err", err)
 		}
 		in.changed() // debits
-		if now := in.now(); now.Sub(lastPrune) > time.Hour {
-			if err := in.Bot.PruneSeen(ctx); err != nil && ctx.Err() == nil {
-				in.log.Warn("pruning seen events failed", "err", err)
-			}
-			if n, err := in.Invoices.PruneExpired(ctx); err != nil && ctx.Err() == nil {
-				in.log.Warn("pruning expired invoices failed", "pruned", n, "err", err)
-			} else if n > 0 {
-				in.log.Info("expired invoices pruned", "count", n)
-			}
-			lastPrune = now
-		}
 		wait := min(max(next.Sub(in.now()), 10*time.Millisecond), time.Minute)
 		t := time.NewTimer(wait)
 		select {
@@ -352,6 +341,39 @@ func (in *Instance) meter(ctx context.Context) error {
 			return ctx.Err()
 		case <-in.Deployer.Wake():
 			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// pruneEvery is how often what strangers leave behind is pruned: seen
+// events, and unpaid invoices an hour past their expiry (at most
+// pruneBudget of the node's time a pass).
+const (
+	pruneEvery  = 10 * time.Minute
+	pruneBudget = 5 * time.Minute
+)
+
+// prune forgets the bot's old seen events and cancels and deletes expired
+// unpaid invoices, every pruneEvery, on its own goroutine.
+func (in *Instance) prune(ctx context.Context) {
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		if err := in.Bot.PruneSeen(ctx); err != nil && ctx.Err() == nil {
+			in.log.Warn("pruning seen events failed", "err", err)
+		}
+		pctx, cancel := context.WithTimeout(ctx, pruneBudget)
+		n, err := in.Invoices.PruneAllExpired(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			in.log.Warn("pruning expired invoices failed", "pruned", n, "err", err)
+		} else if n > 0 {
+			in.log.Info("expired invoices pruned", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
 		case <-t.C:
 		}
 	}

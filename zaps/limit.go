@@ -65,11 +65,14 @@ func (l *limiter) allow(remote string, now time.Time) *limitError {
 		c = rate.NewLimiter(l.perClient, l.clientBurst)
 		l.clients[key] = c
 	}
-	if !c.AllowN(now, 1) {
+	mine := c.ReserveN(now, 1)
+	if !mine.OK() || mine.DelayFrom(now) > 0 {
+		mine.CancelAt(now)
 		return &limitError{429, fmt.Sprintf("too many invoices asked for from your address (at most %d a minute); try again in %s",
 			l.clientBurst, wait(c, now))}
 	}
 	if !l.all.AllowN(now, 1) {
+		mine.CancelAt(now) // refused for everyone: the client's token goes back
 		return &limitError{503, fmt.Sprintf("busy: too many invoices asked for on this instance; try again in %s", wait(l.all, now))}
 	}
 	return nil

@@ -20,30 +20,44 @@ import (
 // and receipts are published several at once, so those that fail never
 // hold up the ones after them.
 func (s *Service) PublishPending(ctx context.Context) error {
-	rows, err := s.DB.QueryContext(ctx, `SELECT payment_hash, bolt11, zap_request, preimage, settled_at FROM invoices
-		WHERE purpose = 'zap' AND settled_at IS NOT NULL AND receipt_id IS NULL ORDER BY settled_at LIMIT ?`, pendingScan)
-	if err != nil {
-		return err
-	}
 	type pending struct {
 		hash, bolt11, request, preimage string
 		settled                         int64
 	}
+	// Pages through the pending receipts, oldest first, past those
+	// waiting for their next try: however many keep failing, a later
+	// receipt is reached.
 	var todo []pending
 	now := s.Now()
-	for rows.Next() && len(todo) < publishBatch {
-		var p pending
-		if err := rows.Scan(&p.hash, &p.bolt11, &p.request, &p.preimage, &p.settled); err != nil {
-			rows.Close()
+	lastSettled, lastHash := int64(-1), ""
+	for scanned := 0; len(todo) < publishBatch && scanned < maxScan; {
+		rows, err := s.DB.QueryContext(ctx, `SELECT payment_hash, bolt11, zap_request, preimage, settled_at FROM invoices
+			WHERE purpose = 'zap' AND settled_at IS NOT NULL AND receipt_id IS NULL AND (settled_at, payment_hash) > (?, ?)
+			ORDER BY settled_at, payment_hash LIMIT ?`, lastSettled, lastHash, pendingScan)
+		if err != nil {
 			return err
 		}
-		if s.backoff.due(p.hash, now) {
-			todo = append(todo, p)
+		n := 0
+		for rows.Next() {
+			var p pending
+			if err := rows.Scan(&p.hash, &p.bolt11, &p.request, &p.preimage, &p.settled); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+			lastSettled, lastHash = p.settled, p.hash
+			if len(todo) < publishBatch && s.backoff.due(p.hash, now) {
+				todo = append(todo, p)
+			}
 		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		scanned += n
+		if n < pendingScan {
+			break
+		}
 	}
 	var (
 		mu   sync.Mutex
@@ -67,7 +81,8 @@ func (s *Service) PublishPending(ctx context.Context) error {
 		}
 		receipt := nip.ZapReceipt(z, p.bolt11, p.preimage, time.Unix(p.settled, 0))
 		if err := s.Zapper.SignEvent(ctx, &receipt); err != nil {
-			return err
+			fail(err)
+			break
 		}
 		relays := append([]string{}, z.Relays...)
 		if s.Reachable != nil {
@@ -100,6 +115,7 @@ func (s *Service) PublishPending(ctx context.Context) error {
 // publishes at once.
 const (
 	pendingScan   = 1000
+	maxScan       = 100_000
 	publishAtOnce = 8
 	retryFirst    = time.Minute
 	retryMax      = time.Hour
