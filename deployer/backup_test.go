@@ -35,15 +35,15 @@ func (f *fixture) fill(t *testing.T, id string, n int) {
 }
 
 // A backup of three running containers on the real engine, with a parent
-// that keeps blobs of at most 1.5 MiB: 0b's volumes hold more than its
-// unit's disk (1 MiB; the storage driver does not bound volumes), 0c's
+// that keeps blobs of at most 12 MiB: 0b's volumes hold more than its
+// unit's disk (8 MiB, more than the image; the storage driver does not bound volumes), 0c's
 // fit its two units' disk but not the parent's limit. Both are skipped, each owner
 // is told why, and both are running afterwards (thawed, though their copy
 // failed while they were frozen); 0a's volumes are in the recorded
 // backup.
 func TestBackupSkipsContainersWhoseVolumesFail(t *testing.T) {
 	imgs := testenv.Images(t)
-	f := newFixture(t, "inst-volume-skips", func(c *deployer.Config) { c.Unit.DiskBytes = 1 << 20 })
+	f := newFixture(t, "inst-volume-skips", func(c *deployer.Config) { c.Unit.DiskBytes = 8 << 20 })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dc := testenv.Docker(t)
@@ -53,8 +53,8 @@ func TestBackupSkipsContainersWhoseVolumesFail(t *testing.T) {
 		f.pay(t, id, "pay-"+id, units*price)
 		testenv.WaitHTTP(t, dc, f.state(t, id).DockerID, 8080, "(start 1)")
 	}
-	f.fill(t, "0b", 1200<<10)
-	f.fill(t, "0c", 1700<<10)
+	f.fill(t, "0b", 9<<20)
+	f.fill(t, "0c", 13<<20)
 
 	sec, err := backup.NewSecrets(nostr.GeneratePrivateKey())
 	if err != nil {
@@ -66,7 +66,7 @@ func TestBackupSkipsContainersWhoseVolumesFail(t *testing.T) {
 	if err := kc.Set(ctx, sec.Marshal(), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	blobs := tunnel.Blobs{Link: testenv.ParentLink(t, &parent.Server{BlobDir: t.TempDir(), MaxBlob: 1536 << 10, LogOut: io.Discard}, nil)}
+	blobs := tunnel.Blobs{Link: testenv.ParentLink(t, &parent.Server{BlobDir: t.TempDir(), MaxBlob: 12 << 20, LogOut: io.Discard}, nil)}
 	b := &backup.Backuper{DB: f.db, Blobs: blobs, Secrets: sec, Keys: keys, Mode: "dev", Dir: t.TempDir(), Now: f.clock.Now,
 		Record: kc.RecordCheckpoint, Volumes: f.d,
 		VolumesSkipped: func(ctx context.Context, s backup.VolumeSkip) { f.d.VolumesNotSaved(ctx, s.ID, s.Kept, s.Err) }}
@@ -81,7 +81,7 @@ func TestBackupSkipsContainersWhoseVolumesFail(t *testing.T) {
 		}
 	}
 	testenv.WaitHTTP(t, dc, f.state(t, "0b").DockerID, 8080, "(start 1)")
-	if n := f.inbox.count("c-0b: its volumes were not backed up: the volumes of c-0b hold more than its disk of 1 MiB (1 unit(s)): not backed up until they fit. No backup holds them"); n != 1 {
+	if n := f.inbox.count("c-0b: its volumes were not backed up: the volumes of c-0b hold more than its disk of 8 MiB (1 unit(s)): not backed up until they fit. No backup holds them"); n != 1 {
 		t.Errorf("0b's owner told %d times of its oversize volumes: %v", n, f.inbox.notices)
 	}
 	if n := f.inbox.count("c-0c: its volumes were not backed up: the copy failed (the instance's log says why)"); n != 1 {

@@ -183,3 +183,20 @@ func mustRef(t *testing.T, s string) name.Reference {
 	}
 	return ref
 }
+
+// A registry tells only compressed sizes: an image that unpacks past its
+// units' disk is found out after the pull, removed again, and not run;
+// the renter is told and the balance kept.
+func TestImageUnpackedPastTheDiskIsNotRun(t *testing.T) {
+	imgs := testenv.Images(t)
+	f := newFixture(t, "inst-unpacked", func(c *deployer.Config) { c.Unit.DiskBytes = 4 << 20 }) // hello unpacks to 5.5 MiB
+	f.quoted(t, "big", imgs.Hello, true, 1, 3_600_000)
+	f.pay(t, "big", "pay-big", 3_600_000)
+	r := f.state(t, "big")
+	if r.State != deployer.StateFailed || !strings.Contains(r.Reason, "the image takes 5 MiB unpacked; 1 unit(s) give 4 MiB of disk") || r.BalanceMsat != 3_600_000 {
+		t.Errorf("an image unpacked past the disk: %s (%s), balance %d", r.State, r.Reason, r.BalanceMsat)
+	}
+	if f.inbox.count("could not be started") != 1 || f.running(t, "big") {
+		t.Errorf("the owner was not told, or it runs: %+v", f.inbox.notices)
+	}
+}

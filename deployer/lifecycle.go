@@ -129,6 +129,21 @@ func (d *Deployer) create(ctx context.Context, rec Record) (string, string, erro
 		}
 		return "", "pull", err
 	}
+	// A layer's size unpacked is known only now (the quote counted what
+	// the registry said): an image that unpacks past the units' disk is
+	// removed again and not run.
+	if disk := rec.Units * d.cfg.Unit.DiskBytes; disk > 0 {
+		size, err := d.rt.ImageSize(ctx, rec.ImageRef)
+		if err != nil {
+			return "", "pull", err
+		}
+		if size > disk {
+			if err := d.rt.RemoveImage(ctx, rec.ImageRef); err != nil {
+				d.log.Warn("removing an oversized image", "image", rec.ImageRef, "err", err)
+			}
+			return "", "pull", fmt.Errorf("the image takes %d MiB unpacked; %d unit(s) give %d MiB of disk", size>>20, rec.Units, disk>>20)
+		}
+	}
 	env := make([]string, 0, len(rec.Env))
 	for _, kv := range rec.Env {
 		env = append(env, kv[0]+"="+kv[1])

@@ -50,6 +50,8 @@ type Runtime interface {
 	Start(ctx context.Context, id string) error
 	Stop(ctx context.Context, id string) error
 	Remove(ctx context.Context, id string) error
+	// ImageSize is the bytes a pulled image takes unpacked.
+	ImageSize(ctx context.Context, ref string) (int64, error)
 	// RemoveImage removes the image ref names, unless a container uses
 	// it; one in use or gone already is not an error.
 	RemoveImage(ctx context.Context, ref string) error

@@ -40,6 +40,9 @@ func (in *Instance) UseSignatures(ctx context.Context, build, launch string, rel
 	pcrs := in.rootDoc.PCRs
 	in.mu.Unlock()
 	signs := func(e *nostr.Event, i uint) error {
+		if len(pcrs[i]) != 48 {
+			return fmt.Errorf("this instance's attestation has no PCR%d", i)
+		}
 		got, want := "", hex.EncodeToString(pcrs[i])
 		if i == 4 || i == 8 {
 			got = nip.TagValue(e, fmt.Sprintf("PCR%d", i))

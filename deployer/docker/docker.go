@@ -216,6 +216,15 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 	return r.c.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout})
 }
 
+// ImageSize is the bytes a pulled image takes unpacked.
+func (r *Runtime) ImageSize(ctx context.Context, ref string) (int64, error) {
+	info, err := r.c.ImageInspect(ctx, ref)
+	if err != nil {
+		return 0, fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	return info.Size, nil
+}
+
 // RemoveImage removes the image reference ref (and the image, if nothing
 // else names it) unless a container uses it.
 func (r *Runtime) RemoveImage(ctx context.Context, ref string) error {

@@ -18,6 +18,9 @@ var (
 		"frontend", "httpapi", "egressproxy", "tunnel"}
 	// protocol packages: formats and rules, no I/O.
 	protocol = []string{"nip"}
+	// shared: used on more than one side (or outside, by verifiers and
+	// the key store); they may import neither side.
+	shared = []string{"attest", "config", "keystore", "link", "migrations", "store", "verify"}
 	// tooling only the dev command and tests may reach.
 	tooling = []string{"internal/testenv", "internal/regtest", "internal/proc", "internal/devregistry", "internal/devrelay"}
 	// ioPackages are what protocol packages must not import.
@@ -79,6 +82,13 @@ func TestImportGraphFollowsTheTrustBoundary(t *testing.T) {
 			}
 		}
 	}
+	for name := range pkgs {
+		classified := slices.Contains(slices.Concat(parentSide, enclaveSide, protocol, shared), name)
+		if !classified && !strings.HasPrefix(name, "internal/") && !strings.HasPrefix(name, "cmd/") {
+			t.Errorf("package %s is on no side: add it to this test and to the README's layout table", name)
+		}
+	}
+	forbid(shared, slices.Concat(parentSide, enclaveSide), "shared packages import neither side")
 	forbid(parentSide, enclaveSide, "the parent never imports the enclave's side")
 	forbid(enclaveSide, parentSide, "the enclave's side never imports the parent")
 	var production []string

@@ -67,7 +67,7 @@ func redact(_ []string, a slog.Attr) slog.Attr {
 			return slog.String(a.Key, clip(s))
 		}
 	case fmt.Stringer:
-		if s := v.String(); len(s) > MaxValue {
+		if s, ok := stringOf(v); ok && len(s) > MaxValue {
 			return slog.String(a.Key, clip(s))
 		}
 	}
@@ -79,6 +79,17 @@ func redact(_ []string, a slog.Attr) slog.Attr {
 // Both handlers quote what they print, so no control character or line
 // break reaches the log as such.
 const MaxValue = 512
+
+// stringOf is v.String(), or false if it panics (a nil pointer whose
+// String has a value receiver): the handler prints it as fmt would.
+func stringOf(v fmt.Stringer) (s string, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return v.String(), true
+}
 
 // clip cuts s to MaxValue bytes (on a rune boundary) and says how long it was.
 func clip(s string) string {
