@@ -163,27 +163,33 @@ func (b *Bot) catchUp(ctx context.Context, r *nostr.Relay, sub *nostr.Subscripti
 	case <-ctx.Done():
 		return
 	}
+	for _, f := range b.filters() {
+		b.catchUpFilter(ctx, r, f, out)
+	}
+}
+
+// catchUpFilter passes on what the relay holds for f, with a minute of
+// its own: a flood of one kind never keeps the others from being read.
+func (b *Bot) catchUpFilter(ctx context.Context, r *nostr.Relay, f nostr.Filter, out chan<- *nostr.Event) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for _, f := range b.filters() {
-		// Relays cap what one query returns (khatru's stores at 500),
-		// newest first, and gift wraps are back-dated at random: the
-		// lookback is walked back a page at a time, so a DM older than
-		// a page of newer ones is still found.
-		for page := 0; page < catchUpPages; page++ {
-			n, oldest, err := b.catchUpPage(ctx, r, f, out)
-			if err != nil {
-				b.log.Warn("catching up on a relay failed", "relay", r.URL, "err", err)
-				return
-			}
-			if n == 0 || oldest <= *f.Since {
-				break
-			}
-			if f.Until != nil && oldest >= *f.Until {
-				oldest = *f.Until - 1 // a page of one second: move on
-			}
-			f.Until = &oldest
+	// Relays cap what one query returns (khatru's stores at 500),
+	// newest first, and gift wraps are back-dated at random: the
+	// lookback is walked back a page at a time, so a DM older than
+	// a page of newer ones is still found.
+	for page := 0; page < catchUpPages; page++ {
+		n, oldest, err := b.catchUpPage(ctx, r, f, out)
+		if err != nil {
+			b.log.Warn("catching up on a relay failed", "relay", r.URL, "err", err)
+			return
 		}
+		if n == 0 || oldest <= *f.Since {
+			break
+		}
+		if f.Until != nil && oldest >= *f.Until {
+			oldest = *f.Until - 1 // a page of one second: move on
+		}
+		f.Until = &oldest
 	}
 }
 

@@ -29,7 +29,7 @@ func TestCertificatesOnlyForRunningContainers(t *testing.T) {
 	ctx := context.Background()
 	self := inst.key.PublicKey()
 	serves := func(host string) bool { return inst.in.ServesHost(ctx, host) }
-	if !serves("enclaved.test") || !serves("ENCLAVED.test") {
+	if !serves("enclaved.test") || !serves("ENCLAVED.test") || !serves("enclaved.test.") {
 		t.Error("no certificate for the instance's own host")
 	}
 

@@ -399,7 +399,7 @@ func (in *Instance) ServesHost(ctx context.Context, host string) bool {
 	if err != nil || public == "" {
 		return false
 	}
-	if strings.EqualFold(host, u.Hostname()) {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(u.Hostname(), ".")) {
 		return true
 	}
 	r := frontend.Router{Host: u.Hostname()}

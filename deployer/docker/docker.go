@@ -157,11 +157,15 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 			host, &network.NetworkingConfig{}, nil, s.Name)
 	}
 	created, err := create()
-	if errdefs.IsNotFound(err) {
+	if errdefs.IsNotFound(err) && strings.Contains(err.Error(), "image") {
 		// Another instance on this engine removed the image between our
-		// pull and this create (it had no more use for it): pull again.
-		if err := r.Pull(ctx, s.Image, nil); err != nil {
-			return "", err
+		// pull and this create (it had no more use for it): pull again,
+		// once, within the default pull deadline.
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		perr := r.Pull(pctx, s.Image, nil)
+		cancel()
+		if perr != nil {
+			return "", perr
 		}
 		created, err = create()
 	}
