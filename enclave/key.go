@@ -1,6 +1,6 @@
 // Package enclave is the trusted runtime of an instance: it holds the
-// instance key, and (as later issues land) attestation, key custody and the
-// wiring of bot, billing and deployer.
+// instance key, attests it, and wires bot, billing, deployer, zaps and the
+// public HTTP server into one Instance.
 //
 // Everything here runs inside the enclave. It must not import parent.
 package enclave

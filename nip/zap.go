@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -124,9 +125,12 @@ func ParseZapRequest(raw string, amountMsat int64, recipient, lnurl string) (Zap
 				return ZapRequest{}, zapErr("lnurl tag is not this recipient's lnurl")
 			}
 		case "relays":
+			// Checked again once normalised (normalising can turn
+			// wss://u:p@host into wss://host:p), and each relay once.
 			for _, r := range t[1:] {
-				if len(z.Relays) < MaxReceiptRelays && ValidRelay(r) {
-					z.Relays = append(z.Relays, nostr.NormalizeURL(r))
+				n := nostr.NormalizeURL(r)
+				if len(z.Relays) < MaxReceiptRelays && ValidRelay(r) && ValidRelay(n) && !slices.Contains(z.Relays, n) {
+					z.Relays = append(z.Relays, n)
 				}
 			}
 		}

@@ -171,3 +171,21 @@ func FuzzZapRequest(f *testing.F) {
 		}
 	})
 }
+
+// A zap request's relays are each kept once, in normal form, and only if
+// still valid once normalised: a receipt is never sent twice to one relay
+// nor to a URL normalising broke.
+func TestZapRequestRelaysNormalisedOnce(t *testing.T) {
+	sk, recipient := nostr.GeneratePrivateKey(), nostr.GeneratePrivateKey()
+	rpk, _ := nostr.GetPublicKey(recipient)
+	raw := zapRequest(t, sk, rpk, func(e *nostr.Event) {
+		e.Tags[0] = nostr.Tag{"relays", "wss://relay.example.com", "wss://Relay.Example.com/", "wss://u:p@host.example", "ws://127.0.0.1:7447"}
+	})
+	z, err := ParseZapRequest(raw, 21000, rpk, testLNURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"wss://relay.example.com", "wss://host.example", "ws://127.0.0.1:7447"}; strings.Join(z.Relays, " ") != strings.Join(want, " ") {
+		t.Errorf("relays %q, want %q", z.Relays, want)
+	}
+}
