@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -560,7 +562,7 @@ func (c Config) Validate() error {
 		bad("enclave.ingress_port", "%d is not a port", c.Enclave.IngressPort)
 	}
 	for i, p := range c.Instance.ContainerEgress {
-		if h, port, err := net.SplitHostPort(p); err != nil || h == "" || port == "" {
+		if !egress.ValidPattern(p) {
 			bad("instance.container_egress", "entry %d %q is not host:port, host:*, *.domain:port or *.domain:*", i+1, p)
 		}
 	}

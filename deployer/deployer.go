@@ -12,8 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
 )
@@ -54,7 +55,7 @@ type Config struct {
 	// identity, derived from the instance key (enclave.Key.ContainerKey).
 	ContainerKey func(id string) string
 	// EgressPolicy is the operator's bound on what renters may ask their
-	// containers to reach (tunnel.Allowed patterns); empty: nothing.
+	// containers to reach (egress.Allowed patterns); empty: nothing.
 	EgressPolicy []string
 	// Confiner confines each container's egress to its plan; nil leaves
 	// containers on the runtime's own network (dev mode on a shared host).
@@ -302,8 +303,8 @@ func (d *Deployer) Get(ctx context.Context, id string) (Record, error) {
 
 // plan is the record's egress plan; ExtraHosts name its hosts only where
 // the proxy maps them back (unconfined containers resolve names as usual).
-func (d *Deployer) plan(rec Record) (egressproxy.Plan, []string, error) {
-	p, err := egressproxy.NewPlan(rec.Egress)
+func (d *Deployer) plan(rec Record) (egress.Plan, []string, error) {
+	p, err := egress.NewPlan(rec.Egress)
 	if err != nil || d.cfg.Confiner == nil {
 		return p, nil, err
 	}

@@ -14,10 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/nip"
-	"github.com/enclaved/enclaved/tunnel"
 )
 
 // Pricing is what the operator charges, and the bounds on unpaid work.
@@ -171,12 +171,12 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 func (d *Deployer) checkEgress(req []string) ([]string, error) {
 	out := make([]string, 0, len(req))
 	for _, r := range req {
-		host, port, err := egressproxy.SplitDestination(r)
+		host, port, err := egress.SplitDestination(r)
 		if err != nil {
 			return nil, &UserError{err.Error()}
 		}
 		hp := net.JoinHostPort(host, strconv.Itoa(port))
-		if !tunnel.Allowed(d.cfg.EgressPolicy, hp) {
+		if !egress.Allowed(d.cfg.EgressPolicy, hp) {
 			if len(d.cfg.EgressPolicy) == 0 {
 				return nil, &UserError{"this instance lets containers reach no outside host; deploy without egress="}
 			}
@@ -186,7 +186,7 @@ func (d *Deployer) checkEgress(req []string) ([]string, error) {
 			out = append(out, hp)
 		}
 	}
-	if _, err := egressproxy.NewPlan(out); err != nil {
+	if _, err := egress.NewPlan(out); err != nil {
 		return nil, &UserError{err.Error()}
 	}
 	return out, nil

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/enclaved/enclaved/egressproxy"
+	"github.com/enclaved/enclaved/egress"
 )
 
 // Label keys on every runtime object the deployer creates.
@@ -95,6 +95,6 @@ type Network struct {
 // Confiner runs a container's egress proxy (egressproxy.Manager): once
 // confined, the container reaches only what its plan allows.
 type Confiner interface {
-	Confine(ctx context.Context, name, bridge string, gateway netip.Addr, plan egressproxy.Plan) error
+	Confine(ctx context.Context, name, bridge string, gateway netip.Addr, plan egress.Plan) error
 	Release(ctx context.Context, name string) error
 }

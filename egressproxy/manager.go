@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/enclaved/enclaved/egress"
 )
 
 // Firewall installs the rules that send a container bridge's traffic to
@@ -98,7 +100,7 @@ type confined struct {
 
 // Confine starts name's proxy on the bridge's gateway address and
 // redirects the bridge to it. Confining a confined container does nothing.
-func (m *Manager) Confine(ctx context.Context, name, iface string, gateway netip.Addr, plan Plan) error {
+func (m *Manager) Confine(ctx context.Context, name, iface string, gateway netip.Addr, plan egress.Plan) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.open == nil {

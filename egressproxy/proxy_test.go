@@ -11,57 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/parent"
 	"github.com/enclaved/enclaved/tunnel"
 )
-
-func TestPlan(t *testing.T) {
-	p, err := egressproxy.NewPlan([]string{"api.example.com", "API.example.com:8443", "relay.damus.io:443"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := strings.Join(p.ExtraHosts(), " "), "api.example.com:198.18.0.1 relay.damus.io:198.18.0.2"; got != want {
-		t.Errorf("ExtraHosts = %q, want %q", got, want)
-	}
-	if got, want := strings.Join(p.Allowed(), " "), "api.example.com:443 api.example.com:8443 relay.damus.io:443"; got != want {
-		t.Errorf("Allowed = %q, want %q", got, want)
-	}
-	for dst, want := range map[string]string{
-		"198.18.0.1:443":  "api.example.com:443",
-		"198.18.0.1:8443": "api.example.com:8443",
-		"198.18.0.2:443":  "relay.damus.io:443",
-		"198.18.0.1:80":   "error: not allowed (port 80)",
-		"198.18.0.3:443":  "error: not a host this container asked for",
-		"1.1.1.1:443":     "error: not a host this container asked for",
-	} {
-		got, err := p.Destination(netip.MustParseAddrPort(dst))
-		if err != nil {
-			got = "error: " + err.Error()
-		}
-		if !strings.HasSuffix(got, strings.TrimPrefix(want, "error: ")) || strings.HasPrefix(want, "error: ") != (err != nil) {
-			t.Errorf("Destination(%s) = %q, want %q", dst, got, want)
-		}
-	}
-	empty, _ := egressproxy.NewPlan(nil)
-	if _, err := empty.Destination(netip.MustParseAddrPort("198.18.0.1:443")); err == nil {
-		t.Error("an empty plan allows a destination")
-	}
-	for _, bad := range []string{"1.2.3.4", "1.2.3.4:443", "localhost", "a..b", "-a.com", "x.com:0", "x.com:99999", "x.com:http", "[::1]:443", "ex ample.com", strings.Repeat("a", 300) + ".com"} {
-		if _, err := egressproxy.NewPlan([]string{bad}); err == nil {
-			t.Errorf("NewPlan(%q) accepted", bad)
-		}
-	}
-	many := make([]string, egressproxy.MaxHosts+1)
-	for i := range many {
-		many[i] = "h" + strings.Repeat("x", i) + ".example.com"
-	}
-	if _, err := egressproxy.NewPlan(many); err == nil {
-		t.Errorf("%d hosts accepted", len(many))
-	}
-}
 
 // world is a parent on 127.0.0.1 serving an enclave's link, and an echo
 // server the parent can reach. The enclave's egress maps the test's host
@@ -126,7 +83,7 @@ func newWorld(t testing.TB, linkAddr, echo string, operatorPolicy ...string) *wo
 // egress with the real name, then the name is resolved to the echo
 // server, as the parent's resolver would.
 func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if !tunnel.Allowed(w.egress.Allow, addr) {
+	if !egress.Allowed(w.egress.Allow, addr) {
 		return w.egress.DialContext(ctx, network, addr) // refused and logged
 	}
 	return w.egress.DialContext(ctx, network, w.echo)
@@ -134,7 +91,7 @@ func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error
 
 func (w *world) proxy(t testing.TB, allow ...string) *egressproxy.Proxy {
 	t.Helper()
-	plan, err := egressproxy.NewPlan(allow)
+	plan, err := egress.NewPlan(allow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,33 +194,6 @@ func TestServeNeedsRedirect(t *testing.T) {
 	if w.dials() != 0 {
 		t.Error("the server was reached")
 	}
-}
-
-// Renters' egress requests are hostile input: NewPlan never panics, and
-// whatever it accepts maps each host's address back to that host only.
-func FuzzNewPlan(f *testing.F) {
-	for _, s := range []string{"api.example.com", "a.b:8443,c.d", "1.2.3.4:443", "[::1]:443", "x.com:0", "ünï.com", "a..b"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		p, err := egressproxy.NewPlan(strings.Split(s, ","))
-		if err != nil {
-			return
-		}
-		for _, eh := range p.ExtraHosts() {
-			host, addr, _ := strings.Cut(eh, ":")
-			for _, a := range p.Allowed() {
-				h, port, _ := net.SplitHostPort(a)
-				if h != host {
-					continue
-				}
-				dst := netip.MustParseAddrPort(addr + ":" + port)
-				if got, err := p.Destination(dst); err != nil || got != a {
-					t.Fatalf("%q: %s maps to %q, %v; want %q", s, dst, got, err, a)
-				}
-			}
-		}
-	})
 }
 
 // Throughput of a container's connection through its proxy and the

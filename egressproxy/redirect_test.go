@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/enclaved/enclaved/egressproxy"
@@ -101,7 +103,7 @@ func enclaveSide(t *testing.T, linkAddr string) {
 	in("ip", "route", "add", "default", "via", "10.77.0.1")
 
 	w := newWorld(t, linkAddr, os.Getenv(echoEnv), "api.example.com:443", "other.example.com:443")
-	plan, err := egressproxy.NewPlan([]string{"api.example.com"})
+	plan, err := egress.NewPlan([]string{"api.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}

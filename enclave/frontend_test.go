@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/frontend"
@@ -60,7 +62,7 @@ func TestContainerHTTPAndEgress(t *testing.T) {
 	policy := []string{"api.example.com:443", "*.example.org:443"}
 	m := &egressproxy.Manager{Log: slog.New(slog.NewTextHandler(&logs, nil)), Firewall: &egressproxy.Firewall{},
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if !tunnel.Allowed(policy, addr) {
+			if !egress.Allowed(policy, addr) {
 				return nil, &tunnel.DeniedError{Addr: addr}
 			}
 			var d net.Dialer

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"github.com/hf/nitrite"
 	"github.com/nbd-wtf/go-nostr"
 
@@ -31,7 +33,6 @@ import (
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
-	"github.com/enclaved/enclaved/tunnel"
 	"github.com/enclaved/enclaved/zaps"
 )
 
@@ -589,6 +590,6 @@ func reachable(allow []string) func(string) bool {
 	}
 	return func(u string) bool {
 		hp, ok := nip.RelayHostPort(u)
-		return ok && tunnel.Allowed(allow, hp)
+		return ok && egress.Allowed(allow, hp)
 	}
 }

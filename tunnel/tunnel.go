@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/enclaved/enclaved/egress"
 	"github.com/enclaved/enclaved/link"
 )
 
@@ -53,7 +54,7 @@ func (e *Egress) DialContext(ctx context.Context, network, addr string) (net.Con
 	default:
 		return nil, fmt.Errorf("egress: network %q (only tcp)", network)
 	}
-	if !Allowed(e.Allow, addr) {
+	if !egress.Allowed(e.Allow, addr) {
 		if e.Log != nil {
 			e.Log.Warn("egress denied", "to", addr)
 		}
@@ -64,26 +65,6 @@ func (e *Egress) DialContext(ctx context.Context, network, addr string) (net.Con
 		return nil, fmt.Errorf("egress to %s: %w", addr, err)
 	}
 	return st, nil
-}
-
-// Allowed says whether addr (host:port) matches one of the patterns.
-func Allowed(patterns []string, addr string) bool {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host == "" || port == "" {
-		return false
-	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	for _, p := range patterns {
-		ph, pp, err := net.SplitHostPort(p)
-		if err != nil || (pp != "*" && pp != port) {
-			continue
-		}
-		ph = strings.ToLower(ph)
-		if ph == host || (strings.HasPrefix(ph, "*.") && len(host) > len(ph)-1 && strings.HasSuffix(host, ph[1:])) {
-			return true
-		}
-	}
-	return false
 }
 
 // Ingress hands the parent's forwarded connections to the listener of

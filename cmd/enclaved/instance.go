@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enclaved/enclaved/egress"
+
 	"github.com/enclaved/enclaved/attest"
 	"github.com/enclaved/enclaved/backup"
 	"github.com/enclaved/enclaved/billing/lnd"
@@ -41,7 +43,7 @@ func containerDial(cfg config.Config, dial egressproxy.DialFunc) egressproxy.Dia
 	var d net.Dialer
 	d.Timeout = 15 * time.Second
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if !tunnel.Allowed(policy, addr) {
+		if !egress.Allowed(policy, addr) {
 			return nil, &tunnel.DeniedError{Addr: addr}
 		}
 		return d.DialContext(ctx, network, addr)

@@ -17,7 +17,7 @@ var (
 	enclaveSide = []string{"enclave", "bot", "deployer", "deployer/docker", "billing", "billing/lnd", "zaps", "backup",
 		"frontend", "httpapi", "egressproxy", "tunnel"}
 	// protocol packages: formats and rules, no I/O.
-	protocol = []string{"nip"}
+	protocol = []string{"nip", "egress"}
 	// shared: used on more than one side (or outside, by verifiers and
 	// the key store); they may import neither side.
 	shared = []string{"attest", "config", "keystore", "link", "migrations", "store", "verify"}
