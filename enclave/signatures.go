@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/nbd-wtf/go-nostr"
 
@@ -105,3 +106,17 @@ func (in *Instance) UseSignatures(ctx context.Context, build, launch string, rel
 
 // MaxParentReleases bounds the release signatures taken from the parent.
 const MaxParentReleases = 16
+
+// loadSigned reads a signed event of one of kinds from path (the file named
+// by config key).
+func loadSigned(key, path string, kinds ...int) (nostr.Event, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nostr.Event{}, fmt.Errorf("%s: %w", key, err)
+	}
+	evt, err := parseSigned(b, kinds...)
+	if err != nil {
+		return evt, fmt.Errorf("%s: %s: %w", key, path, err)
+	}
+	return evt, nil
+}
