@@ -139,15 +139,20 @@ func (b *Bot) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// filters asks for everything addressed to the instance since the lookback.
+// incomingKinds are the kinds the bot reads: NIP-17 gift wraps, NIP-04
+// DMs and mentions.
+var incomingKinds = []int{nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote}
+
+// filters asks for everything addressed to the instance since the
+// lookback, one filter per kind (each is caught up on its own).
 func (b *Bot) filters() nostr.Filters {
 	since := nostr.Timestamp(b.now().Add(-b.cfg.Lookback - time.Hour).Unix()) // as old as Handle accepts
 	p := nostr.TagMap{"p": {b.self}}
-	return nostr.Filters{
-		{Kinds: []int{nostr.KindGiftWrap}, Tags: p, Since: &since},
-		{Kinds: []int{nostr.KindEncryptedDirectMessage}, Tags: p, Since: &since},
-		{Kinds: []int{nostr.KindTextNote}, Tags: p, Since: &since},
+	var fs nostr.Filters
+	for _, k := range incomingKinds {
+		fs = append(fs, nostr.Filter{Kinds: []int{k}, Tags: p, Since: &since})
 	}
+	return fs
 }
 
 // catchUp asks the relay once more for everything the subscription asks

@@ -26,9 +26,7 @@ func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
 	if at.Before(now.Add(-b.cfg.Lookback-time.Hour)) || at.After(now.Add(maxFuture)) {
 		return
 	}
-	switch evt.Kind {
-	case nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote:
-	default:
+	if !slices.Contains(incomingKinds, evt.Kind) {
 		return
 	}
 	if evt.PubKey == b.self {
