@@ -89,22 +89,9 @@ func (v *Invoices) Issue(ctx context.Context, r Request) (Invoice, error) {
 // is left to the settlement stream.
 func (v *Invoices) CancelOpen(ctx context.Context, containerID string) error {
 	now := v.Now()
-	rows, err := v.DB.QueryContext(ctx, `SELECT payment_hash FROM invoices
+	hashes, err := v.hashes(ctx, `SELECT payment_hash FROM invoices
 		WHERE container_id = ? AND settled_at IS NULL AND cancelled_at IS NULL AND expires_at > ?`, containerID, now.Unix())
 	if err != nil {
-		return err
-	}
-	var hashes []string
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			rows.Close()
-			return err
-		}
-		hashes = append(hashes, h)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	var errs []error
@@ -218,23 +205,10 @@ func (v *Invoices) PruneAllExpired(ctx context.Context) (int, error) {
 // quote, Forget). One the node says was paid is left to the settlement
 // stream. It returns how many it deleted.
 func (v *Invoices) PruneExpired(ctx context.Context) (int, error) {
-	rows, err := v.DB.QueryContext(ctx, `SELECT payment_hash FROM invoices
+	hashes, err := v.hashes(ctx, `SELECT payment_hash FROM invoices
 		WHERE purpose IN ('topup', 'zap', 'lnurl') AND settled_at IS NULL AND expires_at < ? LIMIT ?`,
 		v.Now().Add(-invoiceGrace).Unix(), prunePerPass)
 	if err != nil {
-		return 0, err
-	}
-	var hashes []string
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		hashes = append(hashes, h)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, err
 	}
 	n := 0
@@ -256,4 +230,22 @@ func (v *Invoices) PruneExpired(ctx context.Context) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// hashes runs a query of payment hashes and returns them.
+func (v *Invoices) hashes(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := v.DB.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
 }

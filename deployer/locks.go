@@ -29,14 +29,7 @@ func (l *idLocks) lock(id string) func() {
 	k.users++
 	l.mu.Unlock()
 	k.Lock()
-	return func() {
-		k.Unlock()
-		l.mu.Lock()
-		if k.users--; k.users == 0 {
-			delete(l.m, id)
-		}
-		l.mu.Unlock()
-	}
+	return l.release(id, k)
 }
 
 // tryLock takes id's lock if nobody holds or waits for it.
@@ -52,6 +45,11 @@ func (l *idLocks) tryLock(id string) (func(), bool) {
 	k := &idLock{users: 1}
 	k.Lock() // new: never held
 	l.m[id] = k
+	return l.release(id, k), true
+}
+
+// release is the function that gives back id's lock k.
+func (l *idLocks) release(id string, k *idLock) func() {
 	return func() {
 		k.Unlock()
 		l.mu.Lock()
@@ -59,5 +57,5 @@ func (l *idLocks) tryLock(id string) (func(), bool) {
 			delete(l.m, id)
 		}
 		l.mu.Unlock()
-	}, true
+	}
 }

@@ -44,18 +44,8 @@ func (in *Instance) UseSignatures(ctx context.Context, build, launch string, rel
 		if len(pcrs[i]) != 48 {
 			return fmt.Errorf("this instance's attestation has no PCR%d", i)
 		}
-		got, want := "", hex.EncodeToString(pcrs[i])
-		if i == 4 || i == 8 {
-			got = nip.TagValue(e, fmt.Sprintf("PCR%d", i))
-		} else {
-			for _, t := range e.Tags {
-				if len(t) >= 3 && t[0] == "x" && t[2] == fmt.Sprintf("PCR%d", i) {
-					got = t[1]
-				}
-			}
-		}
-		if got != want {
-			return fmt.Errorf("it signs PCR%d %.16s…, this instance's is %.16s…", i, got, want)
+		if !nip.SignsPCR(e, i, pcrs[i]) {
+			return fmt.Errorf("it does not sign this instance's PCR%d (%.16s…)", i, hex.EncodeToString(pcrs[i]))
 		}
 		return nil
 	}

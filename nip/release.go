@@ -26,3 +26,16 @@ func ReleaseSignature(repo, version, mode string, pcrs map[uint][]byte, now nost
 	}
 	return nostr.Event{Kind: KindRelease, CreatedAt: now, Content: "", Tags: tags}, nil
 }
+
+// SignsPCR says whether e signs value as PCR i: with an "x <hex> PCRi" tag
+// (releases) or a "PCRi <hex>" tag (build and instance signatures, and
+// older releases).
+func SignsPCR(e *nostr.Event, i uint, value []byte) bool {
+	want, label := hex.EncodeToString(value), fmt.Sprintf("PCR%d", i)
+	for _, t := range e.Tags {
+		if (len(t) >= 3 && t[0] == "x" && t[1] == want && t[2] == label) || (len(t) >= 2 && t[0] == label && t[1] == want) {
+			return true
+		}
+	}
+	return false
+}

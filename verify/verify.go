@@ -260,12 +260,8 @@ func (r *Report) releases(evt *nostr.Event, d *nitrite.Document, opt Options) {
 		}
 		var bad []string
 		for _, i := range nip.ReleasePCRs {
-			want, label := hex.EncodeToString(d.PCRs[i]), fmt.Sprintf("PCR%d", i)
-			// x <hex> PCRn; older releases used PCRn <hex>.
-			if !slices.ContainsFunc(rel.Tags, func(t nostr.Tag) bool {
-				return (len(t) >= 3 && t[0] == "x" && t[1] == want && t[2] == label) || (len(t) >= 2 && t[0] == label && t[1] == want)
-			}) {
-				bad = append(bad, label)
+			if !nip.SignsPCR(rel, i, d.PCRs[i]) {
+				bad = append(bad, fmt.Sprintf("PCR%d", i))
 			}
 		}
 		if r.add("release signature", len(bad) == 0, "%s v%s by %s; mismatched: %v", nip.TagValue(rel, "r"), nip.TagValue(rel, "v"), nip.Npub(rel.PubKey), bad) {
