@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/enclaved/enclaved/money"
 )
 
 // AuditLimits are the operator's settings an audit checks against.
@@ -118,9 +120,9 @@ func Audit(ctx context.Context, db *sql.DB, lim AuditLimits) (Report, error) {
 			rows.Close()
 			return r, err
 		}
-		due := chargeFor(Rate(units, price), runMs)
+		due := money.ChargeFor(money.Rate(units, price), runMs)
 		if due != charged && !(balance == 0 && due >= charged) {
-			exact.Failures = appendCapped(exact.Failures, fmt.Sprintf("%s: %d ms at %d msat/h is %d msat, charged %d", name, runMs, Rate(units, price), due, charged))
+			exact.Failures = appendCapped(exact.Failures, fmt.Sprintf("%s: %d ms at %d msat/h is %d msat, charged %d", name, runMs, money.Rate(units, price), due, charged))
 		}
 	}
 	rows.Close()

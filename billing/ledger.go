@@ -12,14 +12,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math/bits"
 	"strconv"
 	"time"
 
+	"github.com/enclaved/enclaved/money"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 )
-
-const msPerHour = 3_600_000
 
 // Settlement is a paid invoice as the Lightning node reports it.
 type Settlement struct {
@@ -129,14 +128,9 @@ func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, err
 	if err != nil || !applied {
 		return c, err
 	}
-	// A quote whose total is paid becomes paid in the same transaction,
-	// so a crash before its launch leaves a record that the next start
-	// launches. Never for less than the quoted total (its deploy
-	// invoice's amount), whatever other payments reach it.
-	if err := tx.QueryRowContext(ctx, `UPDATE containers SET balance_msat = balance_msat + ?, low_notified = 0, updated_at = ?,
-		state = CASE WHEN state IN ('quoted', 'expired') AND balance_msat + ? >= (SELECT COALESCE(MAX(amount_msat), 0) FROM invoices
-			WHERE invoices.container_id = containers.id AND purpose = 'deploy') THEN 'paid' ELSE state END
-		WHERE id = ? RETURNING balance_msat`, s.AmountMsat, s.SettledAt.UnixMilli(), s.AmountMsat, c.ContainerID).Scan(&c.BalanceMsat); err != nil {
+	// A quote whose total is paid becomes paid in the same transaction
+	// (records.Credit).
+	if c.BalanceMsat, err = records.Credit(ctx, tx, c.ContainerID, s.AmountMsat, s.SettledAt); err != nil {
 		return c, err
 	}
 	c.AmountMsat, c.PaymentHash, c.Applied = s.AmountMsat, s.PaymentHash, true
@@ -157,38 +151,6 @@ func settleOnce(ctx context.Context, tx *sql.Tx, s Settlement, insert string, ar
 	_, err = tx.ExecContext(ctx, `UPDATE invoices SET settled_at = ?, preimage = ? WHERE payment_hash = ?`,
 		s.SettledAt.Unix(), s.Preimage, s.PaymentHash)
 	return err == nil, err
-}
-
-// Rate is a container's price in msat per hour.
-func Rate(units, priceMsatPerUnitHour int64) int64 { return units * priceMsatPerUnitHour }
-
-// chargeFor returns floor(rate * runMs / msPerHour) without overflow.
-func chargeFor(rate, runMs int64) int64 {
-	if rate <= 0 || runMs <= 0 {
-		return 0
-	}
-	hi, lo := bits.Mul64(uint64(rate), uint64(runMs))
-	if hi >= msPerHour {
-		return 1<<63 - 1 // beyond any balance
-	}
-	q, _ := bits.Div64(hi, lo, msPerHour)
-	if q > 1<<63-1 {
-		return 1<<63 - 1
-	}
-	return int64(q)
-}
-
-// runMsFor returns the least running time whose charge reaches charged.
-func runMsFor(rate, charged int64) int64 {
-	if rate <= 0 {
-		return 1<<63 - 1
-	}
-	hi, lo := bits.Mul64(uint64(charged), msPerHour)
-	q, r := bits.Div64(hi, lo, uint64(rate))
-	if r > 0 {
-		q++
-	}
-	return int64(q)
 }
 
 // Meter is the metered state of one running container after a charge.
@@ -223,9 +185,7 @@ func (l *Ledger) Charge(ctx context.Context, containerID string, now time.Time) 
 
 // StartMetering marks a container running from now on.
 func StartMetering(ctx context.Context, tx *sql.Tx, containerID string, now time.Time) error {
-	_, err := tx.ExecContext(ctx, `UPDATE containers SET running_since = ? WHERE id = ? AND running_since IS NULL`,
-		now.UnixMilli(), containerID)
-	return err
+	return records.StartMeter(ctx, tx, containerID, now)
 }
 
 // StopMetering charges a container up to now and stops its meter; every
@@ -236,24 +196,21 @@ func StopMetering(ctx context.Context, tx *sql.Tx, containerID string, now time.
 }
 
 func charge(ctx context.Context, tx *sql.Tx, id string, nowMs int64, keepRunning bool) (Meter, error) {
-	var units, price, balance, runMs, charged int64
-	var since sql.NullInt64
-	var low bool
-	err := tx.QueryRowContext(ctx, `SELECT units, price_msat, balance_msat, run_ms, charged_msat, running_since, low_notified
-		FROM containers WHERE id = ?`, id).Scan(&units, &price, &balance, &runMs, &charged, &since, &low)
+	a, err := records.GetAccount(ctx, tx, id)
 	if err != nil {
 		return Meter{}, fmt.Errorf("meter %s: %w", id, err)
 	}
-	rate := Rate(units, price)
-	m := Meter{ContainerID: id, BalanceMsat: balance, LowNotified: low}
+	rate := money.Rate(a.Units, a.PriceMsat)
+	m := Meter{ContainerID: id, BalanceMsat: a.BalanceMsat, LowNotified: a.LowNotified}
+	since := a.RunningSince
 	if since.Valid && nowMs > since.Int64 {
-		newRun := runMs + (nowMs - since.Int64)
-		due := chargeFor(rate, newRun) - charged
-		if due > balance {
+		newRun := a.RunMs + (nowMs - since.Int64)
+		due := money.ChargeFor(rate, newRun) - a.ChargedMsat
+		if due > a.BalanceMsat {
 			// The balance ran out part way: charge what is left, and meter
 			// only the time it paid for.
-			due = balance
-			newRun = runMsFor(rate, charged+due)
+			due = a.BalanceMsat
+			newRun = money.RunMsFor(rate, a.ChargedMsat+due)
 		}
 		if due > 0 {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO ledger (container_id, kind, amount_msat, from_ms, to_ms, at)
@@ -261,37 +218,24 @@ func charge(ctx context.Context, tx *sql.Tx, id string, nowMs int64, keepRunning
 				return Meter{}, err
 			}
 		}
-		balance -= due
-		charged += due
-		runMs = newRun
-		m.BalanceMsat = balance
+		a.BalanceMsat -= due
+		a.ChargedMsat += due
+		a.RunMs = newRun
+		m.BalanceMsat = a.BalanceMsat
 	}
-	var next any // running_since after this charge
+	// running_since after this charge. Never back: a charge computed with
+	// an earlier now (two metering passes at once) must not make the next
+	// one bill time again.
+	a.RunningSince = sql.NullInt64{}
 	if keepRunning && since.Valid {
-		// Never back: a charge computed with an earlier now (two metering
-		// passes at once) must not make the next one bill time again.
-		next = max(nowMs, since.Int64)
+		a.RunningSince = sql.NullInt64{Int64: max(nowMs, since.Int64), Valid: true}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE containers SET balance_msat = ?, run_ms = ?, charged_msat = ?, running_since = ?, updated_at = ?
-		WHERE id = ?`, balance, runMs, charged, next, nowMs, id); err != nil {
+	if err := records.SetMeter(ctx, tx, id, a, nowMs); err != nil {
 		return Meter{}, err
 	}
-	m.Exhausted = balance == 0 && rate > 0
-	m.Left = TimeLeft(rate, balance, charged, runMs)
+	m.Exhausted = a.BalanceMsat == 0 && rate > 0
+	m.Left = money.TimeLeft(rate, a.BalanceMsat, a.ChargedMsat, a.RunMs)
 	return m, nil
-}
-
-// TimeLeft is how much more running time the balance pays for: until the
-// charges reach it exactly, which is also where metering stops a container.
-func TimeLeft(rate, balance, charged, runMs int64) time.Duration {
-	if rate <= 0 {
-		return time.Duration(1<<63 - 1)
-	}
-	ms := runMsFor(rate, charged+balance) - runMs
-	if ms < 0 {
-		ms = 0
-	}
-	return time.Duration(ms) * time.Millisecond
 }
 
 const beatKey = "metered_at"
@@ -333,8 +277,7 @@ func RestartMetering(ctx context.Context, tx *sql.Tx, containerID string, upTo, 
 
 // MarkLowNotified records that the owner was told the balance is low.
 func (l *Ledger) MarkLowNotified(ctx context.Context, containerID string) error {
-	_, err := l.db.ExecContext(ctx, `UPDATE containers SET low_notified = 1 WHERE id = ?`, containerID)
-	return err
+	return records.New(l.db, time.Now).MarkLowNotified(ctx, containerID)
 }
 
 // Sums returns a container's credits and debits from the ledger, to check

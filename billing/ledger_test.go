@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclaved/enclaved/money"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -27,14 +29,17 @@ func openDB(t testing.TB) *store.DB {
 // would leave them.
 func addContainer(t testing.TB, db *store.DB, id string, units, price int64, hashes ...string) {
 	t.Helper()
-	_, err := db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, created_at, updated_at)
-		VALUES (?, ?, 'owner', 'nip17', 'img', 'img@sha256:00', 1, ?, ?, 'quoted', 0, 0)`, id, "c-"+id, units, price)
-	if err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	epoch := func() time.Time { return time.UnixMilli(0) }
+	ok, err := records.New(db, epoch).InsertQuote(ctx, records.NewQuote{ID: id, Name: "c-" + id, Owner: "owner", Channel: "nip17",
+		Image: "img", ImageRef: "img@sha256:00", ImageSize: 1, Units: units, PriceMsat: price}, records.QuoteCaps{})
+	if err != nil || !ok {
+		t.Fatalf("quote %s: %v (recorded: %v)", id, err, ok)
 	}
+	invoices := &Invoices{DB: db, Now: epoch}
 	for _, h := range hashes {
-		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-			VALUES (?, ?, 'deploy', 1000, 'lnbc', 0, 0)`, h, id); err != nil {
+		if err := invoices.Record(ctx, Request{ContainerID: id, Purpose: "deploy", AmountMsat: 1000},
+			Invoice{PaymentHash: h, Bolt11: "lnbc", ExpiresAt: time.Unix(0, 0)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,7 +129,7 @@ func TestChargesAreExactWhateverTheTickRate(t *testing.T) {
 	if _, err := l.Charge(ctx, "b", end); err != nil {
 		t.Fatal(err)
 	}
-	want := chargeFor(3003, end.Sub(t0).Milliseconds())
+	want := money.ChargeFor(3003, end.Sub(t0).Milliseconds())
 	for _, id := range []string{"a", "b"} {
 		_, debits, _ := l.Sums(ctx, id)
 		if debits != want {
@@ -174,29 +179,6 @@ func TestBalanceRunsOutExactly(t *testing.T) {
 	checkSums(t, l, db, "a")
 }
 
-func TestChargeArithmetic(t *testing.T) {
-	cases := []struct{ rate, ms, want int64 }{
-		{1000, 3_600_000, 1000},
-		{1000, 3_599_999, 999},
-		{1, 1, 0},
-		{0, 1 << 40, 0},
-		{64 * 1_000_000_000, 100 * 365 * 24 * 3_600_000, 64 * 1_000_000_000 * 100 * 365 * 24}, // overflows int64 if done naively
-	}
-	for _, c := range cases {
-		if got := chargeFor(c.rate, c.ms); got != c.want {
-			t.Errorf("chargeFor(%d, %d) = %d, want %d", c.rate, c.ms, got, c.want)
-		}
-	}
-	for _, rate := range []int64{1, 7, 1000, 3003, 1 << 33} {
-		for _, charged := range []int64{0, 1, 999, 1 << 30} {
-			ms := runMsFor(rate, charged)
-			if chargeFor(rate, ms) < charged || (ms > 0 && chargeFor(rate, ms-1) >= charged) {
-				t.Errorf("runMsFor(%d, %d) = %d is not the least time charging that much", rate, charged, ms)
-			}
-		}
-	}
-}
-
 // Random interleavings of credits, replays and charges keep
 // balance = credits - debits >= 0.
 func TestLedgerInvariantUnderRandomOperations(t *testing.T) {
@@ -236,9 +218,10 @@ func TestQuotePaidOnlyAtItsTotal(t *testing.T) {
 	db := openDB(t)
 	l := NewLedger(db)
 	addContainer(t, db, "q", 1, 1000, "deploy")
+	invoices := &Invoices{DB: db, Now: func() time.Time { return t0 }}
 	for _, h := range []string{"small1", "small2"} {
-		if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-			VALUES (?, 'q', 'topup', 400, 'lnbc', 0, 0)`, h); err != nil {
+		if err := invoices.Record(ctx, Request{ContainerID: "q", Purpose: "topup", AmountMsat: 400},
+			Invoice{PaymentHash: h, Bolt11: "lnbc", ExpiresAt: time.Unix(0, 0)}); err != nil {
 			t.Fatal(err)
 		}
 	}

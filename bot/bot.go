@@ -18,6 +18,7 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/backoff"
 	"github.com/enclaved/enclaved/nip"
@@ -42,7 +43,7 @@ type Config struct {
 	Relays []string
 	// Name and About go into the instance's kind-0 profile.
 	Name, About string
-	Pricing     deployer.Pricing
+	Pricing     billing.Pricing
 	// Retention is how long paused containers are kept (told in help).
 	Retention time.Duration
 	// Lookback: how old an event may be and still be answered.
@@ -64,7 +65,7 @@ type Bot struct {
 	self string
 	db   *store.DB
 	d    *deployer.Deployer
-	q    *deployer.Quoter
+	q    *billing.Quoter
 	cfg  Config
 	now  func() time.Time
 	log  *slog.Logger
@@ -83,7 +84,7 @@ type inboxEntry struct {
 }
 
 // New returns a bot for the instance whose key is keys. now is the clock.
-func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *deployer.Quoter, cfg Config, now func() time.Time, log *slog.Logger) (*Bot, error) {
+func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *billing.Quoter, cfg Config, now func() time.Time, log *slog.Logger) (*Bot, error) {
 	self, err := keys.GetPublicKey(context.Background())
 	if err != nil {
 		return nil, err

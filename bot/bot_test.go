@@ -9,6 +9,7 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/nip"
@@ -62,8 +63,8 @@ func newBot(tb testing.TB, url string) (*Bot, *nip.LocalKeys) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := deployer.New(db, nil, deployer.Config{CapacityUnits: 4}, time.Now, nil, nil)
-	bt, err := New(keys, db, d, &deployer.Quoter{D: d}, Config{Relays: []string{url}, Rate: 1 << 30}, time.Now, nil)
+	d := deployer.New(db, nil, deployer.Config{CapacityUnits: 4}, time.Now, nil)
+	bt, err := New(keys, db, d, &billing.Quoter{Records: d.Records, Now: time.Now}, Config{Relays: []string{url}, Rate: 1 << 30}, time.Now, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/images"
+	"github.com/enclaved/enclaved/money"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 )
 
 // maxLogChars bounds the logs sent in one DM (the tail is kept).
@@ -16,9 +19,52 @@ const maxLogChars = 8000
 
 const helpPointer = "Send `help` for the commands."
 
-// answer runs the command in msg and returns the reply text. Every user
-// mistake gets a one-line reason; internal errors are logged and the user
-// gets a short apology without details.
+// Request is one command as its handler sees it, whatever carried it:
+// a DM or a mention today, a machine protocol later.
+type Request struct {
+	Cmd     nip.Command
+	From    string      // the sender's hex pubkey
+	Channel nip.Channel // how it came, and how owners' notices go back
+	At      time.Time   // when the sender sent it (to the second)
+	// Private: only the instance could read it (a DM); env values and
+	// logs travel only privately.
+	Private bool
+}
+
+// verb is how one command is answered.
+type verb struct {
+	// public is the answer when the command came publicly but must not
+	// ("": it may come publicly).
+	public func(nip.Command) string
+	handle func(b *Bot, ctx context.Context, r Request) string
+}
+
+// verbs is every command the instance answers. Every user mistake gets
+// a one-line reason; internal errors are logged and the user gets a
+// short apology without details.
+var verbs = map[nip.Verb]verb{
+	nip.VerbHelp: {handle: func(b *Bot, ctx context.Context, _ Request) string { return b.help(ctx) }},
+	nip.VerbDeploy: {
+		public: func(c nip.Command) string {
+			if len(c.Env) == 0 {
+				return ""
+			}
+			return "env values are accepted only by DM (NIP-17 or NIP-04), never in a public note. Send the same deploy by DM."
+		},
+		handle: (*Bot).deploy,
+	},
+	nip.VerbStatus: {handle: func(b *Bot, ctx context.Context, r Request) string { return b.status(ctx, r.From, r.Cmd.Target) }},
+	nip.VerbTopup:  {handle: func(b *Bot, ctx context.Context, r Request) string { return b.topup(ctx, r.From, r.Cmd) }},
+	nip.VerbLogs: {
+		public: func(c nip.Command) string { return "logs are private: send `logs " + c.Target + "` by DM." },
+		handle: (*Bot).logs,
+	},
+	nip.VerbStop:   {handle: (*Bot).lifecycle},
+	nip.VerbStart:  {handle: (*Bot).lifecycle},
+	nip.VerbDelete: {handle: (*Bot).lifecycle},
+}
+
+// answer runs the command in msg and returns the reply text.
 func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 	cmd, err := nip.ParseCommand(msg.Text)
 	if err != nil {
@@ -27,54 +73,59 @@ func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
 		}
 		return err.Error() + ". " + helpPointer
 	}
-	dm := msg.Channel != nip.ChannelMention
-	switch cmd.Verb {
-	case nip.VerbHelp:
-		return b.help(ctx)
-	case nip.VerbDeploy:
-		if len(cmd.Env) > 0 && !dm {
-			return "env values are accepted only by DM (NIP-17 or NIP-04), never in a public note. Send the same deploy by DM."
-		}
-		return b.deploy(ctx, msg, cmd)
-	case nip.VerbStatus:
-		return b.status(ctx, msg.From, cmd.Target)
-	case nip.VerbTopup:
-		return b.topup(ctx, msg.From, cmd)
-	case nip.VerbLogs:
-		if !dm {
-			return "logs are private: send `logs " + cmd.Target + "` by DM."
-		}
-		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
-			out, err := b.d.Logs(ctx, r.ID, cmd.Lines)
-			var ue *deployer.UserError
-			if errors.As(err, &ue) {
-				return ue.Msg
-			}
-			if err != nil {
-				return b.failure("logs", err)
-			}
-			if len(out) > maxLogChars {
-				out = "…" + out[len(out)-maxLogChars:]
-			}
-			if strings.TrimSpace(out) == "" {
-				return fmt.Sprintf("%s has written no output yet.", r.Name)
-			}
-			return fmt.Sprintf("logs of %s (last %d lines):\n%s", r.Name, cmd.Lines, out)
-		})
-	case nip.VerbStop, nip.VerbStart, nip.VerbDelete:
-		return b.owned(ctx, msg.From, cmd.Target, func(r deployer.Record) string {
-			return b.lifecycle(ctx, msg, cmd.Verb, r)
-		})
+	return b.Do(ctx, Request{Cmd: cmd, From: msg.From, Channel: msg.Channel, At: time.Unix(int64(msg.CreatedAt), 0),
+		Private: msg.Channel != nip.ChannelMention})
+}
+
+// Do answers one parsed command.
+func (b *Bot) Do(ctx context.Context, r Request) string {
+	v, ok := verbs[r.Cmd.Verb]
+	if !ok {
+		return "unknown command. " + helpPointer
 	}
-	return "unknown command. " + helpPointer
+	if v.public != nil && !r.Private {
+		if refusal := v.public(r.Cmd); refusal != "" {
+			return refusal
+		}
+	}
+	return v.handle(b, ctx, r)
+}
+
+// logs answers an owner's logs command.
+func (b *Bot) logs(ctx context.Context, req Request) string {
+	cmd := req.Cmd
+	return b.owned(ctx, req.From, cmd.Target, func(r records.Record) string {
+		out, err := b.d.Logs(ctx, r.ID, cmd.Lines)
+		var ue *records.UserError
+		if errors.As(err, &ue) {
+			return ue.Msg
+		}
+		if err != nil {
+			return b.failure("logs", err)
+		}
+		if len(out) > maxLogChars {
+			out = "…" + out[len(out)-maxLogChars:]
+		}
+		if strings.TrimSpace(out) == "" {
+			return fmt.Sprintf("%s has written no output yet.", r.Name)
+		}
+		return fmt.Sprintf("logs of %s (last %d lines):\n%s", r.Name, cmd.Lines, out)
+	})
 }
 
 // lifecycle carries out an owner's stop, start or delete of r, in the order
 // the owner sent them (an older command arriving late is refused), and
 // answers once the outcome is saved outside the enclave, so a restart
 // cannot undo what the owner is told.
-func (b *Bot) lifecycle(ctx context.Context, msg nip.Message, verb nip.Verb, r deployer.Record) string {
-	before, after, err := b.d.OwnerCommand(ctx, r.ID, string(verb), time.Unix(int64(msg.CreatedAt), 0))
+func (b *Bot) lifecycle(ctx context.Context, req Request) string {
+	verb := req.Cmd.Verb
+	return b.owned(ctx, req.From, req.Cmd.Target, func(r records.Record) string {
+		return b.ownerCommand(ctx, req, verb, r)
+	})
+}
+
+func (b *Bot) ownerCommand(ctx context.Context, req Request, verb nip.Verb, r records.Record) string {
+	before, after, err := b.d.OwnerCommand(ctx, r.ID, string(verb), req.At)
 	var stale *deployer.StaleError
 	switch {
 	case errors.As(err, &stale):
@@ -87,13 +138,13 @@ func (b *Bot) lifecycle(ctx context.Context, msg nip.Message, verb nip.Verb, r d
 	b.saved(ctx, string(verb))
 	switch verb {
 	case nip.VerbStop:
-		if before.State != deployer.StateRunning {
+		if before.State != records.StateRunning {
 			return fmt.Sprintf("%s is %s, not running.", after.Name, after.State)
 		}
 		return fmt.Sprintf("%s is stopped; it is not charged while stopped and keeps its data and %d sats until %s, then it is removed. Send `start %s` to run it again.",
 			after.Name, after.BalanceMsat/1000, when(b.d.RetainUntil(after)), after.Name)
 	case nip.VerbStart:
-		if before.State == deployer.StateRunning {
+		if before.State == records.StateRunning {
 			return fmt.Sprintf("%s is already running.", after.Name)
 		}
 		return fmt.Sprintf("%s is %s.", after.Name, after.State)
@@ -105,9 +156,9 @@ func (b *Bot) lifecycle(ctx context.Context, msg nip.Message, verb nip.Verb, r d
 }
 
 // owned runs f on the sender's container named target.
-func (b *Bot) owned(ctx context.Context, from, target string, f func(deployer.Record) string) string {
-	r, err := b.d.Find(ctx, target)
-	if errors.Is(err, deployer.ErrNotFound) || (err == nil && (r.State == deployer.StateRemoved || r.State == deployer.StateExpired)) {
+func (b *Bot) owned(ctx context.Context, from, target string, f func(records.Record) string) string {
+	r, err := b.d.Records.Find(ctx, target)
+	if errors.Is(err, records.ErrNotFound) || (err == nil && (r.State == records.StateRemoved || r.State == records.StateExpired)) {
 		return fmt.Sprintf("no container %s here. Send `status` for yours.", target)
 	}
 	if err != nil {
@@ -140,20 +191,20 @@ Price: %s per unit-hour, charged per second of running time. Capacity: %d of %d 
 A container whose balance runs out is paused and kept %s, then removed; a topup resumes it.
 A stopped container is not charged and is kept %s too, then removed; start runs it again.`,
 		b.d.EgressText(), unitText(u, 1), disk, sats(b.cfg.Pricing.PriceMsatPerUnitHour), max(free, 0), b.d.Capacity(),
-		deployer.Human(b.cfg.Retention), deployer.Human(b.cfg.Retention))
+		money.Human(b.cfg.Retention), money.Human(b.cfg.Retention))
 }
 
-func (b *Bot) deploy(ctx context.Context, msg nip.Message, cmd nip.Command) string {
-	q, err := b.q.Quote(ctx, msg.From, string(msg.Channel), cmd)
+func (b *Bot) deploy(ctx context.Context, r Request) string {
+	q, err := b.q.Quote(ctx, r.From, string(r.Channel), r.Cmd)
 	if err != nil {
-		var ie *deployer.ImageError
-		var qe *deployer.UserError
+		var ie *images.ImageError
+		var qe *records.UserError
 		if errors.As(err, &ie) || errors.As(err, &qe) {
 			return "cannot deploy: " + err.Error()
 		}
 		return b.failure("quote", err)
 	}
-	expires := deployer.Human(q.Invoice.ExpiresAt.Sub(b.now()))
+	expires := money.Human(q.Invoice.ExpiresAt.Sub(b.now()))
 	return fmt.Sprintf(`Quote %s for %s
 image: %s
 resources: %s
@@ -165,10 +216,10 @@ Pay within %s; %s starts when the invoice is paid:
 }
 
 func (b *Bot) status(ctx context.Context, from, target string) string {
-	var recs []deployer.Record
+	var recs []records.Record
 	if target != "" {
-		r, err := b.d.Find(ctx, target)
-		if errors.Is(err, deployer.ErrNotFound) {
+		r, err := b.d.Records.Find(ctx, target)
+		if errors.Is(err, records.ErrNotFound) {
 			return fmt.Sprintf("no container %s here.", target)
 		}
 		if err != nil {
@@ -177,7 +228,7 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 		recs = append(recs, r)
 	} else {
 		var err error
-		if recs, err = b.d.Owned(ctx, from); err != nil {
+		if recs, err = b.d.Records.Owned(ctx, from); err != nil {
 			return b.failure("status", err)
 		}
 		if len(recs) == 0 {
@@ -190,7 +241,7 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 			sb.WriteString("\n\n")
 		}
 		fmt.Fprintf(&sb, "%s: %s", r.Name, r.State)
-		if r.Reason != "" && r.State != deployer.StateRunning && r.Owner == from { // reasons are the owner's business
+		if r.Reason != "" && r.State != records.StateRunning && r.Owner == from { // reasons are the owner's business
 			fmt.Fprintf(&sb, " (%s)", r.Reason)
 		}
 		fmt.Fprintf(&sb, "\nnpub: %s", r.Npub())
@@ -202,10 +253,10 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 			fmt.Fprintf(&sb, "\npage: %s", l.Page)
 		}
 		fmt.Fprintf(&sb, "\nbalance: %d sats", r.BalanceMsat/1000)
-		if r.State == deployer.StateRunning {
-			fmt.Fprintf(&sb, ", about %s left", deployer.Human(r.LeftAt(b.now())))
+		if r.State == records.StateRunning {
+			fmt.Fprintf(&sb, ", about %s left", money.Human(r.LeftAt(b.now())))
 		}
-		if r.State == deployer.StatePaused || r.State == deployer.StateStopped || r.State == deployer.StateExited {
+		if r.State == records.StatePaused || r.State == records.StateStopped || r.State == records.StateExited {
 			fmt.Fprintf(&sb, "\nkept until: %s, then removed", when(b.d.RetainUntil(r)))
 		}
 		fmt.Fprintf(&sb, "\nresources: %s", unitText(b.d.Unit(), r.Units))
@@ -214,15 +265,15 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 }
 
 func (b *Bot) topup(ctx context.Context, from string, cmd nip.Command) string {
-	r, err := b.d.Find(ctx, cmd.Target)
-	if errors.Is(err, deployer.ErrNotFound) {
+	r, err := b.d.Records.Find(ctx, cmd.Target)
+	if errors.Is(err, records.ErrNotFound) {
 		return fmt.Sprintf("no container %s here.", cmd.Target)
 	}
 	if err != nil {
 		return userError(err)
 	}
 	inv, err := b.q.Topup(ctx, r, cmd.Sats, from)
-	var qe *deployer.UserError
+	var qe *records.UserError
 	if errors.As(err, &qe) {
 		return qe.Msg
 	}
@@ -230,7 +281,7 @@ func (b *Bot) topup(ctx context.Context, from string, cmd nip.Command) string {
 		return b.failure("topup", err)
 	}
 	return fmt.Sprintf("Invoice for %d sats to %s (pay within %s):\n\n%s", cmd.Sats, r.Name,
-		deployer.Human(inv.ExpiresAt.Sub(b.now())), inv.Bolt11)
+		money.Human(inv.ExpiresAt.Sub(b.now())), inv.Bolt11)
 }
 
 // saved waits until the state change just made is saved outside the
@@ -253,14 +304,14 @@ func (b *Bot) failure(what string, err error) string {
 // userError is err's message when it is meant for users, else a generic
 // line (internal errors may hold details users must not see).
 func userError(err error) string {
-	var ue *deployer.UserError
+	var ue *records.UserError
 	if errors.As(err, &ue) {
 		return ue.Msg
 	}
 	return "that did not work on the instance's side; try again later."
 }
 
-func unitText(u deployer.Unit, n int64) string {
+func unitText(u records.Unit, n int64) string {
 	s := fmt.Sprintf("%.2f CPU, %d MiB memory, %d processes", float64(n*u.NanoCPUs)/1e9, n*u.MemoryBytes>>20, n*u.Pids)
 	if u.DiskBytes > 0 {
 		s += fmt.Sprintf(", %d MiB disk", n*u.DiskBytes>>20)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/nip"
 )
 
@@ -109,22 +108,6 @@ func (b *Bot) reply(ctx context.Context, msg nip.Message, text string) {
 		return
 	}
 	b.publish(ctx, evt, b.relaysFor(ctx, msg.Channel, msg.From))
-}
-
-// Notify DMs a deployer notice to the container's owner: NIP-04 if the
-// owner wrote by NIP-04, else NIP-17 (notices are private, so a renter who
-// came by mention gets them by NIP-17).
-func (b *Bot) Notify(ctx context.Context, n deployer.Notice) {
-	ch := nip.Channel(n.Channel)
-	evt, _, err := nip.DM(ctx, b.keys, ch, n.Owner, n.Text, nostr.Timestamp(b.now().Unix()))
-	if err != nil {
-		b.log.Error("building a notice failed", "container", n.ContainerID, "err", err)
-		return
-	}
-	if ch != nip.ChannelNIP04 {
-		ch = nip.ChannelNIP17
-	}
-	b.publish(ctx, evt, b.relaysFor(ctx, ch, n.Owner))
 }
 
 // relaysFor returns where a message to pubkey goes: for NIP-17 those of

@@ -11,21 +11,25 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/bot"
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 )
 
+// inbox is what owners read: the deployer's events in the bot's words.
 type inbox struct {
 	mu      sync.Mutex
-	notices []deployer.Notice
+	unit    records.Unit
+	notices []string
 }
 
-func (b *inbox) notify(_ context.Context, n deployer.Notice) {
+func (b *inbox) notify(_ context.Context, ev deployer.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.notices = append(b.notices, n)
+	b.notices = append(b.notices, bot.EventText(ev, b.unit, deployer.Links{}))
 }
 
 func (b *inbox) count(substr string) int {
@@ -33,7 +37,7 @@ func (b *inbox) count(substr string) int {
 	defer b.mu.Unlock()
 	n := 0
 	for _, x := range b.notices {
-		if strings.Contains(x.Text, substr) {
+		if strings.Contains(x, substr) {
 			n++
 		}
 	}
@@ -76,62 +80,74 @@ func newFixtureAt(t *testing.T, instance string, start time.Time, opts ...func(*
 	f := &fixture{db: db, ledger: billing.NewLedger(db), clock: testenv.NewClock(start), inbox: &inbox{}, rt: rt}
 	cfg := deployer.Config{
 		Instance:      instance,
-		Unit:          deployer.Unit{NanoCPUs: 250_000_000, MemoryBytes: 64 << 20, Pids: 64, DiskBytes: 128 << 20},
+		Unit:          records.Unit{NanoCPUs: 250_000_000, MemoryBytes: 64 << 20, Pids: 64, DiskBytes: 128 << 20},
 		CapacityUnits: 4, LowBalance: time.Hour, Retention: 72 * time.Hour,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	f.cfg = cfg
-	f.d = deployer.New(db, rt, cfg, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)), f.inbox.notify)
+	f.inbox.unit = cfg.Unit
+	f.d = newDeployer(f)
 	return f
+}
+
+// newDeployer is the fixture's deployer, its events in the inbox.
+func newDeployer(f *fixture) *deployer.Deployer {
+	d := deployer.New(f.db, f.rt, f.cfg, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d.OnEvent = append(d.OnEvent, f.inbox.notify)
+	return d
 }
 
 // restart is the instance starting again on the same database and engine:
 // a new deployer, reconciled.
 func (f *fixture) restart(t *testing.T) {
 	t.Helper()
-	f.d = deployer.New(f.db, f.rt, f.cfg, f.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)), f.inbox.notify)
+	f.d = newDeployer(f)
 	if err := f.d.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// withEnv sets a quoted container's environment.
-func (f *fixture) withEnv(t *testing.T, id string, envJSON string) {
+// quoted records a quoted container, as `deploy` leaves it; env
+// (optional) is its environment.
+func (f *fixture) quoted(t *testing.T, id string, img testenv.Image, volumes bool, units, price int64, env ...[2]string) {
 	t.Helper()
-	if _, err := f.db.Exec(`UPDATE containers SET env = ? WHERE id = ?`, envJSON, id); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// quoted inserts a quoted container and its invoice, as `deploy` leaves them.
-func (f *fixture) quoted(t *testing.T, id string, img testenv.Image, volumes bool, units, price int64) {
-	t.Helper()
-	_, err := f.db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, image_volumes, units, price_msat, state, created_at, updated_at)
-		VALUES (?, ?, 'owner', 'nip17', ?, ?, ?, ?, ?, ?, 'quoted', 0, 0)`, id, "c-"+id, img.Tag, img.Ref, img.Size, volumes, units, price)
-	if err != nil {
-		t.Fatal(err)
+	ok, err := f.d.Records.InsertQuote(context.Background(), records.NewQuote{ID: id, Name: "c-" + id, Owner: "owner", Channel: "nip17",
+		Image: img.Tag, ImageRef: img.Ref, ImageSize: img.Size, HasVolumes: volumes, Units: units, PriceMsat: price, Env: env}, records.QuoteCaps{})
+	if err != nil || !ok {
+		t.Fatalf("quote %s: %v (recorded: %v)", id, err, ok)
 	}
 	t.Cleanup(func() { f.rt.Remove(context.Background(), deployer.RuntimeName(id)) })
 }
 
+// pay records a paid top-up of msat for container id, as the settlement
+// stream applies it, and lets the deployer react.
 func (f *fixture) pay(t *testing.T, id, hash string, msat int64) {
 	t.Helper()
-	if _, err := f.db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-		VALUES (?, ?, 'topup', ?, 'lnbc', 0, 0)`, hash, id, msat); err != nil {
+	f.d.OnCredit(context.Background(), f.credit(t, id, hash, msat))
+}
+
+// credit records a paid top-up of msat for container id, as the
+// settlement stream applies it, without the deployer hearing of it.
+func (f *fixture) credit(t *testing.T, id, hash string, msat int64) billing.Credit {
+	t.Helper()
+	ctx := context.Background()
+	invoices := &billing.Invoices{DB: f.db, Now: f.clock.Now}
+	if err := invoices.Record(ctx, billing.Request{ContainerID: id, Purpose: "topup", AmountMsat: msat},
+		billing.Invoice{PaymentHash: hash, Bolt11: "lnbc", ExpiresAt: time.Unix(0, 0)}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := f.ledger.ApplySettlement(context.Background(), billing.Settlement{PaymentHash: hash, AmountMsat: msat, SettledAt: f.clock.Now()})
+	c, err := f.ledger.ApplySettlement(ctx, billing.Settlement{PaymentHash: hash, AmountMsat: msat, SettledAt: f.clock.Now()})
 	if err != nil || !c.Applied {
 		t.Fatalf("credit: %+v %v", c, err)
 	}
-	f.d.OnCredit(context.Background(), c)
+	return c
 }
 
-func (f *fixture) state(t *testing.T, id string) deployer.Record {
+func (f *fixture) state(t *testing.T, id string) records.Record {
 	t.Helper()
-	r, err := f.d.Get(context.Background(), id)
+	r, err := f.d.Records.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +176,7 @@ func TestLifecycleWithMetering(t *testing.T) {
 	f.quoted(t, "life", imgs.Hello, true, 1, price)
 
 	f.pay(t, "life", "pay-deploy", 2*price) // two hours
-	if r := f.state(t, "life"); r.State != deployer.StateRunning || !f.running(t, "life") {
+	if r := f.state(t, "life"); r.State != records.StateRunning || !f.running(t, "life") {
 		t.Fatalf("after payment: state %s (%s), running %v", r.State, r.Reason, f.running(t, "life"))
 	}
 	if f.inbox.count("is running") != 1 {
@@ -197,7 +213,7 @@ func TestLifecycleWithMetering(t *testing.T) {
 
 	f.clock.Add(2 * time.Hour)
 	f.d.Tick(ctx)
-	if r := f.state(t, "life"); r.State != deployer.StatePaused || r.BalanceMsat != 0 || f.running(t, "life") {
+	if r := f.state(t, "life"); r.State != records.StatePaused || r.BalanceMsat != 0 || f.running(t, "life") {
 		t.Fatalf("after the balance ran out: %s balance %d running %v", r.State, r.BalanceMsat, f.running(t, "life"))
 	}
 	if f.inbox.count("is paused") != 1 {
@@ -205,24 +221,24 @@ func TestLifecycleWithMetering(t *testing.T) {
 	}
 
 	f.pay(t, "life", "pay-topup", price/2) // 30 min
-	if r := f.state(t, "life"); r.State != deployer.StateRunning || !f.running(t, "life") {
+	if r := f.state(t, "life"); r.State != records.StateRunning || !f.running(t, "life") {
 		t.Fatalf("after top-up: %s running %v", r.State, f.running(t, "life"))
 	}
 	testenv.WaitHTTP(t, testenv.Docker(t), f.state(t, "life").DockerID, 8080, "(start 2)") // its volume survived the pause
 	f.clock.Add(30 * time.Minute)
 	f.d.Tick(ctx)
-	if r := f.state(t, "life"); r.State != deployer.StatePaused {
+	if r := f.state(t, "life"); r.State != records.StatePaused {
 		t.Fatalf("after the top-up ran out: %s", r.State)
 	}
 
 	f.clock.Add(72*time.Hour - time.Second)
 	f.d.Tick(ctx)
-	if r := f.state(t, "life"); r.State != deployer.StatePaused {
+	if r := f.state(t, "life"); r.State != records.StatePaused {
 		t.Fatalf("removed before the retention window passed: %s", r.State)
 	}
 	f.clock.Add(time.Second)
 	f.d.Tick(ctx)
-	if r := f.state(t, "life"); r.State != deployer.StateRemoved {
+	if r := f.state(t, "life"); r.State != records.StateRemoved {
 		t.Fatalf("after retention: %s", r.State)
 	}
 	if list, _ := f.rt.List(ctx); len(list) > 0 {
@@ -246,7 +262,10 @@ func TestReconcileAfterCrash(t *testing.T) {
 	f := newFixture(t, "inst-reconcile")
 	ctx := context.Background()
 	f.quoted(t, "crash", imgs.Hello, true, 1, 1000)
-	f.db.Exec(`UPDATE containers SET state = 'starting', balance_msat = 100000 WHERE id = 'crash'`)
+	f.credit(t, "crash", "pay-crash", 100_000)
+	if err := f.d.Records.Transition(ctx, "crash", records.StateStarting, "", nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.rt.Pull(ctx, imgs.Hello.Ref, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +287,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	if err := f.d.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.state(t, "crash"); r.State != deployer.StateRunning || r.DockerID != id {
+	if r := f.state(t, "crash"); r.State != records.StateRunning || r.DockerID != id {
 		t.Errorf("record %s docker %s, want running on the existing %s", r.State, r.DockerID, id)
 	}
 	list, _ := f.rt.List(ctx)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/records"
 )
 
 // Watch follows the runtime until ctx ends: a running container that stops
@@ -46,7 +47,7 @@ func (d *Deployer) Watch(ctx context.Context) error {
 
 // sweep checks every running record against the runtime.
 func (d *Deployer) sweep(ctx context.Context) {
-	ids, err := d.idsIn(ctx, StateRunning)
+	ids, err := d.Records.InState(ctx, records.StateRunning)
 	if err != nil {
 		d.log.Warn("checking running containers", "err", err)
 		return
@@ -67,8 +68,8 @@ const (
 // runtime has it stopped or gone, it exited on its own.
 func (d *Deployer) checkExit(ctx context.Context, id string) {
 	defer d.locks.lock(id)()
-	rec, err := d.Get(ctx, id)
-	if err != nil || rec.State != StateRunning || rec.DockerID == "" {
+	rec, err := d.Records.Get(ctx, id)
+	if err != nil || rec.State != records.StateRunning || rec.DockerID == "" {
 		return // halted by the instance itself, or not ours to judge
 	}
 	st, err := d.rt.State(ctx, rec.DockerID)
@@ -84,7 +85,7 @@ func (d *Deployer) checkExit(ctx context.Context, id string) {
 
 // exited records that rec stopped on its own (state st), charging it up to
 // when it stopped (at most now).
-func (d *Deployer) exited(ctx context.Context, rec Record, st State, now time.Time) {
+func (d *Deployer) exited(ctx context.Context, rec records.Record, st State, now time.Time) {
 	at := now
 	if !st.Gone && !st.FinishedAt.IsZero() && st.FinishedAt.Before(now) {
 		at = st.FinishedAt
@@ -101,29 +102,26 @@ func (d *Deployer) exited(ctx context.Context, rec Record, st State, now time.Ti
 	reason += " at " + at.UTC().Format("2006-01-02 15:04:05 UTC")
 	// Charged up to when it stopped; its retention window counts from now,
 	// when the instance learnt of it, on the instance's own clock.
-	if err := d.setState(ctx, rec.ID, StateExited, reason, func(tx *sql.Tx) error {
+	if err := d.Records.Transition(ctx, rec.ID, records.StateExited, reason, func(tx *sql.Tx) error {
 		if _, err := billing.StopMetering(ctx, tx, rec.ID, at); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = ? WHERE id = ?`, now.UnixMilli(), rec.ID)
-		return err
+		return records.MarkHalted(ctx, tx, rec.ID, now)
 	}); err != nil {
 		d.log.Error("recording an exit", "container", rec.ID, "err", err)
 		return
 	}
 	d.setIdle(rec.ID, true) // its volumes may have changed until it stopped
 	d.log.Info("container exited", "container", rec.ID, "reason", reason)
-	rec, _ = d.Get(ctx, rec.ID)
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%s stopped on its own: %s. It is not charged from then; its data and %d sats are kept until %s. Send `start %s` to run it again.",
-		rec.Name, reason, rec.BalanceMsat/1000, d.RetainUntil(rec).UTC().Format("2006-01-02 15:04 UTC"), rec.Name)
+	rec, _ = d.Records.Get(ctx, rec.ID)
+	ev := Exited{Of: Of{rec}, Code: st.ExitCode, OOM: st.OOMKilled, Gone: st.Gone, At: at, RetainUntil: d.RetainUntil(rec)}
 	if !st.Gone {
 		if out, err := d.rt.Logs(ctx, rec.DockerID, exitTail); err == nil && strings.TrimSpace(out) != "" {
 			if len(out) > exitTailChars {
 				out = "…" + out[len(out)-exitTailChars:]
 			}
-			fmt.Fprintf(&sb, "\nIts last lines of output:\n%s", strings.TrimRight(out, "\n"))
+			ev.Tail = strings.TrimRight(out, "\n")
 		}
 	}
-	d.notify(ctx, Notice{rec.ID, rec.Owner, rec.Channel, sb.String()})
+	d.emit(ctx, ev)
 }

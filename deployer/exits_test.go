@@ -6,17 +6,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/proc"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
 )
 
 const secPrice = 3_600_000 // msat per unit-hour: 1 sat per second for one unit
 
 // waitState waits (a bound, not a timing) until container id is in state.
-func (f *fixture) waitState(t *testing.T, id, state string) deployer.Record {
+func (f *fixture) waitState(t *testing.T, id, state string) records.Record {
 	t.Helper()
-	var r deployer.Record
+	var r records.Record
 	err := proc.WaitFor(context.Background(), id+" "+state, time.Minute, func(context.Context) (bool, error) {
 		r = f.state(t, id)
 		return r.State == state, nil
@@ -49,14 +49,13 @@ func TestExitsStopBilling(t *testing.T) {
 
 	// Exited while nobody watched: the watch's sweep finds it, and charges
 	// it up to its exit, not up to when it was noticed.
-	f.quoted(t, "early", imgs.ExitAfter, false, 1, secPrice)
-	f.withEnv(t, "early", `[["EXIT_AFTER","1"],["EXIT_CODE","3"]]`)
+	f.quoted(t, "early", imgs.ExitAfter, false, 1, secPrice, [2]string{"EXIT_AFTER", "1"}, [2]string{"EXIT_CODE", "3"})
 	f.pay(t, "early", "pay-early", 3_600_000)
 	f.waitStopped(t, "early")
 	f.clock.Add(time.Hour)
 	watching := make(chan error, 1)
 	go func() { watching <- f.d.Watch(ctx) }()
-	r := f.waitState(t, "early", deployer.StateExited)
+	r := f.waitState(t, "early", records.StateExited)
 	if !strings.Contains(r.Reason, "exited with code 3") {
 		t.Errorf("reason %q", r.Reason)
 	}
@@ -71,16 +70,14 @@ func TestExitsStopBilling(t *testing.T) {
 	}
 
 	// Seen live: an exit, and an OOM kill.
-	f.quoted(t, "live", imgs.ExitAfter, false, 1, secPrice)
-	f.withEnv(t, "live", `[["EXIT_AFTER","1"],["EXIT_CODE","0"]]`)
+	f.quoted(t, "live", imgs.ExitAfter, false, 1, secPrice, [2]string{"EXIT_AFTER", "1"}, [2]string{"EXIT_CODE", "0"})
 	f.pay(t, "live", "pay-live", 60_000)
-	if r := f.waitState(t, "live", deployer.StateExited); !strings.Contains(r.Reason, "exited with code 0") {
+	if r := f.waitState(t, "live", records.StateExited); !strings.Contains(r.Reason, "exited with code 0") {
 		t.Errorf("live: %q", r.Reason)
 	}
-	f.quoted(t, "oom", imgs.ExitAfter, false, 1, secPrice)
-	f.withEnv(t, "oom", `[["ALLOC_MB","256"],["EXIT_AFTER","60"]]`)
+	f.quoted(t, "oom", imgs.ExitAfter, false, 1, secPrice, [2]string{"ALLOC_MB", "256"}, [2]string{"EXIT_AFTER", "60"})
 	f.pay(t, "oom", "pay-oom", 60_000)
-	if r := f.waitState(t, "oom", deployer.StateExited); !strings.Contains(r.Reason, "killed for running out of memory (64 MiB for 1 unit(s))") {
+	if r := f.waitState(t, "oom", records.StateExited); !strings.Contains(r.Reason, "killed for running out of memory (64 MiB for 1 unit(s))") {
 		t.Errorf("oom: %q", r.Reason)
 	}
 
@@ -99,10 +96,10 @@ func TestExitsStopBilling(t *testing.T) {
 	if err := f.d.Start(ctx, "early"); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.state(t, "early"); r.State != deployer.StateRunning {
+	if r := f.state(t, "early"); r.State != records.StateRunning {
 		t.Fatalf("after start: %s (%s)", r.State, r.Reason)
 	}
-	f.waitState(t, "early", deployer.StateExited) // and it exits again, seen live
+	f.waitState(t, "early", records.StateExited) // and it exits again, seen live
 	cancel()
 	<-watching
 }
@@ -130,7 +127,7 @@ func TestOutageIsNotBilled(t *testing.T) {
 	}
 	f.restart(t)
 	for _, id := range []string{"kept", "lost"} {
-		if r := f.state(t, id); r.State != deployer.StateRunning || !f.running(t, id) {
+		if r := f.state(t, id); r.State != records.StateRunning || !f.running(t, id) {
 			t.Fatalf("%s after the restart: %s (%s)", id, r.State, r.Reason)
 		}
 	}

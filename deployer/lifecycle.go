@@ -11,22 +11,24 @@ import (
 
 	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/internal/crashpoint"
+	"github.com/enclaved/enclaved/money"
+	"github.com/enclaved/enclaved/records"
 )
 
 // OnCredit reacts to a committed credit: a paid quote starts, a paused
 // container with money again resumes.
 func (d *Deployer) OnCredit(ctx context.Context, c billing.Credit) {
-	rec, err := d.Get(ctx, c.ContainerID)
+	rec, err := d.Records.Get(ctx, c.ContainerID)
 	if err != nil {
 		d.log.Error("credit for unknown container", "container", c.ContainerID, "err", err)
 		return
 	}
 	switch rec.State {
-	case StatePaid, StateFailed: // a quote is paid once its total is (billing)
+	case records.StatePaid, records.StateFailed: // a quote is paid once its total is (billing)
 		if err := d.Launch(ctx, rec.ID); err != nil {
 			d.log.Warn("launch failed", "container", rec.ID, "err", err)
 		}
-	case StatePaused:
+	case records.StatePaused:
 		if err := d.Resume(ctx, rec.ID); err != nil {
 			d.log.Warn("resume failed", "container", rec.ID, "err", err)
 		}
@@ -43,19 +45,19 @@ func (d *Deployer) Launch(ctx context.Context, id string) error {
 
 // launch is Launch with container id's lock held.
 func (d *Deployer) launch(ctx context.Context, id string) error {
-	rec, err := d.Get(ctx, id)
+	rec, err := d.Records.Get(ctx, id)
 	if err != nil {
 		return err
 	}
 	switch rec.State {
-	case StatePaid, StateStarting, StateFailed:
+	case records.StatePaid, records.StateStarting, records.StateFailed:
 	default: // running already, removed, or an unpaid quote
 		return nil
 	}
 	// The capacity check and the state that takes the units are one step
 	// among all launches; the pull that follows holds no shared lock.
 	d.admit.Lock()
-	used, err := d.usedUnits(ctx, id)
+	used, err := d.Records.UsedUnits(ctx, id)
 	if err != nil {
 		d.admit.Unlock()
 		return err
@@ -64,13 +66,13 @@ func (d *Deployer) launch(ctx context.Context, id string) error {
 		d.admit.Unlock()
 		reason := fmt.Sprintf("no capacity: %d of %d units free, %d needed", d.cfg.CapacityUnits-used, d.cfg.CapacityUnits, rec.Units)
 		if !strings.HasPrefix(rec.Reason, "no capacity") {
-			d.setState(ctx, id, StatePaid, reason, nil)
-			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is paid (%d sats balance) but the instance is full right now: %s. It starts when capacity frees up; the balance is kept.",
-				rec.Name, rec.BalanceMsat/1000, reason)})
+			d.Records.Transition(ctx, id, records.StatePaid, reason, nil)
+			rec.State, rec.Reason = records.StatePaid, reason
+			d.emit(ctx, Waiting{Of{rec}, d.cfg.CapacityUnits - used, d.cfg.CapacityUnits})
 		}
 		return nil
 	}
-	err = d.setState(ctx, id, StateStarting, "", nil)
+	err = d.Records.Transition(ctx, id, records.StateStarting, "", nil)
 	d.admit.Unlock()
 	if err != nil {
 		return err
@@ -81,9 +83,8 @@ func (d *Deployer) launch(ctx context.Context, id string) error {
 			// start's Reconcile launches it again.
 			return fmt.Errorf("launch %s: %s: %w", id, step, err)
 		}
-		d.setState(ctx, id, StateFailed, step+": "+err.Error(), nil)
-		d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s could not be started (%s). Its balance of %d sats is kept; send `start %s` to retry.",
-			rec.Name, step, rec.BalanceMsat/1000, rec.Name)})
+		d.Records.Transition(ctx, id, records.StateFailed, step+": "+err.Error(), nil)
+		d.emit(ctx, Failed{Of{rec}, step})
 		return fmt.Errorf("launch %s: %s: %w", id, step, err)
 	}
 	dockerID, step, err := d.create(ctx, rec)
@@ -98,8 +99,8 @@ func (d *Deployer) launch(ctx context.Context, id string) error {
 		return fail("start", err)
 	}
 	now := d.now()
-	if err := d.setState(ctx, id, StateRunning, "", func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE containers SET docker_id = ?, paused_at = NULL WHERE id = ?`, dockerID, id); err != nil {
+	if err := d.Records.Transition(ctx, id, records.StateRunning, "", func(tx *sql.Tx) error {
+		if err := records.MarkRunning(ctx, tx, id, dockerID); err != nil {
 			return err
 		}
 		return billing.StartMetering(ctx, tx, id, now)
@@ -108,16 +109,16 @@ func (d *Deployer) launch(ctx context.Context, id string) error {
 	}
 	d.dropRestored(id)
 	d.woke()
-	rec, _ = d.Get(ctx, id)
+	rec, _ = d.Records.Get(ctx, id)
 	d.log.Info("container running", "container", id, "units", rec.Units)
-	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, runningText(rec, d.cfg.Unit, d.Links(rec))})
+	d.emit(ctx, Running{Of{rec}})
 	return nil
 }
 
 // create pulls the record's pinned image and creates its container,
 // filling its volumes from a restored backup if one waits for it. It
 // returns the runtime id, or the failed step and its error.
-func (d *Deployer) create(ctx context.Context, rec Record) (string, string, error) {
+func (d *Deployer) create(ctx context.Context, rec records.Record) (string, string, error) {
 	unlock := d.images.lock(rec.ImageRef)
 	defer unlock()
 	pctx, cancel := context.WithTimeout(ctx, cmp.Or(d.cfg.PullTimeout, 10*time.Minute))
@@ -125,7 +126,7 @@ func (d *Deployer) create(ctx context.Context, rec Record) (string, string, erro
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || pctx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("the image did not arrive within %s", Human(cmp.Or(d.cfg.PullTimeout, 10*time.Minute)))
+			err = fmt.Errorf("the image did not arrive within %s", money.Human(cmp.Or(d.cfg.PullTimeout, 10*time.Minute)))
 		}
 		return "", "pull", err
 	}
@@ -175,7 +176,7 @@ const (
 	pullNoticeEvery = 30 * time.Second
 )
 
-func (d *Deployer) pullProgress(ctx context.Context, rec Record) func(string) {
+func (d *Deployer) pullProgress(ctx context.Context, rec records.Record) func(string) {
 	start := d.now()
 	var last time.Time
 	return func(status string) {
@@ -184,46 +185,22 @@ func (d *Deployer) pullProgress(ctx context.Context, rec Record) func(string) {
 			return
 		}
 		last = now
-		d.notify(ctx, Notice{rec.ID, rec.Owner, rec.Channel, fmt.Sprintf("%s: still pulling the image (%s, %s so far)",
-			rec.Name, clip(status, 80), now.Sub(start).Round(time.Second))})
+		d.emit(ctx, Pulling{Of{rec}, status, now.Sub(start).Round(time.Second)})
 	}
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // RuntimeName is the runtime's name for a container record.
 func RuntimeName(id string) string { return "enclaved-" + id }
 
-func runningText(r Record, u Unit, l Links) string {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%s is running.\nnpub: %s\n", r.Name, r.Npub())
-	if l.Address != "" {
-		fmt.Fprintf(&sb, "lightning address: %s (anyone can zap it to keep it running)\n", l.Address)
-	}
-	if l.Page != "" {
-		fmt.Fprintf(&sb, "page: %s\n", l.Page)
-	}
-	fmt.Fprintf(&sb, `image: %s
-resources: %d unit(s) = %.2f CPU, %d MiB memory, %d processes
-balance: %d sats, about %s of running time
-Send `+"`status %s`"+` to check on it, `+"`topup %s <sats>`"+` to add time.`,
-		r.ImageRef, r.Units, float64(r.Units*u.NanoCPUs)/1e9, r.Units*u.MemoryBytes>>20, r.Units*u.Pids,
-		r.BalanceMsat/1000, Human(r.Left()), r.Name, r.Name)
-	return sb.String()
-}
-
 // RetainUntil is when a paused or stopped container is removed, unless it
 // runs again before.
-func (d *Deployer) RetainUntil(rec Record) time.Time { return rec.PausedAt.Add(d.cfg.Retention) }
+func (d *Deployer) RetainUntil(rec records.Record) time.Time {
+	return rec.PausedAt.Add(d.cfg.Retention)
+}
 
 // Pause stops a running container and its meter (balance exhausted).
 func (d *Deployer) Pause(ctx context.Context, id, reason string) error {
-	return d.halt(ctx, id, StatePaused, reason)
+	return d.halt(ctx, id, records.StatePaused, reason)
 }
 
 func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
@@ -233,22 +210,21 @@ func (d *Deployer) halt(ctx context.Context, id, state, reason string) error {
 
 // haltLocked is halt with container id's lock held.
 func (d *Deployer) haltLocked(ctx context.Context, id, state, reason string) error {
-	rec, err := d.Get(ctx, id)
+	rec, err := d.Records.Get(ctx, id)
 	if err != nil {
 		return err
 	}
-	if rec.State != StateRunning {
+	if rec.State != records.StateRunning {
 		return nil
 	}
 	now := d.now()
 	// Record first (metering stops now), then stop the runtime: a crash in
 	// between leaves a halted record whose container Reconcile stops.
-	if err := d.setState(ctx, id, state, reason, func(tx *sql.Tx) error {
+	if err := d.Records.Transition(ctx, id, state, reason, func(tx *sql.Tx) error {
 		if _, err := billing.StopMetering(ctx, tx, id, now); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = ? WHERE id = ?`, now.UnixMilli(), id)
-		return err
+		return records.MarkHalted(ctx, tx, id, now)
 	}); err != nil {
 		return err
 	}
@@ -264,15 +240,15 @@ func (d *Deployer) Resume(ctx context.Context, id string) error {
 
 // resume is Resume with container id's lock held.
 func (d *Deployer) resume(ctx context.Context, id string) error {
-	rec, err := d.Get(ctx, id)
+	rec, err := d.Records.Get(ctx, id)
 	if err != nil {
 		return err
 	}
-	if rec.State != StatePaused && rec.State != StateStopped && rec.State != StateExited {
+	if rec.State != records.StatePaused && rec.State != records.StateStopped && rec.State != records.StateExited {
 		return nil
 	}
 	if rec.Left() <= 0 {
-		return &UserError{rec.Name + " has no balance left: top it up first"}
+		return &records.UserError{Msg: rec.Name + " has no balance left: top it up first"}
 	}
 	// A container the runtime lost (the enclave restarted from a backup)
 	// is created again, with its volumes from the backup.
@@ -292,8 +268,8 @@ func (d *Deployer) resume(ctx context.Context, id string) error {
 		return err
 	}
 	now := d.now()
-	if err := d.setState(ctx, id, StateRunning, "", func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE containers SET paused_at = NULL, low_notified = 0, docker_id = ? WHERE id = ?`, rec.DockerID, id); err != nil {
+	if err := d.Records.Transition(ctx, id, records.StateRunning, "", func(tx *sql.Tx) error {
+		if err := records.MarkRunning(ctx, tx, id, rec.DockerID); err != nil {
 			return err
 		}
 		return billing.StartMetering(ctx, tx, id, now)
@@ -302,7 +278,7 @@ func (d *Deployer) resume(ctx context.Context, id string) error {
 	}
 	d.dropRestored(id)
 	d.woke()
-	d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is running again; %d sats pay for about %s.", rec.Name, rec.BalanceMsat/1000, Human(rec.Left()))})
+	d.emit(ctx, Resumed{Of{rec}})
 	return nil
 }
 
@@ -314,15 +290,15 @@ func (d *Deployer) Remove(ctx context.Context, id, reason string) error {
 
 // remove is Remove with container id's lock held.
 func (d *Deployer) remove(ctx context.Context, id, reason string) error {
-	rec, err := d.Get(ctx, id)
+	rec, err := d.Records.Get(ctx, id)
 	if err != nil {
 		return err
 	}
-	if rec.State == StateRemoved {
+	if rec.State == records.StateRemoved {
 		return nil
 	}
 	now := d.now()
-	if err := d.setState(ctx, id, StateRemoved, reason, func(tx *sql.Tx) error {
+	if err := d.Records.Transition(ctx, id, records.StateRemoved, reason, func(tx *sql.Tx) error {
 		_, err := billing.StopMetering(ctx, tx, id, now)
 		return err
 	}); err != nil {
@@ -354,9 +330,7 @@ func (d *Deployer) dropImage(ctx context.Context, ref string) {
 		return // being pulled or created from: in use
 	}
 	defer unlock()
-	var users int
-	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM containers WHERE image_ref = ?
-		AND state NOT IN ('removed', 'expired', 'quoted')`, ref).Scan(&users); err != nil || users > 0 {
+	if used, err := d.Records.ImageInUse(ctx, ref); err != nil || used {
 		return
 	}
 	if err := d.rt.RemoveImage(ctx, ref); err != nil {

@@ -2,8 +2,9 @@ package deployer
 
 import (
 	"context"
-	"fmt"
 	"time"
+
+	"github.com/enclaved/enclaved/records"
 )
 
 // Tick meters every running container up to now: it pauses those whose
@@ -14,12 +15,10 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 	now := d.now()
 	next := now.Add(time.Minute)
 	// Unpaid quotes whose invoice expired free their name.
-	if _, err := d.db.ExecContext(ctx, `UPDATE containers SET state = 'expired', state_reason = 'quote expired unpaid', updated_at = ?
-		WHERE state = 'quoted' AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.container_id = containers.id AND i.expires_at > ?)`,
-		now.UnixMilli(), now.Unix()); err != nil {
+	if err := d.Records.ExpireQuotes(ctx, now); err != nil {
 		return next, err
 	}
-	ids, err := d.idsIn(ctx, StateRunning)
+	ids, err := d.Records.InState(ctx, records.StateRunning)
 	if err != nil {
 		return next, err
 	}
@@ -29,19 +28,18 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 			d.log.Error("metering failed", "container", id, "err", err)
 			continue
 		}
-		rec, _ := d.Get(ctx, id)
+		rec, _ := d.Records.Get(ctx, id)
 		switch {
 		case m.Exhausted:
 			if err := d.Pause(ctx, id, "balance exhausted"); err != nil {
 				d.log.Error("pause failed", "container", id, "err", err)
 				continue
 			}
-			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s is paused: its balance is used up. Its data is kept until %s; send `topup %s <sats>` or zap it to resume.",
-				rec.Name, now.Add(d.cfg.Retention).UTC().Format(time.RFC3339), rec.Name)})
+			rec, _ = d.Records.Get(ctx, id)
+			d.emit(ctx, Paused{Of{rec}, now.Add(d.cfg.Retention)})
 		case m.Left < d.lowBalance(rec, m.Left) && !m.LowNotified:
-			d.ledger.MarkLowNotified(ctx, id)
-			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s has %d sats left, about %s of running time. Send `topup %s <sats>` to keep it running.",
-				rec.Name, m.BalanceMsat/1000, Human(m.Left), rec.Name)})
+			d.Records.MarkLowNotified(ctx, id)
+			d.emit(ctx, LowBalance{Of{rec}, m.Left})
 		}
 		if !m.Exhausted && now.Add(m.Left).Before(next) {
 			next = now.Add(m.Left)
@@ -55,12 +53,12 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 	}
 	// Paused and stopped containers hold their units and data for the
 	// retention window, unpaid; then they are removed.
-	halted, err := d.ids(ctx, `state IN (?, ?, ?)`, StatePaused, StateStopped, StateExited)
+	halted, err := d.Records.InState(ctx, records.StatePaused, records.StateStopped, records.StateExited)
 	if err != nil {
 		return next, err
 	}
 	for _, id := range halted {
-		rec, err := d.Get(ctx, id)
+		rec, err := d.Records.Get(ctx, id)
 		if err != nil {
 			continue
 		}
@@ -70,14 +68,13 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 				d.log.Error("remove failed", "container", id, "err", err)
 				continue
 			}
-			d.notify(ctx, Notice{id, rec.Owner, rec.Channel, fmt.Sprintf("%s was removed: it stayed %s past the retention window (%s).",
-				rec.Name, rec.State, Human(d.cfg.Retention))})
+			d.emit(ctx, Expired{Of{rec}, rec.State, d.cfg.Retention})
 		} else if until.Before(next) {
 			next = until
 		}
 	}
 	// Paid containers that waited for capacity start when some is free.
-	waiting, err := d.idsIn(ctx, StatePaid)
+	waiting, err := d.Records.InState(ctx, records.StatePaid)
 	if err != nil {
 		return next, err
 	}
@@ -93,7 +90,7 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 // setting, or a quarter of all the running time the container was paid
 // for, whichever is less (a renter who paid for one hour is not warned at
 // once, but at 15 minutes left).
-func (d *Deployer) lowBalance(rec Record, left time.Duration) time.Duration {
+func (d *Deployer) lowBalance(rec records.Record, left time.Duration) time.Duration {
 	paid := time.Duration(rec.RunMs)*time.Millisecond + left
 	return min(d.cfg.LowBalance, paid/4)
 }
@@ -108,15 +105,11 @@ const (
 )
 
 func (d *Deployer) pruneQuotes(ctx context.Context, now time.Time) {
-	ids, err := d.ids(ctx, `state = 'expired' AND updated_at < ?
-		AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.container_id = containers.id)
-		AND NOT EXISTS (SELECT 1 FROM unclaimed u WHERE u.container_id = containers.id)`,
-		now.Add(-quoteGrace).UnixMilli())
+	ids, err := d.Records.ForgettableQuotes(ctx, now.Add(-quoteGrace), prunePerTick)
 	if err != nil {
 		d.log.Warn("listing expired quotes", "err", err)
 		return
 	}
-	ids = ids[:min(len(ids), prunePerTick)]
 	for _, id := range ids {
 		if d.cfg.Invoices != nil {
 			if err := d.cfg.Invoices.Forget(ctx, id); err != nil {
@@ -125,8 +118,7 @@ func (d *Deployer) pruneQuotes(ctx context.Context, now time.Time) {
 			}
 		}
 		unlock := d.locks.lock(id)
-		_, err := d.db.ExecContext(ctx, `DELETE FROM containers WHERE id = ? AND state = 'expired'
-			AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.container_id = containers.id)`, id)
+		err := d.Records.DeleteQuote(ctx, id)
 		unlock()
 		if err != nil {
 			d.log.Warn("deleting an expired quote", "container", id, "err", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/enclaved/enclaved/records"
 )
 
 // Owners' lifecycle commands.
@@ -31,9 +33,9 @@ func (e *StaleError) Error() string {
 // record before and after. Commands on one container are carried out in
 // the order they were sent: one older than a command already carried out
 // (or answered as a no-op) is refused with a StaleError.
-func (d *Deployer) OwnerCommand(ctx context.Context, id, verb string, at time.Time) (before, after Record, err error) {
+func (d *Deployer) OwnerCommand(ctx context.Context, id, verb string, at time.Time) (before, after records.Record, err error) {
 	defer d.locks.lock(id)()
-	before, err = d.Get(ctx, id)
+	before, err = d.Records.Get(ctx, id)
 	if err != nil {
 		return before, before, err
 	}
@@ -42,7 +44,7 @@ func (d *Deployer) OwnerCommand(ctx context.Context, id, verb string, at time.Ti
 	}
 	switch verb {
 	case CommandStop:
-		err = d.haltLocked(ctx, id, StateStopped, "stopped by owner")
+		err = d.haltLocked(ctx, id, records.StateStopped, "stopped by owner")
 	case CommandStart:
 		err = d.startLocked(ctx, before)
 	case CommandDelete:
@@ -53,24 +55,24 @@ func (d *Deployer) OwnerCommand(ctx context.Context, id, verb string, at time.Ti
 	if err != nil {
 		return before, before, err
 	}
-	if _, err := d.db.ExecContext(ctx, `UPDATE containers SET command_at = MAX(command_at, ?) WHERE id = ?`, at.Unix(), id); err != nil {
+	if err := d.Records.RecordCommand(ctx, id, at); err != nil {
 		return before, before, err
 	}
-	after, err = d.Get(ctx, id)
+	after, err = d.Records.Get(ctx, id)
 	return before, after, err
 }
 
 // Stop stops a running container at its owner's request; it keeps its data
 // and capacity for the retention window and is not charged while stopped.
 func (d *Deployer) Stop(ctx context.Context, id string) error {
-	return d.halt(ctx, id, StateStopped, "stopped by owner")
+	return d.halt(ctx, id, records.StateStopped, "stopped by owner")
 }
 
 // Start starts a stopped, paused or exited container, or retries the
 // launch of a paid or failed one.
 func (d *Deployer) Start(ctx context.Context, id string) error {
 	defer d.locks.lock(id)()
-	rec, err := d.Get(ctx, id)
+	rec, err := d.Records.Get(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -78,19 +80,19 @@ func (d *Deployer) Start(ctx context.Context, id string) error {
 }
 
 // startLocked is Start with the container's lock held.
-func (d *Deployer) startLocked(ctx context.Context, rec Record) error {
+func (d *Deployer) startLocked(ctx context.Context, rec records.Record) error {
 	switch rec.State {
-	case StateStopped, StatePaused, StateExited:
+	case records.StateStopped, records.StatePaused, records.StateExited:
 		return d.resume(ctx, rec.ID)
-	case StatePaid, StateFailed:
+	case records.StatePaid, records.StateFailed:
 		if rec.BalanceMsat <= 0 {
-			return &UserError{rec.Name + " is not paid"}
+			return &records.UserError{Msg: rec.Name + " is not paid"}
 		}
 		return d.launch(ctx, rec.ID)
-	case StateRunning, StateStarting:
+	case records.StateRunning, records.StateStarting:
 		return nil
 	default:
-		return &UserError{fmt.Sprintf("%s is %s and cannot be started", rec.Name, rec.State)}
+		return &records.UserError{Msg: fmt.Sprintf("%s is %s and cannot be started", rec.Name, rec.State)}
 	}
 }
 
@@ -99,7 +101,7 @@ func (d *Deployer) startLocked(ctx context.Context, rec Record) error {
 // receive); callers tell the owner how much that is.
 func (d *Deployer) Delete(ctx context.Context, id string) error {
 	defer d.locks.lock(id)()
-	rec, err := d.Get(ctx, id)
+	rec, err := d.Records.Get(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -107,9 +109,9 @@ func (d *Deployer) Delete(ctx context.Context, id string) error {
 }
 
 // deleteLocked is Delete with the container's lock held.
-func (d *Deployer) deleteLocked(ctx context.Context, rec Record) error {
-	if rec.State == StateQuoted {
-		if err := d.setState(ctx, rec.ID, StateExpired, "withdrawn by owner", nil); err != nil {
+func (d *Deployer) deleteLocked(ctx context.Context, rec records.Record) error {
+	if rec.State == records.StateQuoted {
+		if err := d.Records.Transition(ctx, rec.ID, records.StateExpired, "withdrawn by owner", nil); err != nil {
 			return err
 		}
 		d.cancelOpen(ctx, rec.ID)

@@ -4,15 +4,18 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/enclaved/enclaved/records"
 )
 
 // A slow pull is reported to the renter: not in its first 10 s, then at
 // most every 30 s.
 func TestSlowPullProgressNotices(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	var notices []Notice
-	d := New(nil, nil, Config{}, func() time.Time { return now }, nil, func(_ context.Context, n Notice) { notices = append(notices, n) })
-	progress := d.pullProgress(context.Background(), Record{ID: "x", Name: "web", Owner: "o", Channel: "nip17"})
+	var notices []Event
+	d := New(nil, nil, Config{}, func() time.Time { return now }, nil)
+	d.OnEvent = append(d.OnEvent, func(_ context.Context, ev Event) { notices = append(notices, ev) })
+	progress := d.pullProgress(context.Background(), records.Record{ID: "x", Name: "web", Owner: "o", Channel: "nip17"})
 	for _, step := range []struct {
 		after time.Duration
 		want  int
@@ -23,7 +26,9 @@ func TestSlowPullProgressNotices(t *testing.T) {
 			t.Fatalf("after %s: %d notices, want %d", step.after, len(notices), step.want)
 		}
 	}
-	if n := notices[0]; n.Owner != "o" || n.Channel != "nip17" || n.Text != "web: still pulling the image (Downloading, 11s so far)" {
-		t.Errorf("notice %+v", n)
+	// The bot words it (bot.TestEventText): web: still pulling the image
+	// (Downloading, 11s so far).
+	if n, ok := notices[0].(Pulling); !ok || n.Rec.Owner != "o" || n.Rec.Channel != "nip17" || n.Status != "Downloading" || n.Elapsed != 11*time.Second {
+		t.Errorf("notice %+v", notices[0])
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
 )
 
 // within runs op and fails the test if it has not returned within a bound
@@ -38,7 +39,7 @@ func TestSlowPullHoldsUpNothingElse(t *testing.T) {
 	const price = 3_600_000 // 1 sat per second
 	f.quoted(t, "a", imgs.Hello, true, 1, price)
 	f.pay(t, "a", "pay-a", 60_000)
-	if r := f.state(t, "a"); r.State != deployer.StateRunning {
+	if r := f.state(t, "a"); r.State != records.StateRunning {
 		t.Fatalf("a: %s (%s)", r.State, r.Reason)
 	}
 
@@ -56,17 +57,17 @@ func TestSlowPullHoldsUpNothingElse(t *testing.T) {
 	within(t, "start a", func() error { return f.d.Start(ctx, "a") })
 	f.clock.Add(61 * time.Second) // a's 60 sats run out
 	within(t, "metering", func() error { _, err := f.d.Tick(ctx); return err })
-	if r := f.state(t, "a"); r.State != deployer.StatePaused || r.BalanceMsat != 0 {
+	if r := f.state(t, "a"); r.State != records.StatePaused || r.BalanceMsat != 0 {
 		t.Fatalf("a after its balance ran out: %s, %d msat", r.State, r.BalanceMsat)
 	}
 	within(t, "delete a", func() error { return f.d.Delete(ctx, "a") })
-	if r := f.state(t, "b"); r.State != deployer.StateStarting {
+	if r := f.state(t, "b"); r.State != records.StateStarting {
 		t.Fatalf("b is %s while its pull is held", r.State)
 	}
 
 	gate.Release()
 	<-launched
-	if r := f.state(t, "b"); r.State != deployer.StateRunning || !f.running(t, "b") {
+	if r := f.state(t, "b"); r.State != records.StateRunning || !f.running(t, "b") {
 		t.Fatalf("b after its pull: %s (%s)", r.State, r.Reason)
 	}
 }
@@ -82,7 +83,7 @@ func TestPullDeadlineKeepsTheBalance(t *testing.T) {
 	gate.Hold()
 	f.pay(t, "late", "pay-late", 5_000)
 	r := f.state(t, "late")
-	if r.State != deployer.StateFailed || r.BalanceMsat != 5_000 || !strings.Contains(r.Reason, "did not arrive within 2 s") {
+	if r.State != records.StateFailed || r.BalanceMsat != 5_000 || !strings.Contains(r.Reason, "did not arrive within 2 s") {
 		t.Fatalf("after the deadline: %s (%s), %d msat", r.State, r.Reason, r.BalanceMsat)
 	}
 	if f.inbox.count("c-late could not be started (pull). Its balance of 5 sats is kept; send `start c-late` to retry") != 1 {
@@ -92,7 +93,7 @@ func TestPullDeadlineKeepsTheBalance(t *testing.T) {
 	if err := f.d.Start(ctx, "late"); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.state(t, "late"); r.State != deployer.StateRunning || r.BalanceMsat != 5_000 {
+	if r := f.state(t, "late"); r.State != records.StateRunning || r.BalanceMsat != 5_000 {
 		t.Fatalf("after start: %s (%s), %d msat", r.State, r.Reason, r.BalanceMsat)
 	}
 }

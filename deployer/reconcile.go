@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/records"
 )
 
 // Reconcile brings the runtime in line with the records, at start: runtime
@@ -32,8 +33,8 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 			continue
 		}
 		id := c.Labels[LabelID]
-		rec, err := d.Get(ctx, id)
-		if errors.Is(err, ErrNotFound) || (err == nil && rec.State == StateRemoved) {
+		rec, err := d.Records.Get(ctx, id)
+		if errors.Is(err, records.ErrNotFound) || (err == nil && rec.State == records.StateRemoved) {
 			d.log.Warn("stopping a container with no live record", "runtime_id", c.ID, "record", id)
 			if c.Running {
 				d.rt.Stop(ctx, c.ID)
@@ -42,22 +43,22 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 		}
 		present[id] = c
 	}
-	for _, state := range []string{StateRunning, StateStarting, StatePaid, StatePaused, StateStopped, StateExited} {
-		ids, err := d.idsIn(ctx, state)
+	for _, state := range []string{records.StateRunning, records.StateStarting, records.StatePaid, records.StatePaused, records.StateStopped, records.StateExited} {
+		ids, err := d.Records.InState(ctx, state)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
 			c, exists := present[id]
 			switch state {
-			case StateRunning:
+			case records.StateRunning:
 				var relaunch bool
 				if relaunch, err = d.adopt(ctx, id, c, exists, beat); err == nil && relaunch {
 					err = d.Launch(ctx, id)
 				}
-			case StateStarting, StatePaid:
+			case records.StateStarting, records.StatePaid:
 				err = d.Launch(ctx, id)
-			case StatePaused, StateStopped, StateExited:
+			case records.StatePaused, records.StateStopped, records.StateExited:
 				if !exists {
 					err = d.recreate(ctx, id)
 				} else if c.Running {
@@ -65,7 +66,7 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 				} else {
 					d.setIdle(id, true)
 				}
-				if rec, gerr := d.Get(ctx, id); gerr == nil && state == StatePaused && rec.Left() > 0 {
+				if rec, gerr := d.Records.Get(ctx, id); gerr == nil && state == records.StatePaused && rec.Left() > 0 {
 					err = d.Resume(ctx, id)
 				}
 			}
@@ -83,20 +84,11 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 // day that no live container uses: the instance may have stopped between
 // a removal and its image's.
 func (d *Deployer) dropRemovedImages(ctx context.Context) {
-	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT image_ref FROM containers WHERE state = 'removed' AND updated_at > ? LIMIT 1000`,
-		d.now().Add(-24*time.Hour).UnixMilli())
+	refs, err := d.Records.RemovedImages(ctx, d.now().Add(-24*time.Hour), 1000)
 	if err != nil {
 		d.log.Warn("listing removed containers' images", "err", err)
 		return
 	}
-	var refs []string
-	for rows.Next() {
-		var ref string
-		if rows.Scan(&ref) == nil {
-			refs = append(refs, ref)
-		}
-	}
-	rows.Close()
 	for _, ref := range refs {
 		d.dropImage(ctx, ref)
 	}
@@ -114,14 +106,14 @@ func (d *Deployer) dropRemovedImages(ctx context.Context) {
 //     again, metered from now.
 func (d *Deployer) adopt(ctx context.Context, id string, c Info, exists bool, beat time.Time) (relaunch bool, err error) {
 	defer d.locks.lock(id)()
-	rec, err := d.Get(ctx, id)
-	if err != nil || rec.State != StateRunning {
+	rec, err := d.Records.Get(ctx, id)
+	if err != nil || rec.State != records.StateRunning {
 		return false, err
 	}
 	now := d.now()
 	if !exists {
 		d.log.Warn("running container missing from the runtime; recreating", "container", id)
-		return true, d.setState(ctx, id, StatePaid, "recreating", func(tx *sql.Tx) error {
+		return true, d.Records.Transition(ctx, id, records.StatePaid, "recreating", func(tx *sql.Tx) error {
 			_, err := billing.RestartMetering(ctx, tx, id, beat, now, false)
 			return err
 		})
@@ -174,15 +166,15 @@ func (d *Deployer) present(ctx context.Context, id string) (bool, error) {
 // filled from the backup, are kept in the runtime from now on.
 func (d *Deployer) recreate(ctx context.Context, id string) error {
 	defer d.locks.lock(id)()
-	rec, err := d.Get(ctx, id)
-	if err != nil || (rec.State != StatePaused && rec.State != StateStopped) || rec.DockerID == "" {
+	rec, err := d.Records.Get(ctx, id)
+	if err != nil || (rec.State != records.StatePaused && rec.State != records.StateStopped) || rec.DockerID == "" {
 		return err
 	}
 	dockerID, step, err := d.create(ctx, rec)
 	if err != nil {
 		return fmt.Errorf("recreate %s: %s: %w", id, step, err)
 	}
-	if _, err := d.db.ExecContext(ctx, `UPDATE containers SET docker_id = ? WHERE id = ?`, dockerID, id); err != nil {
+	if err := records.SetRuntimeID(ctx, d.db, id, dockerID); err != nil {
 		return err
 	}
 	// Its volumes hold the restored copy, which the backups name already.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/enclaved/enclaved/records"
 )
 
 // Container volumes in backups. A backup (backup.Backuper) keeps the
@@ -19,13 +21,10 @@ import (
 // file is what the next backup keeps, so no backup taken in between loses
 // it.
 
-// keptStates are the states whose containers' volumes a backup keeps.
-const keptStates = `'running','paused','stopped','starting','paid'`
-
 // VolumeIDs lists the containers whose volumes a backup keeps: those
 // whose image declares volumes, that were created and may run again.
 func (d *Deployer) VolumeIDs(ctx context.Context) ([]string, error) {
-	return d.ids(ctx, `image_volumes = 1 AND docker_id != '' AND state IN (`+keptStates+`)`)
+	return d.Records.WithVolumes(ctx)
 }
 
 // ExportVolumes writes container id's volumes to w as one tar: the
@@ -38,8 +37,8 @@ func (d *Deployer) VolumeIDs(ctx context.Context) ([]string, error) {
 // a container could fill the host's disk and every backup with them.
 // Beyond the cap the export stops with a *VolumesTooLargeError.
 func (d *Deployer) ExportVolumes(ctx context.Context, id string, w io.Writer) error {
-	rec, err := d.Get(ctx, id)
-	if errors.Is(err, ErrNotFound) {
+	rec, err := d.Records.Get(ctx, id)
+	if errors.Is(err, records.ErrNotFound) {
 		return fmt.Errorf("container %s: %w", id, fs.ErrNotExist)
 	} else if err != nil {
 		return err
@@ -105,26 +104,11 @@ func (c *capWriter) Write(p []byte) (int, error) {
 // Only this instance's own words reach the owner: what the parent said
 // stays in the log.
 func (d *Deployer) VolumesNotSaved(ctx context.Context, id string, kept time.Time, err error) {
-	rec, gerr := d.Get(ctx, id)
+	rec, gerr := d.Records.Get(ctx, id)
 	if gerr != nil {
 		return
 	}
-	reason := "the copy failed (the instance's log says why)"
-	var big *VolumesTooLargeError
-	switch {
-	case errors.As(err, &big):
-		reason = big.Error()
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		reason = "copying them took longer than a backup allows"
-	}
-	text := fmt.Sprintf("%s: its volumes were not backed up: %s. ", rec.Name, reason)
-	if kept.IsZero() {
-		text += "No backup holds them: they would be lost if the instance restarted."
-	} else {
-		text += fmt.Sprintf("The backup keeps their copy of %s UTC; what was written since would be lost if the instance restarted.",
-			kept.UTC().Format("2006-01-02 15:04"))
-	}
-	d.notify(ctx, Notice{rec.ID, rec.Owner, rec.Channel, text + " Later backups try again."})
+	d.emit(ctx, VolumesNotSaved{Of{rec}, err, kept})
 }
 
 // Idle says since when container id has not run (ok false: it may be
@@ -234,9 +218,7 @@ func (d *Deployer) dropStaleRestores(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		var live bool
-		err := d.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM containers WHERE id = ? AND state IN (`+keptStates+`))`, id).Scan(&live)
-		if err == nil && !live {
+		if live, err := d.Records.MayRunAgain(ctx, id); err == nil && !live {
 			d.dropRestored(id)
 		}
 	}

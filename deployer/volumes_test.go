@@ -11,6 +11,7 @@ import (
 
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
 )
 
 // After an enclave restart the runtime has none of the containers, and a
@@ -46,7 +47,7 @@ func TestVolumesAfterRestore(t *testing.T) {
 	if _, err := f.d.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.state(t, "tired"); r.State != deployer.StatePaused {
+	if r := f.state(t, "tired"); r.State != records.StatePaused {
 		t.Fatalf("tired after its hour: %s", r.State)
 	}
 	idle("tired", true, f.clock.Now())
@@ -90,14 +91,14 @@ func TestVolumesAfterRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := f.state(t, "run")
-	if run.State != deployer.StateRunning || run.DockerID == oldRun || !f.running(t, "run") {
+	if run.State != records.StateRunning || run.DockerID == oldRun || !f.running(t, "run") {
 		t.Fatalf("run after reconcile: %s on %s (was %s), running %v", run.State, run.DockerID, oldRun, f.running(t, "run"))
 	}
 	testenv.WaitHTTP(t, dc, run.DockerID, 8080, "(start 2)")
-	if halt := f.state(t, "halt"); halt.State != deployer.StateStopped || f.running(t, "halt") {
+	if halt := f.state(t, "halt"); halt.State != records.StateStopped || f.running(t, "halt") {
 		t.Fatalf("halt after reconcile: %s, running %v; want stopped", halt.State, f.running(t, "halt"))
 	}
-	if tired := f.state(t, "tired"); tired.State != deployer.StatePaused || f.running(t, "tired") {
+	if tired := f.state(t, "tired"); tired.State != records.StatePaused || f.running(t, "tired") {
 		t.Fatalf("tired after reconcile: %s, running %v; want paused", tired.State, f.running(t, "tired"))
 	}
 	idle("run", false, time.Time{})

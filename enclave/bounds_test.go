@@ -14,9 +14,9 @@ import (
 	"github.com/lightningnetwork/lnd/lnrpc"
 	"github.com/nbd-wtf/go-nostr"
 
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
 )
 
 // Certificates are asked for only for the instance's host and containers
@@ -141,7 +141,7 @@ func TestLNURLFloodIsBounded(t *testing.T) {
 	if got, err := ln.Operator.Client.LookupInvoice(ctx, &lnrpc.PaymentHash{RHash: h}); err != nil || got.State != lnrpc.Invoice_CANCELED {
 		t.Errorf("a pruned invoice at the node: %v %v, want cancelled", got.GetState(), err)
 	}
-	if rec := inst.container(t, "tip"); rec.State != deployer.StateRunning {
+	if rec := inst.container(t, "tip"); rec.State != records.StateRunning {
 		t.Errorf("the zapped container is %s after the flood", rec.State)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 	"github.com/enclaved/enclaved/zaps"
 )
@@ -38,7 +39,7 @@ type Parts struct {
 	Key       Key
 	Runtime   deployer.Runtime
 	Lightning billing.Lightning
-	Images    deployer.ImageResolver
+	Images    billing.ImageResolver
 	Relays    []string
 	// Attester (optional) attests the instance key; its documents become
 	// the tee_root of container status events.
@@ -76,7 +77,7 @@ type Backup interface {
 // and the HTTP API, wired together.
 type Instance struct {
 	Deployer *deployer.Deployer
-	Quoter   *deployer.Quoter
+	Quoter   *billing.Quoter
 	// Invoices issues and cancels every invoice of the instance.
 	Invoices *billing.Invoices
 	Bot      *bot.Bot
@@ -117,26 +118,27 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 		dev:      p.Attester == nil || p.Attester.Mode() == "dev",
 		receipts: make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
 	in.Invoices.Durable = in.durable()
-	unit := deployer.Unit{
+	unit := records.Unit{
 		NanoCPUs: cfg.Unit.MilliCPUs * 1_000_000, MemoryBytes: cfg.Unit.MemoryMiB << 20,
 		Pids: cfg.Unit.Pids, DiskBytes: cfg.Unit.DiskMiB << 20,
 	}
 	in.Deployer = deployer.New(p.DB, p.Runtime, deployer.Config{
 		Instance: p.Key.PublicKey(), Unit: unit, CapacityUnits: cfg.Instance.CapacityUnits,
 		LowBalance: cfg.Pricing.LowBalance, Retention: cfg.Pricing.Retention,
-		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
 		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
 		RestoreDir: p.RestoreDir, Links: in.links, PullTimeout: cfg.Instance.PullTimeout, Invoices: in.Invoices,
-	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
-		in.changed() // notices follow state changes: started, paused, resumed, removed
-		if in.Bot != nil {
-			in.Bot.Notify(ctx, n)
-		}
-	})
-	pricing := deployer.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry,
+	}, now, log.With("part", "deployer"))
+	// Events follow state changes (started, paused, resumed, removed):
+	// a backup soon, and the owner is told.
+	in.Deployer.OnEvent = append(in.Deployer.OnEvent,
+		func(context.Context, deployer.Event) { in.changed() },
+		func(ctx context.Context, ev deployer.Event) { in.Bot.Tell(ctx, ev) })
+	pricing := billing.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry,
 		OpenQuotes: cmp.Or(cfg.Pricing.OpenQuotes, 4*cfg.Instance.CapacityUnits), OpenQuotesPerSender: cfg.Pricing.OpenQuotesPerSender,
 		OpenTopups: cfg.Pricing.OpenTopups}
-	in.Quoter = &deployer.Quoter{D: in.Deployer, Images: p.Images, Invoices: in.Invoices, Pricing: pricing}
+	in.Quoter = &billing.Quoter{Records: in.Deployer.Records, Images: p.Images, Invoices: in.Invoices, Pricing: pricing,
+		Unit: unit, CapacityUnits: cfg.Instance.CapacityUnits, EgressPolicy: cfg.Instance.ContainerEgress, Now: now,
+		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() }}
 	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
 		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
 		Pricing: pricing, Retention: cfg.Pricing.Retention, Rate: int(cfg.Nostr.CommandsPerMinute), Window: time.Minute,
@@ -282,7 +284,7 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 
 	var srv *http.Server
 	if l != nil {
-		router := &frontend.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer, in.Zaps.Routes),
+		router := &frontend.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer.Records, in.Deployer, in.Zaps.Routes),
 			Lookup: in.containerHTTP}
 		srv, l = NewHTTPServer(router, l, in.parts.TLS, DefaultHTTPLimits(), in.log.With("part", "http"))
 		wg.Go(func() {

@@ -24,8 +24,10 @@ import (
 	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/httpapi"
+	"github.com/enclaved/enclaved/images"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -113,7 +115,7 @@ func startInstanceLogged(t testing.TB, dir string, relays []string, clk *clock, 
 		t.Fatal(err)
 	}
 	parts := enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: testenv.InvoiceClient(t, ln.Operator),
-		Images: &deployer.Resolver{}, Relays: relays, Attester: attester}
+		Images: &images.Resolver{}, Relays: relays, Attester: attester}
 	if with != nil {
 		with(&parts)
 	}
@@ -198,9 +200,9 @@ func (i *instance) deploy(t *testing.T, c *testenv.Client, cmd, name string) {
 	c.Await(t, self, name+" is running")
 }
 
-func (i *instance) container(t *testing.T, name string) deployer.Record {
+func (i *instance) container(t *testing.T, name string) records.Record {
 	t.Helper()
-	r, err := i.in.Deployer.Find(context.Background(), name)
+	r, err := i.in.Deployer.Records.Find(context.Background(), name)
 	if err != nil {
 		t.Fatalf("container %s: %v", name, err)
 	}
@@ -442,9 +444,9 @@ func TestCommandErrors(t *testing.T) {
 	// Each change is saved outside the enclave before the owner hears of
 	// it, so a restart cannot undo what they were told.
 	for _, step := range []struct{ cmd, reply, state string }{
-		{"stop mine", "mine is stopped", deployer.StateStopped},
-		{"start mine", "mine is running", deployer.StateRunning},
-		{"delete mine", "mine is deleted", deployer.StateRemoved},
+		{"stop mine", "mine is stopped", records.StateStopped},
+		{"start mine", "mine is running", records.StateRunning},
+		{"delete mine", "mine is deleted", records.StateRemoved},
 	} {
 		if r := owner.Ask(t, "nip17", self, step.cmd); !strings.Contains(r.Text, step.reply) {
 			t.Errorf("owner's %s: %q", step.cmd, r.Text)
@@ -519,14 +521,14 @@ func TestMeteringPauseTopupRemove(t *testing.T) {
 	inst.clock.Add(11 * time.Minute)
 	tick()
 	c.Await(t, self, "metered is paused")
-	if rec := inst.container(t, "metered"); rec.State != deployer.StatePaused || rec.BalanceMsat != 0 || running() {
+	if rec := inst.container(t, "metered"); rec.State != records.StatePaused || rec.BalanceMsat != 0 || running() {
 		t.Fatalf("after the balance ran out: %s, %d msat, running %v", rec.State, rec.BalanceMsat, running())
 	}
 
 	c.Send(t, "nip04", self, "topup metered 5")
 	pay(t, c.Await(t, self, "Invoice for 5 sats to metered").Text)
 	c.Await(t, self, "metered is running again")
-	if rec := inst.container(t, "metered"); rec.State != deployer.StateRunning || rec.BalanceMsat != 5000 || !running() {
+	if rec := inst.container(t, "metered"); rec.State != records.StateRunning || rec.BalanceMsat != 5000 || !running() {
 		t.Fatalf("after the topup: %s, %d msat", rec.State, rec.BalanceMsat)
 	}
 
@@ -535,7 +537,7 @@ func TestMeteringPauseTopupRemove(t *testing.T) {
 	c.Await(t, self, "metered is paused")
 	inst.clock.Add(72*time.Hour + time.Minute)
 	tick()
-	if rec := inst.container(t, "metered"); rec.State != deployer.StateRemoved {
+	if rec := inst.container(t, "metered"); rec.State != records.StateRemoved {
 		t.Fatalf("after the retention window: %s", rec.State)
 	}
 	if _, err := dc.ContainerInspect(ctx, deployer.RuntimeName(inst.container(t, "metered").ID)); err == nil {
@@ -575,14 +577,14 @@ func BenchmarkSettlementToRunning(b *testing.B) {
 		b.StartTimer()
 		// Polled at 1 ms: the measurement's resolution.
 		for {
-			rec, err := inst.in.Deployer.Get(ctx, q.ContainerID)
+			rec, err := inst.in.Deployer.Records.Get(ctx, q.ContainerID)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if rec.State == deployer.StateRunning {
+			if rec.State == records.StateRunning {
 				break
 			}
-			if rec.State == deployer.StateFailed {
+			if rec.State == records.StateFailed {
 				b.Fatalf("launch failed: %s", rec.Reason)
 			}
 			time.Sleep(time.Millisecond)
@@ -645,7 +647,7 @@ func TestLateAndOverCapacityPaymentsAreKept(t *testing.T) {
 	if _, err := inst.in.Deployer.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if rec := inst.container(t, "late"); rec.State != deployer.StateExpired {
+	if rec := inst.container(t, "late"); rec.State != records.StateExpired {
 		t.Fatalf("unpaid quote after its expiry: %s", rec.State)
 	}
 	pay(t, quoteA.Text)
@@ -656,7 +658,7 @@ func TestLateAndOverCapacityPaymentsAreKept(t *testing.T) {
 	if full.Channel != "nip04" || !strings.Contains(full.Text, "10 sats") {
 		t.Errorf("full notice by %s: %q", full.Channel, full.Text)
 	}
-	if rec := inst.container(t, "waiting"); rec.State != deployer.StatePaid || rec.BalanceMsat != 10_000 {
+	if rec := inst.container(t, "waiting"); rec.State != records.StatePaid || rec.BalanceMsat != 10_000 {
 		t.Fatalf("over-capacity payment: %s, %d msat", rec.State, rec.BalanceMsat)
 	}
 

@@ -14,9 +14,9 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/proc"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
 )
 
 // The money model, tried at random on the real stack: renters quote, pay
@@ -72,9 +72,9 @@ func TestMoneyModel(t *testing.T) {
 	}
 	// find is a container's record, if it still has one: a quote left
 	// unpaid is forgotten an hour after it expired.
-	find := func(name string) (deployer.Record, bool) {
-		rec, err := inst.in.Deployer.Find(ctx, name)
-		if errors.Is(err, deployer.ErrNotFound) {
+	find := func(name string) (records.Record, bool) {
+		rec, err := inst.in.Deployer.Records.Find(ctx, name)
+		if errors.Is(err, records.ErrNotFound) {
 			return rec, false
 		}
 		if err != nil {
@@ -131,7 +131,7 @@ func TestMoneyModel(t *testing.T) {
 		case "exit":
 			name, _ := pick()
 			// Killed from outside the instance: it stopped on its own.
-			if rec, ok := find(name); ok && rec.State == deployer.StateRunning {
+			if rec, ok := find(name); ok && rec.State == records.StateRunning {
 				dc.ContainerKill(ctx, rec.DockerID, "KILL")
 			}
 			what += " " + name
@@ -188,16 +188,16 @@ func checkModel(t *testing.T, step int, what string, inst *instance, paid map[st
 				return false, nil
 			}
 		}
-		recs, err := inst.in.Deployer.Live(ctx)
+		recs, err := inst.in.Deployer.Records.Live(ctx)
 		if err != nil {
 			return false, err
 		}
 		for _, r := range recs {
-			if r.State == deployer.StateStarting || r.State == deployer.StatePaid && strings.HasPrefix(r.Reason, "recreating") {
+			if r.State == records.StateStarting || r.State == records.StatePaid && strings.HasPrefix(r.Reason, "recreating") {
 				last = r.Name + " is " + r.State
 				return false, nil
 			}
-			if r.State != deployer.StateRunning || r.DockerID == "" {
+			if r.State != records.StateRunning || r.DockerID == "" {
 				continue
 			}
 			info, err := dc.ContainerInspect(ctx, r.DockerID)

@@ -13,8 +13,8 @@ import (
 
 	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/enclave"
+	"github.com/enclaved/enclaved/records"
 
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
@@ -39,7 +39,7 @@ func TestQuoteRunsOnlyWhenItsTotalIsPaid(t *testing.T) {
 	if code := inst.get(t, "/.well-known/lnurlp/cheap", &lnurl); code != http.StatusNotFound {
 		t.Fatalf("LNURL of an unpaid quote: %d %v, want 404", code, lnurl)
 	}
-	if rec := inst.container(t, "cheap"); rec.State != deployer.StateQuoted || rec.BalanceMsat != 0 {
+	if rec := inst.container(t, "cheap"); rec.State != records.StateQuoted || rec.BalanceMsat != 0 {
 		t.Fatalf("after the refusals: %s with %d msat", rec.State, rec.BalanceMsat)
 	}
 	pay(t, quote)
@@ -78,7 +78,7 @@ func TestStoppedIsRemovedAfterRetention(t *testing.T) {
 	if _, err := inst.in.Deployer.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if rec := inst.container(t, "idle"); rec.State != deployer.StateStopped {
+	if rec := inst.container(t, "idle"); rec.State != records.StateStopped {
 		t.Fatalf("within the window: %s", rec.State)
 	}
 	inst.clock.Add(time.Hour + time.Minute)
@@ -86,7 +86,7 @@ func TestStoppedIsRemovedAfterRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner.Await(t, self, "idle was removed: it stayed stopped past the retention window")
-	if rec := inst.container(t, "idle"); rec.State != deployer.StateRemoved {
+	if rec := inst.container(t, "idle"); rec.State != records.StateRemoved {
 		t.Fatalf("after the window: %s", rec.State)
 	}
 	if after, _ := inst.in.Deployer.FreeUnits(ctx); after != free+1 {
@@ -219,7 +219,7 @@ func TestOlderOwnerCommandNeverUndoesANewerOne(t *testing.T) {
 	if !strings.Contains(r.Text, "that command was sent before the last one carried out on ordered") {
 		t.Fatalf("late stop: %q", r.Text)
 	}
-	if rec := inst.container(t, "ordered"); rec.State != deployer.StateRunning {
+	if rec := inst.container(t, "ordered"); rec.State != records.StateRunning {
 		t.Fatalf("after a late, older stop: %s", rec.State)
 	}
 	// A newer stop is carried out.

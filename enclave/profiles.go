@@ -8,8 +8,8 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 )
 
 // Profile publication: a container's kind-0 profile is republished within
@@ -44,7 +44,7 @@ func (in *Instance) publishProfiles(ctx context.Context) {
 }
 
 func (in *Instance) scanProfiles(ctx context.Context, last map[string]published) error {
-	recs, err := in.Deployer.Live(ctx)
+	recs, err := in.Deployer.Records.Live(ctx)
 	if err != nil {
 		return err
 	}
@@ -75,7 +75,7 @@ func (in *Instance) scanProfiles(ctx context.Context, last map[string]published)
 // ContainerProfile is a container's kind-0 profile, signed by its own key:
 // its name, an about with image, resources, price, state, owner and
 // instance, and its lightning address and NIP-05 name on this instance.
-func (in *Instance) ContainerProfile(ctx context.Context, rec deployer.Record) (nostr.Event, error) {
+func (in *Instance) ContainerProfile(ctx context.Context, rec records.Record) (nostr.Event, error) {
 	u := in.Deployer.Unit()
 	about := fmt.Sprintf("A container rented on enclaved instance %s.\nimage: %s\nresources: %d unit(s) = %.2f CPU, %d MiB memory\nprice: %d msat per unit-hour\nstate: %s, balance %d sats\nowner: %s\nZap it to keep it running.",
 		in.parts.Key.Npub(), rec.ImageRef, rec.Units, float64(rec.Units*u.NanoCPUs)/1e9, rec.Units*u.MemoryBytes>>20,
@@ -100,7 +100,7 @@ const certValidity = 7 * 24 * time.Hour
 // own key, carrying the instance's certificate for that key (kind 23797,
 // signed by the instance key) and, once the instance has an attestation,
 // its tee_root.
-func (in *Instance) ContainerStatus(ctx context.Context, rec deployer.Record) (nostr.Event, error) {
+func (in *Instance) ContainerStatus(ctx context.Context, rec records.Record) (nostr.Event, error) {
 	now := nostr.Timestamp(in.now().Unix())
 	cert := nip.ContainerCert(rec.Pubkey, rec.ImageRef, in.now().Add(certValidity), now)
 	in.tagMode(&cert)

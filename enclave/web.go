@@ -9,13 +9,14 @@ import (
 	"github.com/enclaved/enclaved/egress"
 	"github.com/enclaved/enclaved/frontend"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/zaps"
 )
 
 // containerHTTP is the address of the HTTP port of the running container
 // called name.
 func (in *Instance) containerHTTP(ctx context.Context, name string) (string, bool) {
-	rec, err := in.Deployer.Find(ctx, name)
+	rec, err := in.Deployer.Records.Find(ctx, name)
 	if err != nil {
 		return "", false
 	}
@@ -40,13 +41,13 @@ func (in *Instance) ServesHost(ctx context.Context, host string) bool {
 	if !ok {
 		return false
 	}
-	rec, err := in.Deployer.Find(ctx, name)
-	return err == nil && rec.HTTPPort != 0 && rec.State == deployer.StateRunning
+	rec, err := in.Deployer.Records.Find(ctx, name)
+	return err == nil && rec.HTTPPort != 0 && rec.State == records.StateRunning
 }
 
 // links says where a container is reached: its lightning address while it
 // can be zapped, and its page while it runs and serves HTTP.
-func (in *Instance) links(rec deployer.Record) deployer.Links {
+func (in *Instance) links(rec records.Record) deployer.Links {
 	var l deployer.Links
 	if in.Zaps == nil {
 		return l
@@ -54,7 +55,7 @@ func (in *Instance) links(rec deployer.Record) deployer.Links {
 	if zaps.Zappable(rec.State) {
 		l.Address = in.Zaps.Address(rec.Name)
 	}
-	if rec.HTTPPort != 0 && rec.State == deployer.StateRunning {
+	if rec.HTTPPort != 0 && rec.State == records.StateRunning {
 		l.Page = in.PageURL(rec.Name)
 	}
 	return l

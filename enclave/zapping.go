@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/bot"
+	"github.com/enclaved/enclaved/money"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/zaps"
 )
 
@@ -27,7 +29,7 @@ func (in *Instance) setupZaps(addr string) error {
 		return fmt.Errorf("http.public_url: %w", err)
 	}
 	in.Zaps = &zaps.Service{
-		DB: in.parts.DB, Containers: in.Deployer, Invoices: in.Invoices, BaseURL: base,
+		DB: in.parts.DB, Containers: in.Deployer.Records, Invoices: in.Invoices, BaseURL: base,
 		InstanceName: in.cfg.Instance.Name, InstancePubkey: in.parts.Key.PublicKey(),
 		Zapper: in.parts.Key.ZapperKey().Keys(), Relays: in.parts.Relays, Publish: in.Bot.Publish, Reachable: in.Bot.Reachable,
 		Now: in.now, Log: in.log.With("part", "zaps"),
@@ -66,8 +68,8 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 	case in.receipts <- struct{}{}:
 	default:
 	}
-	rec, err := in.Deployer.Get(ctx, c.ContainerID)
-	if err != nil || rec.State == deployer.StateRemoved {
+	rec, err := in.Deployer.Records.Get(ctx, c.ContainerID)
+	if err != nil || rec.State == records.StateRemoved {
 		return
 	}
 	now := in.now()
@@ -88,9 +90,9 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 			}
 		}
 	}
-	in.Bot.Notify(ctx, deployer.Notice{ContainerID: rec.ID, Owner: rec.Owner, Channel: rec.Channel,
+	in.Bot.Notify(ctx, bot.Notice{ContainerID: rec.ID, Owner: rec.Owner, Channel: rec.Channel,
 		Text: fmt.Sprintf("%s was zapped %d sats by %s. Balance: %d sats, about %s of running time.",
-			rec.Name, c.AmountMsat/1000, who, rec.BalanceMsat/1000, deployer.Human(rec.LeftAt(now)))})
+			rec.Name, c.AmountMsat/1000, who, rec.BalanceMsat/1000, money.Human(rec.LeftAt(now)))})
 }
 
 // unclaimed tells the payer, when known, that their payment came after its
@@ -104,7 +106,7 @@ func (in *Instance) unclaimed(ctx context.Context, c billing.Credit) {
 		default:
 		}
 	}
-	rec, err := in.Deployer.Get(ctx, c.ContainerID)
+	rec, err := in.Deployer.Records.Get(ctx, c.ContainerID)
 	if err != nil || c.Requester == "" {
 		return
 	}
@@ -112,7 +114,7 @@ func (in *Instance) unclaimed(ctx context.Context, c billing.Credit) {
 	if c.Requester == rec.Owner {
 		channel = rec.Channel
 	}
-	in.Bot.Notify(ctx, deployer.Notice{ContainerID: rec.ID, Owner: c.Requester, Channel: channel,
+	in.Bot.Notify(ctx, bot.Notice{ContainerID: rec.ID, Owner: c.Requester, Channel: channel,
 		Text: fmt.Sprintf("Your payment of %s for %s arrived after %s was removed, so it was not credited to anything. The instance recorded it as unclaimed (payment hash %s); the operator of %s can see it and send it back.",
 			msatText(c.AmountMsat), rec.Name, rec.Name, c.PaymentHash, in.parts.Key.Npub())})
 }

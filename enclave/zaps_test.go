@@ -19,9 +19,9 @@ import (
 	"github.com/lightningnetwork/lnd/zpay32"
 	"github.com/nbd-wtf/go-nostr"
 
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 )
 
 // payRequest is the LNURL-pay answer, read as a wallet does.
@@ -216,7 +216,7 @@ func TestZapResumesPausedContainer(t *testing.T) {
 	// Resumed first, then told who zapped (in that order).
 	owner.Await(t, self, "zapme is running again")
 	owner.Await(t, self, "zapme was zapped 30 sats by npub1")
-	if got := inst.container(t, "zapme"); got.State != deployer.StateRunning || got.BalanceMsat != rec.BalanceMsat+amount {
+	if got := inst.container(t, "zapme"); got.State != records.StateRunning || got.BalanceMsat != rec.BalanceMsat+amount {
 		t.Errorf("after the zap: %s, balance %d, want running with %d", got.State, got.BalanceMsat, rec.BalanceMsat+amount)
 	}
 }
@@ -251,7 +251,7 @@ func BenchmarkZapSettlementToReceipt(b *testing.B) {
 		b.Fatal(err)
 	}
 	pay(b, q.Invoice.Bolt11)
-	rec, err := inst.in.Deployer.Get(ctx, q.ContainerID)
+	rec, err := inst.in.Deployer.Records.Get(ctx, q.ContainerID)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -259,12 +259,12 @@ func BenchmarkZapSettlementToReceipt(b *testing.B) {
 	callback := "http://" + inst.http + "/lnurlp/bench-zap/callback"
 	for b.Loop() {
 		b.StopTimer()
-		before, _ := inst.in.Deployer.Get(ctx, q.ContainerID)
+		before, _ := inst.in.Deployer.Records.Get(ctx, q.ContainerID)
 		pay(b, testenv.ZapInvoice(b, callback, rec.Pubkey, relay.URL, 2000))
 		b.StartTimer()
 		testenv.Next(b, receipts, "receipt")
 		for { // the credit commits before the receipt is built; this rarely loops
-			r, _ := inst.in.Deployer.Get(ctx, q.ContainerID)
+			r, _ := inst.in.Deployer.Records.Get(ctx, q.ContainerID)
 			if r.BalanceMsat >= before.BalanceMsat+2000-100 {
 				break
 			}
@@ -293,7 +293,7 @@ func TestZapInvoiceCancelledAtRemoval(t *testing.T) {
 	}
 	var credits int
 	inst.db.QueryRow(`SELECT COUNT(*) FROM ledger WHERE container_id = ? AND kind = 'credit'`, inst.container(t, "gone").ID).Scan(&credits)
-	if got := inst.container(t, "gone"); got.State != deployer.StateRemoved || credits != 1 {
+	if got := inst.container(t, "gone"); got.State != records.StateRemoved || credits != 1 {
 		t.Errorf("after a zap attempt to a removed container: %s, %d credits (want the deploy's only)", got.State, credits)
 	}
 }

@@ -15,12 +15,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/records"
 )
 
 // Containers is what the API reads from the deployer.
 type Containers interface {
-	Find(ctx context.Context, target string) (deployer.Record, error)
+	Find(ctx context.Context, target string) (records.Record, error)
+}
+
+// Capacity is the instance's free capacity (deployer.Deployer).
+type Capacity interface {
 	FreeUnits(ctx context.Context) (int64, error)
 }
 
@@ -46,7 +50,7 @@ type Unit struct {
 }
 
 // UnitJSON converts a deployer unit.
-func UnitJSON(u deployer.Unit, diskEnforced bool) Unit {
+func UnitJSON(u records.Unit, diskEnforced bool) Unit {
 	return Unit{NanoCPUs: u.NanoCPUs, MemoryBytes: u.MemoryBytes, Pids: u.Pids, DiskBytes: u.DiskBytes, DiskEnforced: diskEnforced}
 }
 
@@ -67,13 +71,13 @@ type Container struct {
 }
 
 // New returns the API handler; mounts add more routes (LNURL, NIP-05).
-func New(inst Instance, c Containers, mounts ...func(*http.ServeMux)) http.Handler {
+func New(inst Instance, c Containers, capacity Capacity, mounts ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
 	for _, m := range mounts {
 		m(mux)
 	}
 	mux.HandleFunc("GET /api/v1/instance", func(w http.ResponseWriter, r *http.Request) {
-		free, err := c.FreeUnits(r.Context())
+		free, err := capacity.FreeUnits(r.Context())
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, "capacity unavailable")
 			return
@@ -87,12 +91,12 @@ func New(inst Instance, c Containers, mounts ...func(*http.ServeMux)) http.Handl
 			return
 		}
 		rec, err := c.Find(r.Context(), npub)
-		var ue *deployer.UserError
+		var ue *records.UserError
 		switch {
 		case errors.As(err, &ue):
 			writeError(w, http.StatusBadRequest, ue.Msg)
 			return
-		case errors.Is(err, deployer.ErrNotFound):
+		case errors.Is(err, records.ErrNotFound):
 			writeError(w, http.StatusNotFound, "no such container")
 			return
 		case err != nil:

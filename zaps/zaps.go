@@ -30,9 +30,9 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -51,7 +51,7 @@ const (
 
 // Containers is what zaps reads about containers.
 type Containers interface {
-	Find(ctx context.Context, target string) (deployer.Record, error)
+	Find(ctx context.Context, target string) (records.Record, error)
 }
 
 // Issuer issues invoices (billing.Invoices): created at the node,
@@ -129,20 +129,20 @@ func (s *Service) LNURL(name string) string {
 var nameRE = regexp.MustCompile(`^[a-z0-9-_.]{1,64}$`)
 
 // container finds the live container a lightning address names.
-func (s *Service) container(ctx context.Context, name string) (deployer.Record, error) {
+func (s *Service) container(ctx context.Context, name string) (records.Record, error) {
 	if !nameRE.MatchString(name) {
-		return deployer.Record{}, errors.New("not a valid name")
+		return records.Record{}, errors.New("not a valid name")
 	}
 	rec, err := s.Containers.Find(ctx, name)
-	if errors.Is(err, deployer.ErrNotFound) || (err == nil && !Zappable(rec.State)) {
-		return deployer.Record{}, fmt.Errorf("no container %s here", name)
+	if errors.Is(err, records.ErrNotFound) || (err == nil && !Zappable(rec.State)) {
+		return records.Record{}, fmt.Errorf("no container %s here", name)
 	}
 	if err != nil {
 		s.Log.Error("zap lookup", "err", err)
-		return deployer.Record{}, errors.New("lookup failed; try again later")
+		return records.Record{}, errors.New("lookup failed; try again later")
 	}
 	if rec.Name != name {
-		return deployer.Record{}, fmt.Errorf("no container %s here", name)
+		return records.Record{}, fmt.Errorf("no container %s here", name)
 	}
 	return rec, nil
 }
@@ -150,13 +150,13 @@ func (s *Service) container(ctx context.Context, name string) (deployer.Record, 
 // Zappable: a container whose balance can still buy running time.
 func Zappable(state string) bool {
 	switch state {
-	case deployer.StateRemoved, deployer.StateExpired, deployer.StateQuoted:
+	case records.StateRemoved, records.StateExpired, records.StateQuoted:
 		return false
 	}
 	return true
 }
 
-func (s *Service) metadata(rec deployer.Record) string {
+func (s *Service) metadata(rec records.Record) string {
 	b, _ := json.Marshal([][2]string{
 		{"text/plain", metadataPrefix + rec.Name + " on " + s.Domain()},
 		{"text/identifier", s.Address(rec.Name)},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -41,9 +42,10 @@ func quotedDB(t *testing.T, ctx context.Context, id string) *store.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if _, err := db.Exec(`INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, units, price_msat, state, created_at, updated_at)
-		VALUES (?, 'web', 'owner', 'nip17', 'img', 'img@sha256:00', 1, 1, 1000, 'quoted', 0, 0)`, id); err != nil {
-		t.Fatal(err)
+	ok, err := records.New(db, time.Now).InsertQuote(ctx, records.NewQuote{ID: id, Name: "web", Owner: "owner", Channel: "nip17",
+		Image: "img", ImageRef: "img@sha256:00", ImageSize: 1, Units: 1, PriceMsat: 1000}, records.QuoteCaps{})
+	if err != nil || !ok {
+		t.Fatalf("quote %s: %v (recorded: %v)", id, err, ok)
 	}
 	return db
 }
@@ -56,8 +58,8 @@ func recorded(t *testing.T, ctx context.Context, client billing.Lightning, db *s
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`INSERT INTO invoices (payment_hash, container_id, purpose, amount_msat, bolt11, expires_at, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, 0)`, inv.PaymentHash, id, purpose, msat, inv.Bolt11, inv.ExpiresAt.Unix()); err != nil {
+	invoices := &billing.Invoices{DB: db, Now: time.Now}
+	if err := invoices.Record(ctx, billing.Request{ContainerID: id, Purpose: purpose, AmountMsat: msat}, inv); err != nil {
 		t.Fatal(err)
 	}
 	return inv

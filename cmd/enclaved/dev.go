@@ -14,7 +14,7 @@ import (
 	"github.com/lightningnetwork/lnd/lnrpc"
 
 	"github.com/enclaved/enclaved/billing/lnd"
-	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/images"
 	"github.com/enclaved/enclaved/internal/devrelay"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/internal/regtest"
@@ -144,7 +144,7 @@ are marked t=dev.
 	} else if ep, err = lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon); err != nil {
 		return err
 	}
-	return runInstance(ctx, cfg, log, instanceOpts{Relays: urls, LND: ep, Images: &deployer.Resolver{}, HTTPListener: httpLn,
+	return runInstance(ctx, cfg, log, instanceOpts{Relays: urls, LND: ep, Images: &images.Resolver{}, HTTPListener: httpLn,
 		Banner: "enclaved dev instance", Hints: hints.text}, stdout, ready)
 }
 

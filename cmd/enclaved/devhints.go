@@ -16,6 +16,7 @@ import (
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/internal/devregistry"
+	"github.com/enclaved/enclaved/records"
 )
 
 // devHints are the lines `enclaved dev` prints for a newcomer to paste into
@@ -88,7 +89,7 @@ func demoName(ctx context.Context, d *deployer.Deployer) string {
 		if i > 1 {
 			name = fmt.Sprintf("hello-%d", i)
 		}
-		if _, err := d.Find(ctx, name); errors.Is(err, deployer.ErrNotFound) || i >= 1000 {
+		if _, err := d.Records.Find(ctx, name); errors.Is(err, records.ErrNotFound) || i >= 1000 {
 			return name
 		}
 	}

@@ -15,13 +15,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/egress"
 
 	"github.com/enclaved/enclaved/attest"
 	"github.com/enclaved/enclaved/backup"
 	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/config"
-	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/enclave"
@@ -77,7 +77,7 @@ func serverTLS(cfg config.Config, serves func(context.Context, string) bool) (*t
 type instanceOpts struct {
 	Relays       []string
 	LND          lnd.Endpoint
-	Images       deployer.ImageResolver
+	Images       billing.ImageResolver
 	HTTPListener net.Listener
 	Banner       string
 	// Hints (optional) are the lines printed after the banner for a

@@ -17,7 +17,7 @@ import (
 
 	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/config"
-	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/images"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/nip"
@@ -204,7 +204,7 @@ and the lightning.* keys.`, stderr)
 		return err
 	}
 	ep.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return egress.DialContext(ctx, "tcp", addr) }
-	images := &deployer.Resolver{Transport: &http.Transport{DialContext: egress.DialContext, ForceAttemptHTTP2: true}}
+	resolver := &images.Resolver{Transport: &http.Transport{DialContext: egress.DialContext, ForceAttemptHTTP2: true}}
 	mctx, mcancel := context.WithTimeout(ctx, 30*time.Second)
 	meta, err := tunnel.FetchMeta(mctx, keeper)
 	mcancel()
@@ -214,7 +214,7 @@ and the lightning.* keys.`, stderr)
 	// Containers' allowed connections leave through the parent too, under
 	// the operator's container policy.
 	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
-	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
+	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: resolver,
 		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta,
 		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper, Pace: blobPace(cfg)}}, stdout, nil)
 }

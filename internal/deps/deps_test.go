@@ -14,10 +14,10 @@ const module = "github.com/enclaved/enclaved/"
 // The sides of the trust boundary, as the README's layout table says.
 var (
 	parentSide  = []string{"parent"}
-	enclaveSide = []string{"enclave", "bot", "deployer", "deployer/docker", "billing", "billing/lnd", "zaps", "backup",
+	enclaveSide = []string{"enclave", "bot", "deployer", "deployer/docker", "records", "images", "billing", "billing/lnd", "zaps", "backup",
 		"frontend", "httpapi", "egressproxy", "tunnel"}
 	// protocol packages: formats and rules, no I/O.
-	protocol = []string{"nip", "egress"}
+	protocol = []string{"nip", "egress", "money"}
 	// shared: used on more than one side (or outside, by verifiers and
 	// the key store); they may import neither side.
 	shared = []string{"attest", "config", "keystore", "link", "migrations", "store", "verify"}

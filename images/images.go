@@ -1,11 +1,12 @@
-// Package deployer runs renters' containers: it resolves image references,
-// drives each container through its lifecycle (paid → pulling → running ↔
-// paused/stopped → removed), and reconciles its records with the container
-// runtime at start.
+// Package images resolves renters' image references through the OCI
+// distribution API of any registry (anonymous pulls) to a pinned
+// linux/amd64 manifest, its size and whether it declares volumes. A
+// registry is anyone's server: every answer is capped, resolves are
+// bounded in number and time, and refusals are plain sentences.
 //
-// It runs inside the enclave, where dockerd runs too. It declares the Runtime
-// interface it needs; deployer/docker implements it with the Docker client.
-package deployer
+// It runs inside the enclave (its connections go out through the
+// parent's egress); quoting (billing) uses it before an invoice is issued.
+package images
 
 import (
 	"context"

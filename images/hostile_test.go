@@ -1,4 +1,4 @@
-package deployer_test
+package images_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/images"
 )
 
 // hostileRegistry is a registry of an attacker's on 127.0.0.1: endless,
@@ -114,7 +114,7 @@ func rss(field string) int64 {
 // redirect loop, a manifest that is not what its digest says.
 func TestHostileRegistryIsRefused(t *testing.T) {
 	h := newHostileRegistry(t)
-	var r deployer.Resolver
+	var r images.Resolver
 	for _, tc := range []struct{ repo, want string }{
 		{"endless:latest", "sent a registry answer over 4 MiB; refused"},
 		{"declared:latest", "sent a registry answer over 4 MiB; refused"},
@@ -129,7 +129,7 @@ func TestHostileRegistryIsRefused(t *testing.T) {
 		_, err := r.Resolve(ctx, ref)
 		cancel()
 		grew := allocated() - before
-		var ie *deployer.ImageError
+		var ie *images.ImageError
 		if err == nil || !errors.As(err, &ie) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an ImageError containing %q", tc.repo, err, tc.want)
 		}
@@ -148,10 +148,10 @@ func TestHostileRegistryIsRefused(t *testing.T) {
 // instance is busy.
 func TestResolvesAreBounded(t *testing.T) {
 	h := newHostileRegistry(t)
-	var r deployer.Resolver
+	var r images.Resolver
 	var wg sync.WaitGroup
 	var busy atomic.Int64
-	for range 3 * deployer.MaxResolves {
+	for range 3 * images.MaxResolves {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
@@ -162,8 +162,8 @@ func TestResolvesAreBounded(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if p := h.peak.Load(); p > deployer.MaxResolves {
-		t.Errorf("%d registry requests at once, want at most %d", p, deployer.MaxResolves)
+	if p := h.peak.Load(); p > images.MaxResolves {
+		t.Errorf("%d registry requests at once, want at most %d", p, images.MaxResolves)
 	}
 	if busy.Load() == 0 {
 		t.Error("no resolve was told the instance is busy")

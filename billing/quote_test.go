@@ -1,7 +1,8 @@
-package deployer_test
+package billing_test
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,20 +10,39 @@ import (
 	"github.com/lightningnetwork/lnd/lnrpc"
 
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/images"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/records"
+	"github.com/enclaved/enclaved/store"
 )
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func openDB(t testing.TB) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "enclaved.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
 
 func TestQuote(t *testing.T) {
 	imgs := testenv.Images(t)
 	ln := testenv.Lightning(t)
-	f := newFixture(t, "inst-quote")
+	db := openDB(t)
+	clock := testenv.NewClock(t0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client := testenv.InvoiceClient(t, ln.Operator)
-	q := &deployer.Quoter{D: f.d, Images: &deployer.Resolver{}, Invoices: &billing.Invoices{DB: f.db, Lightning: client, Now: f.clock.Now},
-		Pricing: deployer.Pricing{PriceMsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute}}
+	recs := records.New(db, clock.Now)
+	q := &billing.Quoter{Records: recs, Images: &images.Resolver{}, Invoices: &billing.Invoices{DB: db, Lightning: client, Now: clock.Now},
+		Pricing: billing.Pricing{PriceMsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute},
+		Unit:    records.Unit{DiskBytes: 128 << 20}, CapacityUnits: 4, Now: clock.Now}
 
 	cmd, _ := nip.ParseCommand("deploy " + imgs.Hello.Tag + " units=2 hours=3 env=A=1")
 	quote, err := q.Quote(ctx, "owner", "nip17", cmd)
@@ -39,8 +59,8 @@ func TestQuote(t *testing.T) {
 	if dec.NumMsat != quote.TotalMsat || dec.Expiry != 600 || !strings.Contains(dec.Description, quote.ContainerID) {
 		t.Errorf("invoice: %d msat, expiry %d, memo %q", dec.NumMsat, dec.Expiry, dec.Description)
 	}
-	rec, err := f.d.Get(ctx, quote.ContainerID)
-	if err != nil || rec.State != deployer.StateQuoted || len(rec.Env) != 1 || rec.Env[0] != [2]string{"A", "1"} || !rec.HasVolumes {
+	rec, err := recs.Get(ctx, quote.ContainerID)
+	if err != nil || rec.State != records.StateQuoted || len(rec.Env) != 1 || rec.Env[0] != [2]string{"A", "1"} || !rec.HasVolumes {
 		t.Errorf("record %+v %v", rec, err)
 	}
 
@@ -60,8 +80,7 @@ func TestQuote(t *testing.T) {
 		}
 	}
 	// An image larger than the units' disk is refused.
-	small := deployer.New(f.db, f.rt, deployer.Config{Unit: deployer.Unit{DiskBytes: 1024}, CapacityUnits: 4}, f.clock.Now, nil, nil)
-	q.D = small
+	q.Unit = records.Unit{DiskBytes: 1024}
 	cmd, _ = nip.ParseCommand("deploy " + imgs.Hello.Tag)
 	if _, err := q.Quote(ctx, "owner", "nip17", cmd); err == nil || !strings.Contains(err.Error(), "ask for more units") {
 		t.Errorf("oversized image: %v", err)
