@@ -16,6 +16,7 @@ import (
 	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/link/linknet"
 	"github.com/enclaved/enclaved/parent"
 	"github.com/enclaved/enclaved/tunnel"
 )
@@ -73,7 +74,7 @@ func newWorld(t testing.TB, linkAddr, echo string, operatorPolicy ...string) *wo
 		srv := &parent.Server{BlobDir: t.TempDir()}
 		go srv.Serve(ctx, l)
 	}
-	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return link.DialAddr(ctx, linkAddr) }}
+	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return linknet.DialAddr(ctx, linkAddr) }}
 	go keeper.Run(ctx)
 	w.egress = &tunnel.Egress{Link: keeper, Allow: operatorPolicy, Log: slog.New(slog.NewTextHandler(w.logs, nil))}
 	return w

@@ -24,6 +24,7 @@ import (
 	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/link/linknet"
 	"github.com/enclaved/enclaved/parent"
 	"github.com/enclaved/enclaved/tunnel"
 )
@@ -66,7 +67,7 @@ func TestIdleFloodLeavesBackupsAndEgress(t *testing.T) {
 	defer cancel()
 	ingress := tunnel.NewIngress(443)
 	keeper := &link.Keeper{Handler: ingress.Handle, Dial: func(ctx context.Context) (net.Conn, error) {
-		return link.DialAddr(ctx, linkAddr)
+		return linknet.DialAddr(ctx, linkAddr)
 	}}
 	go keeper.Run(ctx)
 	lim := enclave.DefaultHTTPLimits()

@@ -23,7 +23,7 @@ import (
 	"github.com/enclaved/enclaved/bot"
 	"github.com/enclaved/enclaved/config"
 	"github.com/enclaved/enclaved/deployer"
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
@@ -55,7 +55,7 @@ type Parts struct {
 	// renters asked for (egressproxy.Manager); nil leaves them on the
 	// runtime's network.
 	Confiner deployer.Confiner
-	// TLS (optional) terminates TLS on the HTTP listener (frontend: dev
+	// TLS (optional) terminates TLS on the HTTP listener (hostrouter: dev
 	// CA or ACME); the public URL is then https.
 	TLS *tls.Config
 	// Backup (optional) saves the state outside the enclave
@@ -284,7 +284,7 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 
 	var srv *http.Server
 	if l != nil {
-		router := &frontend.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer.Records, in.Deployer, in.Zaps.Routes),
+		router := &hostrouter.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer.Records, in.Deployer, in.Zaps.Routes),
 			Lookup: in.containerHTTP}
 		srv, l = NewHTTPServer(router, l, in.parts.TLS, DefaultHTTPLimits(), in.log.With("part", "http"))
 		wg.Go(func() {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/egress"
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/zaps"
@@ -36,7 +36,7 @@ func (in *Instance) ServesHost(ctx context.Context, host string) bool {
 	if strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(u.Hostname(), ".")) {
 		return true
 	}
-	r := frontend.Router{Host: u.Hostname()}
+	r := hostrouter.Router{Host: u.Hostname()}
 	name, ok := r.ContainerName(host)
 	if !ok {
 		return false

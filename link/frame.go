@@ -2,10 +2,12 @@
 // host: every message that crosses the trust boundary is a frame defined
 // here. Frames are versioned and length-prefixed, and each type has a size
 // cap that is checked before its payload is read. Over one connection
-// (vsock in production, TCP on 127.0.0.1 in dev mode and tests) a Session
-// multiplexes streams with per-stream flow control; a stream is opened for
-// one service (egress dial, ingress, blob put/get, metadata, log) and then
-// carries bytes both ways.
+// (vsock in production, a unix socket or TCP on 127.0.0.1 in dev mode and
+// tests) a Session multiplexes streams with per-stream flow control; a
+// stream is opened for one service (egress dial, ingress, blob put/get,
+// metadata, log) and then carries bytes both ways. The package does no I/O
+// of its own: it is handed the connection, which package link/linknet
+// listens for and dials.
 //
 // Both sides use it. The enclave treats everything the parent sends as
 // hostile: a frame that breaks the protocol (bad version, unknown type,

@@ -14,7 +14,8 @@ import (
 // the hello exchange, and dials again after any failure (a dropped
 // connection, a protocol violation) with backoff.
 type Keeper struct {
-	// Dial reaches the parent: vsock CID 3 in production, TCP in dev.
+	// Dial reaches the parent: vsock CID 3 in production, a unix socket or
+	// TCP in dev (linknet.DialAddr).
 	Dial    func(ctx context.Context) (net.Conn, error)
 	Handler Handler
 	Log     *slog.Logger

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -361,5 +362,36 @@ func BenchmarkDirectTCP(b *testing.B) {
 		if _, err := c.Write(chunk); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A stream's deadlines end Read and Write with the error net.Conn asks
+// for: a net.Error that times out and is os.ErrDeadlineExceeded to
+// errors.Is.
+func TestStreamDeadlines(t *testing.T) {
+	es, _ := pair(t, nil, func(st *Stream, svc Service, arg string) { st.Accept() }) // never reads nor writes
+	st, err := es.Open(context.Background(), Dial, "example.com:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	isDeadline := func(what string, err error) {
+		t.Helper()
+		var ne net.Error
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() || err.Error() != "i/o timeout" {
+			t.Errorf("%s past its deadline: %v, want os.ErrDeadlineExceeded", what, err)
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s past its deadline: %v is context.DeadlineExceeded", what, err)
+		}
+	}
+	st.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = st.Read(make([]byte, 10))
+	isDeadline("read", err)
+	st.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := st.Write(make([]byte, 2*Window))
+	isDeadline("write", err)
+	if n != Window {
+		t.Errorf("wrote %d bytes before the deadline, want the window's %d", n, Window)
 	}
 }

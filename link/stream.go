@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"time"
 )
@@ -149,6 +148,26 @@ func (st *Stream) abort(err error) {
 	st.mu.Unlock()
 }
 
+// errDeadline is what a Stream's Read and Write return once their deadline
+// has passed. As net.Conn asks of its deadline errors, it is a net.Error
+// whose Timeout is true, and errors.Is matches it with
+// os.ErrDeadlineExceeded ("i/o timeout"); the package does no I/O, so it
+// names that error without importing os.
+var errDeadline error = deadlineError{}
+
+type deadlineError struct{}
+
+func (deadlineError) Error() string   { return "i/o timeout" }
+func (deadlineError) Timeout() bool   { return true }
+func (deadlineError) Temporary() bool { return true }
+
+// Is reports whether target is os.ErrDeadlineExceeded: the timeout whose
+// text is "i/o timeout".
+func (deadlineError) Is(target error) bool {
+	t, ok := target.(interface{ Timeout() bool })
+	return ok && t.Timeout() && target.Error() == "i/o timeout"
+}
+
 func expired(d time.Time) bool { return !d.IsZero() && !time.Now().Before(d) }
 
 // Read reads what the peer sent; io.EOF after its close.
@@ -178,7 +197,7 @@ func (st *Stream) Read(b []byte) (int, error) {
 	case st.peerEOF:
 		return 0, io.EOF
 	}
-	return 0, os.ErrDeadlineExceeded
+	return 0, errDeadline
 }
 
 // Write sends b, waiting for credit as the peer reads.
@@ -198,7 +217,7 @@ func (st *Stream) Write(b []byte) (int, error) {
 			return sent, ErrClosed
 		case st.sendCredit <= 0:
 			st.mu.Unlock()
-			return sent, os.ErrDeadlineExceeded
+			return sent, errDeadline
 		}
 		n := min(len(b), MaxData, int(st.sendCredit))
 		st.sendCredit -= int64(n)

@@ -4,8 +4,10 @@
 // certificate chain up to that attestation. Each check is reported pass or
 // fail by name; the verdict passes only if every required check does.
 //
-// It runs outside the enclave (clients, explorers, `enclaved verify`) and
-// treats every input as hostile.
+// It runs outside the instance's enclave (clients, explorers, `enclaved
+// verify`) and in the key store's enclave, which checks the attestation
+// documents of the enclaves asking for their keys with Document
+// (keystore.DocumentVerifier). It treats every input as hostile.
 package verify
 
 import (

@@ -25,7 +25,7 @@ import (
 	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/enclave"
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/store"
 	"github.com/enclaved/enclaved/tunnel"
@@ -55,7 +55,7 @@ func containerDial(cfg config.Config, dial egressproxy.DialFunc) egressproxy.Dia
 func serverTLS(cfg config.Config, serves func(context.Context, string) bool) (*tls.Config, error) {
 	switch cfg.HTTP.TLS {
 	case "dev":
-		ca, err := frontend.LoadOrCreateDevCA(cfg.DataDir)
+		ca, err := hostrouter.LoadOrCreateDevCA(cfg.DataDir)
 		if err != nil {
 			return nil, err
 		}
@@ -63,11 +63,11 @@ func serverTLS(cfg config.Config, serves func(context.Context, string) bool) (*t
 		if u, err := url.Parse(cfg.HTTP.PublicURL); err == nil && u.Hostname() != "" {
 			fallback = u.Hostname()
 		}
-		return frontend.ServerConfig(ca.GetCertificate(fallback), false), nil
+		return hostrouter.ServerConfig(ca.GetCertificate(fallback), false), nil
 	case "acme":
-		m := frontend.ACME{Directory: cfg.HTTP.ACMEDirectory, Email: cfg.HTTP.ACMEEmail,
+		m := hostrouter.ACME{Directory: cfg.HTTP.ACMEDirectory, Email: cfg.HTTP.ACMEEmail,
 			CacheDir: filepath.Join(cfg.DataDir, "acme"), Allowed: serves}.Manager()
-		return frontend.ServerConfig(m.GetCertificate, true), nil
+		return hostrouter.ServerConfig(m.GetCertificate, true), nil
 	}
 	return nil, nil
 }

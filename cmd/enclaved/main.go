@@ -1,7 +1,11 @@
 // Command enclaved is the single enclaved binary: `enclaved dev` runs a whole
-// local instance; later subcommands run the enclave, the parent, and verify
-// instances and releases. main only parses arguments, handles signals and
-// exit codes; the work is in run, so tests can drive the whole program.
+// local instance (`devnet` its relay and regtest Lightning alone); `enclave`
+// and `parent` run the two sides of a split instance, `keystore` a key
+// store; `dm` is a small renter's client; `verify` checks an instance,
+// `audit` the database's ledger, and `release` signs releases, builds and
+// instances and checks such signatures.
+// main only parses arguments, handles signals and exit codes; the work is in
+// run, so tests can drive the whole program.
 package main
 
 import (

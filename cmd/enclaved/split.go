@@ -20,6 +20,7 @@ import (
 	"github.com/enclaved/enclaved/images"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/link/linknet"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/parent"
 	"github.com/enclaved/enclaved/tunnel"
@@ -94,7 +95,7 @@ and its log lines. It holds no secret.`, stderr)
 		meta.Releases = append(meta.Releases, r)
 	}
 	srv := &parent.Server{BlobDir: blobs, LogOut: stderr, Log: log, Meta: meta}
-	l, err := link.Listen(cfg.Parent.Listen)
+	l, err := linknet.Listen(cfg.Parent.Listen)
 	if err != nil {
 		return fmt.Errorf("parent.listen: %w", err)
 	}
@@ -168,7 +169,7 @@ and the lightning.* keys.`, stderr)
 	log = log.With("side", "enclave")
 
 	ingress := tunnel.NewIngress(int(cfg.Enclave.IngressPort))
-	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return link.DialAddr(ctx, cfg.Enclave.Parent) },
+	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return linknet.DialAddr(ctx, cfg.Enclave.Parent) },
 		Handler: ingress.Handle, Log: log.With("part", "link")}
 	// The link outlives ctx: the instance's last backup at shutdown goes
 	// through it, after ctx ended.

@@ -15,12 +15,12 @@ const module = "github.com/enclaved/enclaved/"
 var (
 	parentSide  = []string{"parent"}
 	enclaveSide = []string{"enclave", "bot", "deployer", "deployer/docker", "records", "images", "billing", "billing/lnd", "zaps", "backup",
-		"frontend", "httpapi", "egressproxy", "tunnel"}
+		"hostrouter", "httpapi", "egressproxy", "tunnel"}
 	// protocol packages: formats and rules, no I/O.
-	protocol = []string{"nip", "egress", "money"}
+	protocol = []string{"nip", "egress", "money", "link"}
 	// shared: used on more than one side (or outside, by verifiers and
 	// the key store); they may import neither side.
-	shared = []string{"attest", "config", "keystore", "link", "migrations", "store", "verify"}
+	shared = []string{"attest", "config", "keystore", "link/linknet", "migrations", "store", "verify"}
 	// tooling only the dev command and tests may reach.
 	tooling = []string{"internal/testenv", "internal/regtest", "internal/proc", "internal/devregistry", "internal/devrelay"}
 	// ioPackages are what protocol packages must not import.

@@ -1,4 +1,4 @@
-package frontend_test
+package hostrouter_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 )
 
 var (
@@ -34,7 +34,7 @@ func FuzzContainerName(f *testing.F) {
 	f.Add("web.localhost:8443", "localhost")
 	f.Add("web.", "")
 	f.Fuzz(func(t *testing.T, host, public string) {
-		r := &frontend.Router{Host: public}
+		r := &hostrouter.Router{Host: public}
 		name, ok := r.ContainerName(host)
 		if !ok {
 			if name != "" {
@@ -89,9 +89,9 @@ func FuzzACMEName(f *testing.F) {
 		http.Error(w, "no directory here", http.StatusNotFound) // 5xx would be retried
 	}))
 	f.Cleanup(ca.Close)
-	router := &frontend.Router{Host: public}
+	router := &hostrouter.Router{Host: public}
 	var allowed atomic.Pointer[string]
-	m := frontend.ACME{Directory: ca.URL, CacheDir: f.TempDir(), HTTPClient: ca.Client(),
+	m := hostrouter.ACME{Directory: ca.URL, CacheDir: f.TempDir(), HTTPClient: ca.Client(),
 		Allowed: func(ctx context.Context, host string) bool {
 			// enclave.Instance.ServesHost, with "web" the one running
 			// container that serves HTTP.
@@ -133,13 +133,13 @@ func FuzzDevCertificate(f *testing.F) {
 		f.Add(s)
 	}
 	dir := f.TempDir()
-	if _, err := frontend.LoadOrCreateDevCA(dir); err != nil {
+	if _, err := hostrouter.LoadOrCreateDevCA(dir); err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, sni string) {
 		// A CA per name asked: its cache of issued certificates grows with
 		// every name.
-		ca, err := frontend.LoadOrCreateDevCA(dir)
+		ca, err := hostrouter.LoadOrCreateDevCA(dir)
 		if err != nil {
 			t.Fatal(err)
 		}

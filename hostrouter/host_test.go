@@ -1,9 +1,9 @@
-package frontend_test
+package hostrouter_test
 
 import (
 	"testing"
 
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 )
 
 // A public host written as a fully qualified name (http.public_url =
@@ -11,7 +11,7 @@ import (
 // NAME, with or without the dot (found by FuzzContainerName: every
 // container page went to the API).
 func TestContainerNameUnderDottedPublicHost(t *testing.T) {
-	r := &frontend.Router{Host: "enclaved.example.com."}
+	r := &hostrouter.Router{Host: "enclaved.example.com."}
 	for _, host := range []string{"web.enclaved.example.com", "web.enclaved.example.com.", "WEB.enclaved.example.com.:443"} {
 		if got, ok := r.ContainerName(host); !ok || got != "web" {
 			t.Errorf("ContainerName(%q) = %q, %v; want web", host, got, ok)

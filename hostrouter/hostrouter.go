@@ -1,4 +1,4 @@
-// Package frontend is the instance's public HTTPS side: TLS terminates
+// Package hostrouter is the instance's public HTTPS side: TLS terminates
 // here, inside the enclave, so the parent forwarding the connections sees
 // only ciphertext; requests for NAME.<public host> go to that container's
 // HTTP port, all others to the instance's API.
@@ -7,7 +7,7 @@
 // (autocert, TLS-ALPN-01 on the forwarded port, only for the public host
 // and the names of containers that serve HTTP) or, in dev mode, from a dev
 // CA kept in the data dir.
-package frontend
+package hostrouter
 
 import (
 	"context"

@@ -1,4 +1,15 @@
-package link
+// Package linknet is where the link is listened on and dialled: vsock in
+// production, unix sockets and TCP in dev and tests. It is used on both
+// sides: the parent listens, the enclave dials. The protocol spoken over
+// the connection is package link, which does no I/O of its own.
+//
+// Addresses of the link, in configuration:
+//
+//	vsock:PORT          the parent listens on its vsock port
+//	vsock:CID:PORT      the enclave dials the parent (CID 3) at PORT
+//	unix:PATH           a unix socket (dev mode, tests)
+//	HOST:PORT           TCP (dev mode, tests)
+package linknet
 
 import (
 	"context"
@@ -10,13 +21,6 @@ import (
 
 	"github.com/mdlayher/vsock"
 )
-
-// Addresses of the link, in configuration:
-//
-//	vsock:PORT          the parent listens on its vsock port
-//	vsock:CID:PORT      the enclave dials the parent (CID 3) at PORT
-//	unix:PATH           a unix socket (dev mode, tests)
-//	HOST:PORT           TCP (dev mode, tests)
 
 // Listen listens on addr (the parent's side).
 func Listen(addr string) (net.Listener, error) {

@@ -1,15 +1,15 @@
-package frontend_test
+package hostrouter_test
 
 import (
 	"crypto/tls"
 	"crypto/x509"
 	"testing"
 
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 )
 
 func TestContainerName(t *testing.T) {
-	r := &frontend.Router{Host: "Enclaved.Example.com"}
+	r := &hostrouter.Router{Host: "Enclaved.Example.com"}
 	for host, want := range map[string]string{
 		"web.enclaved.example.com":      "web",
 		"WEB.enclaved.example.com.:443": "web",
@@ -32,11 +32,11 @@ func TestContainerName(t *testing.T) {
 // issues certificates that verify for the name asked for only.
 func TestDevCA(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := frontend.LoadOrCreateDevCA(dir)
+	ca, err := hostrouter.LoadOrCreateDevCA(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := frontend.LoadOrCreateDevCA(dir)
+	again, err := hostrouter.LoadOrCreateDevCA(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

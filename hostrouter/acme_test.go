@@ -1,4 +1,4 @@
-package frontend_test
+package hostrouter_test
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 	"github.com/enclaved/enclaved/internal/proc"
 )
 
@@ -118,11 +118,11 @@ func TestACMEWithPebble(t *testing.T) {
 	}
 
 	// The instance's listener: what the parent forwards port 443 to.
-	m := frontend.ACME{Directory: directory, CacheDir: filepath.Join(dir, "acme"), HTTPClient: hc,
+	m := hostrouter.ACME{Directory: directory, CacheDir: filepath.Join(dir, "acme"), HTTPClient: hc,
 		Allowed: func(_ context.Context, host string) bool {
 			return host == "enclaved.test" || host == "web.enclaved.test"
 		}}.Manager()
-	l, err := tls.Listen("tcp", "127.0.0.1:"+strconv.Itoa(tlsPort), frontend.ServerConfig(m.GetCertificate, true))
+	l, err := tls.Listen("tcp", "127.0.0.1:"+strconv.Itoa(tlsPort), hostrouter.ServerConfig(m.GetCertificate, true))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/enclave"
-	"github.com/enclaved/enclaved/frontend"
+	"github.com/enclaved/enclaved/hostrouter"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/tunnel"
 )
@@ -68,7 +68,7 @@ func TestContainerHTTPAndEgress(t *testing.T) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, echo.Addr().String())
 		}}
-	ca, err := frontend.LoadOrCreateDevCA(dir)
+	ca, err := hostrouter.LoadOrCreateDevCA(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestContainerHTTPAndEgress(t *testing.T) {
 	in := startInstanceWith(t, dir, []string{relay.URL}, func(p *enclave.Parts) {
 		p.Confiner = m
 		p.HTTPListener = l
-		p.TLS = frontend.ServerConfig(ca.GetCertificate("enclaved.test"), false)
+		p.TLS = hostrouter.ServerConfig(ca.GetCertificate("enclaved.test"), false)
 	}, "instance.container_egress="+strings.Join(policy, ","), "http.public_url=https://enclaved.test:"+port)
 
 	// Every name under enclaved.test reaches the instance's listener; the
