@@ -14,7 +14,7 @@ func TestAuditFindsWhatIsWrong(t *testing.T) {
 	db := openDB(t)
 	l := NewLedger(db)
 	addContainer(t, db, "a", 1, 3_600_000, "pay-a")
-	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "pay-a", AmountMsat: 5_000, SettleIndex: 1, SettledAt: t0}); err != nil {
+	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "pay-a", AmountMsat: 5_000, Cursor: "1", SettledAt: t0}); err != nil {
 		t.Fatal(err)
 	}
 	db.Exec(`UPDATE containers SET state = 'running' WHERE id = 'a'`)

@@ -4,7 +4,11 @@
 // metering of running time.
 //
 // It runs inside the enclave. It declares the Lightning interface it needs;
-// billing/lnd implements it with LND's gRPC API.
+// billing/lnd implements it with LND's gRPC API. Where the settlement
+// stream resumes is the backend's opaque cursor, which the ledger stores
+// with each settlement and never compares: a cursor moving back costs only
+// a replay, and moving it past an unapplied settlement is prevented by the
+// one watcher applying settlements in the backend's order (cursor.go).
 package billing
 
 import (
@@ -24,7 +28,7 @@ import (
 type Settlement struct {
 	PaymentHash string // hex
 	AmountMsat  int64  // what was paid (may exceed the invoice)
-	SettleIndex uint64 // the node's settle index, to resume the stream from
+	Cursor      string // the backend's, opaque: resume after this settlement
 	SettledAt   time.Time
 	Preimage    string // hex; public once paid (zap receipts carry it)
 }
@@ -55,25 +59,12 @@ type Ledger struct {
 // NewLedger returns a ledger over db.
 func NewLedger(db *store.DB) *Ledger { return &Ledger{db: db} }
 
-const settleIndexKey = "lnd_settle_index"
-
-// SettleIndex returns the settle index up to which settlements are applied.
-func (l *Ledger) SettleIndex(ctx context.Context) (uint64, error) {
-	v, err := l.db.Meta(ctx, settleIndexKey)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(v, 10, 64)
-}
-
 // ApplySettlement credits the container whose invoice was paid, exactly once
-// per payment hash, and advances the persisted settle index in the same
-// transaction. A settlement of an invoice we did not issue only advances the
-// index. A late settlement (after the quote expired) still credits: money is
-// never dropped.
+// per payment hash, and stores its cursor in the same transaction (a
+// settlement without one leaves the cursor alone). A settlement of an
+// invoice we did not issue only stores the cursor. A late settlement (after
+// the quote expired) still credits: money is never dropped. The cursor is
+// overwritten, not compared: only WatchSettlements passes one (cursor.go).
 func (l *Ledger) ApplySettlement(ctx context.Context, s Settlement) (Credit, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -84,13 +75,8 @@ func (l *Ledger) ApplySettlement(ctx context.Context, s Settlement) (Credit, err
 	if err != nil {
 		return Credit{}, err
 	}
-	if s.SettleIndex > 0 {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value
-			WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)`,
-			settleIndexKey, strconv.FormatUint(s.SettleIndex, 10)); err != nil {
-			return Credit{}, err
-		}
+	if err := setCursor(ctx, tx, s.Cursor); err != nil {
+		return Credit{}, err
 	}
 	return c, tx.Commit()
 }

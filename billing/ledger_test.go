@@ -73,7 +73,7 @@ func TestSettlementCreditedExactlyOnce(t *testing.T) {
 	l := NewLedger(db)
 	addContainer(t, db, "a", 1, 1000, "h1", "h2")
 
-	s := Settlement{PaymentHash: "h1", AmountMsat: 21_000, SettleIndex: 5, SettledAt: t0}
+	s := Settlement{PaymentHash: "h1", AmountMsat: 21_000, Cursor: "5", SettledAt: t0}
 	c, err := l.ApplySettlement(ctx, s)
 	if err != nil || !c.Applied || c.BalanceMsat != 21_000 || c.ContainerID != "a" || c.Purpose != "deploy" {
 		t.Fatalf("first: %+v %v", c, err)
@@ -84,19 +84,43 @@ func TestSettlementCreditedExactlyOnce(t *testing.T) {
 			t.Fatalf("replay %d: %+v %v", i, c, err)
 		}
 	}
-	c, _ = l.ApplySettlement(ctx, Settlement{PaymentHash: "h2", AmountMsat: 1, SettleIndex: 6, SettledAt: t0})
+	c, _ = l.ApplySettlement(ctx, Settlement{PaymentHash: "h2", AmountMsat: 1, Cursor: "6", SettledAt: t0})
 	if c.BalanceMsat != 21_001 {
 		t.Errorf("second invoice: balance %d", c.BalanceMsat)
 	}
-	// Not our invoice: nothing credited, the index still moves on.
-	c, err = l.ApplySettlement(ctx, Settlement{PaymentHash: "foreign", AmountMsat: 5, SettleIndex: 9, SettledAt: t0})
+	// Not our invoice: nothing credited, the cursor still moves on.
+	c, err = l.ApplySettlement(ctx, Settlement{PaymentHash: "foreign", AmountMsat: 5, Cursor: "9", SettledAt: t0})
 	if err != nil || c.Applied {
 		t.Fatalf("foreign: %+v %v", c, err)
 	}
-	// An older index seen late never moves the index back.
-	l.ApplySettlement(ctx, Settlement{PaymentHash: "h1", AmountMsat: 21_000, SettleIndex: 2, SettledAt: t0})
-	if idx, _ := l.SettleIndex(ctx); idx != 9 {
-		t.Errorf("settle index %d, want 9", idx)
+	if cur, _ := l.Cursor(ctx); cur != "9" {
+		t.Errorf("cursor %q, want 9", cur)
+	}
+	// An older cursor seen late is stored as it comes (the ledger cannot
+	// compare cursors): resuming after it only replays what came after,
+	// and nothing is credited twice.
+	l.ApplySettlement(ctx, Settlement{PaymentHash: "h1", AmountMsat: 21_000, Cursor: "2", SettledAt: t0})
+	if cur, _ := l.Cursor(ctx); cur != "2" {
+		t.Errorf("cursor %q, want 2", cur)
+	}
+	for _, s := range []Settlement{s, {PaymentHash: "h2", AmountMsat: 1, Cursor: "6", SettledAt: t0},
+		{PaymentHash: "foreign", AmountMsat: 5, Cursor: "9", SettledAt: t0}} {
+		if c, err := l.ApplySettlement(ctx, s); err != nil || c.Applied {
+			t.Fatalf("replay after the older cursor: %+v %v", c, err)
+		}
+	}
+	if cur, _ := l.Cursor(ctx); cur != "9" {
+		t.Errorf("cursor %q after the replay, want 9", cur)
+	}
+	// A settlement without a cursor (not from the watcher) leaves it alone.
+	l.ApplySettlement(ctx, Settlement{PaymentHash: "h2", AmountMsat: 1, SettledAt: t0})
+	if cur, _ := l.Cursor(ctx); cur != "9" {
+		t.Errorf("cursor %q after a settlement without one, want 9", cur)
+	}
+	var balance int64
+	db.QueryRow(`SELECT balance_msat FROM containers WHERE id = 'a'`).Scan(&balance)
+	if balance != 21_001 {
+		t.Errorf("balance %d after the replays, want 21001", balance)
 	}
 	checkSums(t, l, db, "a")
 }
@@ -231,14 +255,14 @@ func TestQuotePaidOnlyAtItsTotal(t *testing.T) {
 		return s
 	}
 	for i, h := range []string{"small1", "small2"} {
-		if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: h, AmountMsat: 400, SettleIndex: uint64(i + 1), SettledAt: t0}); err != nil {
+		if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: h, AmountMsat: 400, Cursor: fmt.Sprint(i + 1), SettledAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		if s := state(); s != "quoted" {
 			t.Fatalf("after %d msat of a 1000 msat quote: %s", 400*(i+1), s)
 		}
 	}
-	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "deploy", AmountMsat: 1000, SettleIndex: 3, SettledAt: t0}); err != nil {
+	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "deploy", AmountMsat: 1000, Cursor: "3", SettledAt: t0}); err != nil {
 		t.Fatal(err)
 	}
 	if s := state(); s != "paid" {
@@ -254,7 +278,7 @@ func TestChargeOutOfOrderNeverBillsTwice(t *testing.T) {
 	db := openDB(t)
 	l := NewLedger(db)
 	addContainer(t, db, "a", 1, 3_600_000, "pay")
-	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "pay", AmountMsat: 10_000_000, SettleIndex: 1, SettledAt: t0}); err != nil {
+	if _, err := l.ApplySettlement(ctx, Settlement{PaymentHash: "pay", AmountMsat: 10_000_000, Cursor: "1", SettledAt: t0}); err != nil {
 		t.Fatal(err)
 	}
 	startRunning(t, db, "a", t0)

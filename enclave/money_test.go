@@ -119,7 +119,7 @@ func (l *slowLink) release() {
 	}
 }
 
-func (l *slowLink) SubscribeSettlements(ctx context.Context, after uint64, fn func(billing.Settlement) error) error {
+func (l *slowLink) SubscribeSettlements(ctx context.Context, after string, fn func(billing.Settlement) error) error {
 	return l.Lightning.SubscribeSettlements(ctx, after, func(s billing.Settlement) error {
 		l.mu.Lock()
 		open := l.open

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,8 +92,13 @@ func (c *Client) add(ctx context.Context, inv *lnrpc.Invoice) (billing.Invoice, 
 	}, nil
 }
 
-// SubscribeSettlements streams settled invoices after afterIndex.
-func (c *Client) SubscribeSettlements(ctx context.Context, afterIndex uint64, fn func(billing.Settlement) error) error {
+// SubscribeSettlements streams settled invoices after the cursor after.
+// LND's cursor is the invoice's settle index, in decimal.
+func (c *Client) SubscribeSettlements(ctx context.Context, after string, fn func(billing.Settlement) error) error {
+	afterIndex, err := settleIndex(after)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.ln.SubscribeInvoices(ctx, &lnrpc.InvoiceSubscription{SettleIndex: afterIndex})
@@ -120,14 +126,26 @@ func (c *Client) SubscribeSettlements(ctx context.Context, afterIndex uint64, fn
 	}
 }
 
+// settleIndex reads a cursor: "" is settle index 0, before the first.
+func settleIndex(cursor string) (uint64, error) {
+	if cursor == "" {
+		return 0, nil
+	}
+	idx, err := strconv.ParseUint(cursor, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("lnd: cursor %q is not a settle index", cursor)
+	}
+	return idx, nil
+}
+
 // settledSoFar calls fn for every settled invoice on the node in the order
 // they settled. The node lists invoices in the order they were added, which
 // is not the order they settled; each applied settlement moves the
-// persisted settle index on, so applying them in list order and stopping
-// part way (a crash) would leave an invoice added later but settled
-// earlier behind that index, never to be streamed again.
+// persisted cursor on, so applying them in list order and stopping part
+// way (a crash) would leave an invoice added later but settled earlier
+// behind that cursor, never to be streamed again.
 func (c *Client) settledSoFar(ctx context.Context, fn func(billing.Settlement) error) error {
-	var settled []billing.Settlement
+	var settled []*lnrpc.Invoice
 	var offset uint64
 	for {
 		page, err := c.ln.ListInvoices(ctx, &lnrpc.ListInvoiceRequest{IndexOffset: offset, NumMaxInvoices: 1000})
@@ -136,7 +154,7 @@ func (c *Client) settledSoFar(ctx context.Context, fn func(billing.Settlement) e
 		}
 		for _, inv := range page.Invoices {
 			if inv.State == lnrpc.Invoice_SETTLED {
-				settled = append(settled, settlement(inv))
+				settled = append(settled, inv)
 			}
 		}
 		if len(page.Invoices) == 0 || page.LastIndexOffset <= offset {
@@ -144,9 +162,9 @@ func (c *Client) settledSoFar(ctx context.Context, fn func(billing.Settlement) e
 		}
 		offset = page.LastIndexOffset
 	}
-	slices.SortFunc(settled, func(a, b billing.Settlement) int { return cmp.Compare(a.SettleIndex, b.SettleIndex) })
-	for _, s := range settled {
-		if err := fn(s); err != nil {
+	slices.SortFunc(settled, func(a, b *lnrpc.Invoice) int { return cmp.Compare(a.SettleIndex, b.SettleIndex) })
+	for _, inv := range settled {
+		if err := fn(settlement(inv)); err != nil {
 			return err
 		}
 	}
@@ -157,7 +175,7 @@ func settlement(inv *lnrpc.Invoice) billing.Settlement {
 	return billing.Settlement{
 		PaymentHash: hex.EncodeToString(inv.RHash),
 		AmountMsat:  inv.AmtPaidMsat,
-		SettleIndex: inv.SettleIndex,
+		Cursor:      strconv.FormatUint(inv.SettleIndex, 10),
 		SettledAt:   time.Unix(inv.SettleDate, 0),
 		Preimage:    hex.EncodeToString(inv.RPreimage),
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +26,7 @@ type dropping struct{ billing.Lightning }
 
 var errDropped = errors.New("dropped")
 
-func (d dropping) SubscribeSettlements(ctx context.Context, after uint64, fn func(billing.Settlement) error) error {
+func (d dropping) SubscribeSettlements(ctx context.Context, after string, fn func(billing.Settlement) error) error {
 	err := d.Lightning.SubscribeSettlements(ctx, after, func(s billing.Settlement) error {
 		if err := fn(s); err != nil {
 			return err
@@ -148,9 +150,9 @@ func TestSettlementsCreditedOnceAcrossDropsAndRestarts(t *testing.T) {
 	}
 }
 
-// An instance whose first payment settled while it was down (its settle
-// index still 0, for which LND's stream sends no backlog) credits it when
-// it starts watching.
+// An instance whose first payment settled while it was down (no cursor
+// yet: settle index 0, for which LND's stream sends no backlog) credits it
+// when it starts watching.
 func TestFirstSettlementWhileDown(t *testing.T) {
 	ln := testenv.Lightning(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -190,7 +192,7 @@ type crashing struct {
 
 var errCrashed = errors.New("crashed")
 
-func (c crashing) SubscribeSettlements(ctx context.Context, after uint64, fn func(billing.Settlement) error) error {
+func (c crashing) SubscribeSettlements(ctx context.Context, after string, fn func(billing.Settlement) error) error {
 	return c.Lightning.SubscribeSettlements(ctx, after, func(s billing.Settlement) error {
 		if err := fn(s); err != nil {
 			return err
@@ -203,7 +205,7 @@ func (c crashing) SubscribeSettlements(ctx context.Context, after uint64, fn fun
 	})
 }
 
-// An instance starting from settle index 0 lists what settled before; if
+// An instance starting without a cursor lists what settled before; if
 // it stops part way, the next start still credits every payment: the list
 // is applied in the order the invoices settled, which is not the order they
 // were added.
@@ -252,5 +254,103 @@ func TestSettledListCrashResumesInSettleOrder(t *testing.T) {
 	}
 	if credited, _, _ := ledger.Sums(ctx, "c"); credited != 7_000 {
 		t.Errorf("credited %d msat, want 7000", credited)
+	}
+}
+
+// recording notes where each subscription resumes and every settlement it
+// delivers.
+type recording struct {
+	billing.Lightning
+	mu        sync.Mutex
+	after     []string
+	delivered []string // payment hashes
+}
+
+func (r *recording) SubscribeSettlements(ctx context.Context, after string, fn func(billing.Settlement) error) error {
+	r.mu.Lock()
+	r.after = append(r.after, after)
+	r.mu.Unlock()
+	return r.Lightning.SubscribeSettlements(ctx, after, func(s billing.Settlement) error {
+		r.mu.Lock()
+		r.delivered = append(r.delivered, s.PaymentHash)
+		r.mu.Unlock()
+		return fn(s)
+	})
+}
+
+// A database written before the cursor kept LND's settle index under
+// lnd_settle_index (so do backups of it): restored, the instance resumes
+// the stream where it was, neither listing everything again nor missing
+// what was paid meanwhile.
+func TestResumesFromTheSettleIndexOfBefore(t *testing.T) {
+	ln := testenv.Lightning(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := quotedDB(t, ctx, "d")
+	ledger := billing.NewLedger(db)
+	client := testenv.InvoiceClient(t, ln.Operator)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	credits := make(chan billing.Credit, 4)
+	watch := func(ln billing.Lightning) (stop func()) {
+		wctx, wcancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			billing.WatchSettlements(wctx, ln, ledger, log, func(c billing.Credit) { credits <- c })
+		}()
+		return func() { wcancel(); <-done }
+	}
+	expectCredit := func(inv billing.Invoice) {
+		t.Helper()
+		select {
+		case c := <-credits:
+			if c.PaymentHash != inv.PaymentHash {
+				t.Fatalf("credit %+v, want %s", c, inv.PaymentHash)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no credit for %s", inv.PaymentHash)
+		}
+	}
+
+	first := recorded(t, ctx, client, db, "d", "deploy", "enclaved quote d", 1_000)
+	stop := watch(client)
+	if _, err := ln.Payer.Pay(ctx, first.Bolt11); err != nil {
+		t.Fatal(err)
+	}
+	expectCredit(first)
+	stop()
+	// The database as an instance of before left it.
+	cursor, err := ledger.Cursor(ctx)
+	if err != nil || cursor == "" {
+		t.Fatalf("cursor %q %v after a settlement", cursor, err)
+	}
+	if _, err := db.Exec(`DELETE FROM meta WHERE key = 'lightning_cursor'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetMeta(ctx, "lnd_settle_index", cursor); err != nil {
+		t.Fatal(err)
+	}
+
+	second := recorded(t, ctx, client, db, "d", "topup", "enclaved topup d", 2_000)
+	if _, err := ln.Payer.Pay(ctx, second.Bolt11); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recording{Lightning: client}
+	stop = watch(rec)
+	expectCredit(second)
+	stop()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.after) == 0 || rec.after[0] != cursor {
+		t.Errorf("resumed after %q, want %q (the settle index of before)", rec.after, cursor)
+	}
+	if slices.Contains(rec.delivered, first.PaymentHash) {
+		t.Errorf("the payment settled before was streamed again: %q", rec.delivered)
+	}
+	if now, _ := ledger.Cursor(ctx); now == cursor {
+		t.Errorf("cursor still %q after a new settlement", now)
+	}
+	if credited, _, _ := ledger.Sums(ctx, "d"); credited != 3_000 {
+		t.Errorf("credited %d msat, want 3000", credited)
 	}
 }
