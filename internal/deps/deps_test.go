@@ -1,9 +1,11 @@
 package deps
 
 import (
-	"encoding/json"
-	"io"
-	"os/exec"
+	"errors"
+	"fmt"
+	"go/build"
+	"io/fs"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -34,23 +36,56 @@ type pkg struct {
 	Deps       []string
 }
 
-// list is every package of the module with its imports and dependencies.
+// list is every package of the module with its imports and its
+// dependencies (the transitive closure of its imports). It reads the
+// sources with go/build rather than running `go list`, so that go test's
+// cache sees the files it read: a changed import runs this test again.
 func list(t *testing.T) map[string]pkg {
 	t.Helper()
-	out, err := exec.Command("go", "list", "-json", "-deps=false", module+"...").Output()
+	root, err := filepath.Abs("../..")
 	if err != nil {
-		t.Fatalf("go list: %v", err)
+		t.Fatal(err)
 	}
 	pkgs := map[string]pkg{}
-	dec := json.NewDecoder(strings.NewReader(string(out)))
-	for {
-		var p pkg
-		if err := dec.Decode(&p); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatal(err)
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
 		}
-		pkgs[strings.TrimPrefix(p.ImportPath, module)] = p
+		if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "testdata") {
+			return filepath.SkipDir
+		}
+		bp, err := build.ImportDir(path, 0)
+		var none *build.NoGoError
+		if errors.As(err, &none) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		rel, _ := filepath.Rel(root, path)
+		pkgs[filepath.ToSlash(rel)] = pkg{ImportPath: module + filepath.ToSlash(rel), Imports: bp.Imports}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deps func(name string, seen map[string]bool)
+	deps = func(name string, seen map[string]bool) {
+		for _, imp := range pkgs[name].Imports {
+			if dep, ok := strings.CutPrefix(imp, module); ok && !seen[dep] {
+				seen[dep] = true
+				deps(dep, seen)
+			}
+		}
+	}
+	for name, p := range pkgs {
+		seen := map[string]bool{}
+		deps(name, seen)
+		for dep := range seen {
+			p.Deps = append(p.Deps, module+dep)
+		}
+		slices.Sort(p.Deps)
+		pkgs[name] = p
 	}
 	return pkgs
 }
