@@ -99,7 +99,7 @@ func (v *Invoices) Record(ctx context.Context, r Request, inv Invoice) error {
 // is left to the settlement stream.
 func (v *Invoices) CancelOpen(ctx context.Context, containerID string) error {
 	now := v.Now()
-	hashes, err := v.hashes(ctx, `SELECT payment_hash FROM invoices
+	hashes, err := v.DB.Strings(ctx, `SELECT payment_hash FROM invoices
 		WHERE container_id = ? AND settled_at IS NULL AND cancelled_at IS NULL AND expires_at > ?`, containerID, now.Unix())
 	if err != nil {
 		return err
@@ -215,7 +215,7 @@ func (v *Invoices) PruneAllExpired(ctx context.Context) (int, error) {
 // quote, Forget). One the node says was paid is left to the settlement
 // stream. It returns how many it deleted.
 func (v *Invoices) PruneExpired(ctx context.Context) (int, error) {
-	hashes, err := v.hashes(ctx, `SELECT payment_hash FROM invoices
+	hashes, err := v.DB.Strings(ctx, `SELECT payment_hash FROM invoices
 		WHERE purpose IN ('topup', 'zap', 'lnurl') AND settled_at IS NULL AND expires_at < ? LIMIT ?`,
 		v.Now().Add(-invoiceGrace).Unix(), prunePerPass)
 	if err != nil {
@@ -240,22 +240,4 @@ func (v *Invoices) PruneExpired(ctx context.Context) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
-}
-
-// hashes runs a query of payment hashes and returns them.
-func (v *Invoices) hashes(ctx context.Context, query string, args ...any) ([]string, error) {
-	rows, err := v.DB.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			return nil, err
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
 }

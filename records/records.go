@@ -193,7 +193,7 @@ func (s *Store) Live(ctx context.Context) ([]Record, error) {
 }
 
 func (s *Store) list(ctx context.Context, query string, args ...any) ([]Record, error) {
-	ids, err := s.ids(ctx, query, args...)
+	ids, err := s.db.Strings(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func (s *Store) InState(ctx context.Context, states ...string) ([]string, error)
 	for i, st := range states {
 		args[i] = st
 	}
-	return s.ids(ctx, `SELECT id FROM containers WHERE state IN (?`+strings.Repeat(", ?", len(states)-1)+`) ORDER BY id`, args...)
+	return s.db.Strings(ctx, `SELECT id FROM containers WHERE state IN (?`+strings.Repeat(", ?", len(states)-1)+`) ORDER BY id`, args...)
 }
 
 // keptStates are the states of containers that may run again.
@@ -226,7 +226,7 @@ const keptStates = `'running','paused','stopped','starting','paid'`
 // WithVolumes lists the containers whose volumes a backup keeps: those
 // whose image declares volumes, that were created and may run again.
 func (s *Store) WithVolumes(ctx context.Context) ([]string, error) {
-	return s.ids(ctx, `SELECT id FROM containers WHERE image_volumes = 1 AND docker_id != '' AND state IN (`+keptStates+`) ORDER BY id`)
+	return s.db.Strings(ctx, `SELECT id FROM containers WHERE image_volumes = 1 AND docker_id != '' AND state IN (`+keptStates+`) ORDER BY id`)
 }
 
 // MayRunAgain says whether container id may still run (its volumes are
@@ -256,24 +256,6 @@ func (s *Store) ImageInUse(ctx context.Context, ref string) (bool, error) {
 
 // RemovedImages lists (at most limit) images of containers removed since.
 func (s *Store) RemovedImages(ctx context.Context, since time.Time, limit int) ([]string, error) {
-	return s.ids(ctx, `SELECT DISTINCT image_ref FROM containers WHERE state = 'removed' AND updated_at > ? LIMIT ?`,
+	return s.db.Strings(ctx, `SELECT DISTINCT image_ref FROM containers WHERE state = 'removed' AND updated_at > ? LIMIT ?`,
 		since.UnixMilli(), limit)
-}
-
-// ids runs query, which selects one text column, and returns its values.
-func (s *Store) ids(ctx context.Context, query string, args ...any) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
 }

@@ -140,7 +140,7 @@ func (s *Store) ExpireQuotes(ctx context.Context, now time.Time) error {
 // withdrawn before before and were never paid (no ledger row, no
 // unclaimed payment).
 func (s *Store) ForgettableQuotes(ctx context.Context, before time.Time, limit int) ([]string, error) {
-	return s.ids(ctx, `SELECT id FROM containers WHERE state = 'expired' AND updated_at < ?
+	return s.db.Strings(ctx, `SELECT id FROM containers WHERE state = 'expired' AND updated_at < ?
 		AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.container_id = containers.id)
 		AND NOT EXISTS (SELECT 1 FROM unclaimed u WHERE u.container_id = containers.id)
 		ORDER BY id LIMIT ?`, before.UnixMilli(), limit)

@@ -161,3 +161,22 @@ func (db *DB) ClaimInstance(ctx context.Context, pubkey string) error {
 	}
 	return nil
 }
+
+// Strings runs query, which selects one text column, and returns its
+// values in order.
+func (db *DB) Strings(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
