@@ -145,6 +145,13 @@ func (f *fixture) credit(t *testing.T, id, hash string, msat int64) billing.Cred
 	return c
 }
 
+// owner carries out an owner's command (stop, start, delete) on id, sent now.
+func (f *fixture) owner(t *testing.T, id, verb string) error {
+	t.Helper()
+	_, _, err := f.d.OwnerCommand(context.Background(), id, verb, f.clock.Now())
+	return err
+}
+
 func (f *fixture) state(t *testing.T, id string) records.Record {
 	t.Helper()
 	r, err := f.d.Records.Get(context.Background(), id)

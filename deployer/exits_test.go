@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/proc"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/records"
@@ -93,7 +94,7 @@ func TestExitsStopBilling(t *testing.T) {
 	}
 
 	// start runs it again, metered from then.
-	if err := f.d.Start(ctx, "early"); err != nil {
+	if err := f.owner(t, "early", deployer.CommandStart); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.state(t, "early"); r.State != records.StateRunning {

@@ -62,23 +62,6 @@ func (d *Deployer) OwnerCommand(ctx context.Context, id, verb string, at time.Ti
 	return before, after, err
 }
 
-// Stop stops a running container at its owner's request; it keeps its data
-// and capacity for the retention window and is not charged while stopped.
-func (d *Deployer) Stop(ctx context.Context, id string) error {
-	return d.halt(ctx, id, records.StateStopped, "stopped by owner")
-}
-
-// Start starts a stopped, paused or exited container, or retries the
-// launch of a paid or failed one.
-func (d *Deployer) Start(ctx context.Context, id string) error {
-	defer d.locks.lock(id)()
-	rec, err := d.Records.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	return d.startLocked(ctx, rec)
-}
-
 // startLocked is Start with the container's lock held.
 func (d *Deployer) startLocked(ctx context.Context, rec records.Record) error {
 	switch rec.State {
@@ -94,18 +77,6 @@ func (d *Deployer) startLocked(ctx context.Context, rec records.Record) error {
 	default:
 		return &records.UserError{Msg: fmt.Sprintf("%s is %s and cannot be started", rec.Name, rec.State)}
 	}
-}
-
-// Delete removes a container at its owner's request; an unpaid quote is
-// withdrawn. Unspent balance is not refunded (the instance's node can only
-// receive); callers tell the owner how much that is.
-func (d *Deployer) Delete(ctx context.Context, id string) error {
-	defer d.locks.lock(id)()
-	rec, err := d.Records.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	return d.deleteLocked(ctx, rec)
 }
 
 // deleteLocked is Delete with the container's lock held.

@@ -53,14 +53,14 @@ func TestSlowPullHoldsUpNothingElse(t *testing.T) {
 		t.Fatalf("b started without reaching the registry: %+v", f.state(t, "b"))
 	}
 
-	within(t, "stop a", func() error { return f.d.Stop(ctx, "a") })
-	within(t, "start a", func() error { return f.d.Start(ctx, "a") })
+	within(t, "stop a", func() error { return f.owner(t, "a", deployer.CommandStop) })
+	within(t, "start a", func() error { return f.owner(t, "a", deployer.CommandStart) })
 	f.clock.Add(61 * time.Second) // a's 60 sats run out
 	within(t, "metering", func() error { _, err := f.d.Tick(ctx); return err })
 	if r := f.state(t, "a"); r.State != records.StatePaused || r.BalanceMsat != 0 {
 		t.Fatalf("a after its balance ran out: %s, %d msat", r.State, r.BalanceMsat)
 	}
-	within(t, "delete a", func() error { return f.d.Delete(ctx, "a") })
+	within(t, "delete a", func() error { return f.owner(t, "a", deployer.CommandDelete) })
 	if r := f.state(t, "b"); r.State != records.StateStarting {
 		t.Fatalf("b is %s while its pull is held", r.State)
 	}
@@ -78,7 +78,6 @@ func TestPullDeadlineKeepsTheBalance(t *testing.T) {
 	gate := testenv.NewGatedRegistry(t)
 	slow := gate.PushUnique(t, "late")
 	f := newFixture(t, "inst-pulldeadline", func(c *deployer.Config) { c.PullTimeout = 2 * time.Second })
-	ctx := context.Background()
 	f.quoted(t, "late", slow, false, 1, 1000)
 	gate.Hold()
 	f.pay(t, "late", "pay-late", 5_000)
@@ -90,7 +89,7 @@ func TestPullDeadlineKeepsTheBalance(t *testing.T) {
 		t.Errorf("owner not told: %+v", f.inbox.notices)
 	}
 	gate.Release()
-	if err := f.d.Start(ctx, "late"); err != nil {
+	if err := f.owner(t, "late", deployer.CommandStart); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.state(t, "late"); r.State != records.StateRunning || r.BalanceMsat != 5_000 {

@@ -57,7 +57,7 @@ func TestVolumesAfterRestore(t *testing.T) {
 		t.Fatalf("volume ids %v %v, want [halt run tired]", ids, err)
 	}
 	f.clock.Add(time.Second)
-	if err := f.d.Stop(ctx, "halt"); err != nil {
+	if err := f.owner(t, "halt", deployer.CommandStop); err != nil {
 		t.Fatal(err)
 	}
 	idle("halt", true, f.clock.Now())
@@ -125,7 +125,7 @@ func TestVolumesAfterRestore(t *testing.T) {
 
 	// A resume finds its container gone (and no restored volumes): it is
 	// created again, with empty volumes, rather than failing.
-	f.d.Stop(ctx, "halt")
+	f.owner(t, "halt", deployer.CommandStop)
 	f.rt.Remove(ctx, f.state(t, "halt").DockerID)
 	if err := f.d.Resume(ctx, "halt"); err != nil {
 		t.Fatal(err)
