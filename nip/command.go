@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -28,6 +29,9 @@ const (
 	VerbStart  Verb = "start"
 	VerbDelete Verb = "delete"
 )
+
+// Verbs are every command verb, in the order help lists them.
+var Verbs = []Verb{VerbHelp, VerbDeploy, VerbStatus, VerbTopup, VerbLogs, VerbStop, VerbStart, VerbDelete}
 
 // Limits of the grammar.
 const (
@@ -253,11 +257,7 @@ func StartsWithVerb(text string) bool {
 	if len(words) == 0 {
 		return false
 	}
-	switch Verb(strings.ToLower(words[0])) {
-	case VerbHelp, VerbDeploy, VerbStatus, VerbTopup, VerbLogs, VerbStop, VerbStart, VerbDelete:
-		return true
-	}
-	return false
+	return slices.Contains(Verbs, Verb(strings.ToLower(words[0])))
 }
 
 func isMention(w string) bool {
