@@ -1,7 +1,6 @@
 package enclave
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -102,8 +101,8 @@ type Instance struct {
 	parts   Parts
 	version string
 	// dev: the attestation is a dev one (or none), so every event the
-	// instance publishes carries t=dev and its API says dev: true. It is
-	// the one place that decides.
+	// instance publishes carries t=dev and its API says dev: true
+	// (attest.IsDev decides).
 	dev bool
 	now func() time.Time
 	log *slog.Logger
@@ -114,7 +113,7 @@ type Instance struct {
 func NewInstance(cfg config.Config, p Parts, version string, now func() time.Time, log *slog.Logger) (*Instance, error) {
 	in := &Instance{cfg: cfg, parts: p, version: version, now: now, log: log,
 		Invoices: &billing.Invoices{DB: p.DB, Lightning: p.Lightning, Now: now, Log: log.With("part", "invoices")},
-		dev:      p.Attester == nil || p.Attester.Mode() == "dev",
+		dev:      attest.IsDev(p.Attester),
 		receipts: make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
 	in.Invoices.Durable = in.durable()
 	unit := deployer.Unit{
@@ -206,16 +205,24 @@ func (in *Instance) teeRoot(ctx context.Context) (string, error) {
 	return in.rootJSON, nil
 }
 
-// mode is the t tag of the instance's events: dev for the dev attestor;
-// on Nitro, debug when PCR0 is all zero (a debug enclave), else prod.
+// mode is the t tag of the instance's events (attest.EventMode) under
+// its attestation document d.
 func (in *Instance) mode(d nitrite.Document) string {
-	if in.dev {
-		return "dev"
+	return attest.EventMode(in.parts.Attester, d.PCRs[0])
+}
+
+// EventMode is the t tag of everything the instance signs (dev, debug or
+// prod), attesting its key if it has not yet.
+func (in *Instance) EventMode(ctx context.Context) (string, error) {
+	if in.parts.Attester == nil {
+		return attest.EventMode(nil, nil), nil
 	}
-	if p := d.PCRs[0]; len(p) == 0 || bytes.Equal(p, make([]byte, len(p))) {
-		return "debug"
+	if _, err := in.teeRoot(ctx); err != nil {
+		return "", err
 	}
-	return "prod"
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.mode(in.rootDoc), nil
 }
 
 // Run reconciles the runtime with the database, then runs the settlement

@@ -117,8 +117,8 @@ func (c *custody) publish(ctx context.Context, evt nostr.Event) error {
 }
 
 // backuper takes the instance's backups of db.
-func (c *custody) backuper(db *store.DB, blobs backup.Blobs, key enclave.Key, mode string) *backup.Backuper {
-	b := &backup.Backuper{DB: db, Blobs: blobs, Secrets: c.state.Secrets, Keys: key.Keys(), Mode: mode,
+func (c *custody) backuper(db *store.DB, blobs backup.Blobs, key enclave.Key) *backup.Backuper {
+	b := &backup.Backuper{DB: db, Blobs: blobs, Secrets: c.state.Secrets, Keys: key.Keys(),
 		Record: c.ks.RecordCheckpoint, Publish: c.publish,
 		Newest: func(ctx context.Context) (*nostr.Event, error) { return c.ks.NewestCheckpoint(ctx, key.PublicKey()) },
 		Dir:    c.cfg.DataDir, Delay: c.cfg.Backup.Delay, Interval: c.cfg.Backup.Interval, VolumeEvery: c.cfg.Backup.VolumeInterval,

@@ -51,13 +51,7 @@ local Docker engine, SQLite under the data dir. Dev attestation: its events
 are marked t=dev.
 
   enclaved dev pay <bolt11>   pays an invoice from the regtest payer node`, stderr)
-	load := configFlags(fs, environ)
-	var relays setFlags
-	fs.Var(&relays, "relay", "relay URL to use instead of the embedded relay; repeatable")
-	lndGRPC := fs.String("lnd-grpc", "", "the operator's LND gRPC host:port (default: start a regtest pair)")
-	lndCert := fs.String("lnd-tls-cert", "", "path to that LND's tls.cert")
-	lndMac := fs.String("lnd-macaroon", "", "path to its invoice macaroon")
-	httpAddr := fs.String("http", "", "HTTP API listen address (shorthand for -set http.listen=...)")
+	load := configFlags(fs, environ, devShorthands...)
 	demoBin := fs.String("demo", "", "a static linux/amd64 program to serve as the demo image (make dev builds ./internal/devregistry/hello)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,18 +60,7 @@ are marked t=dev.
 		fs.Usage()
 		return fmt.Errorf("dev: unexpected argument %q (to pay: enclaved dev pay [flags] <bolt11>)", fs.Arg(0))
 	}
-	cfg, err := load(func(sets []string) []string {
-		if len(relays) > 0 {
-			sets = append(sets, "nostr.relays="+relays.String(), "dev.relay_listen=")
-		}
-		for k, v := range map[string]string{"lightning.grpc": *lndGRPC, "lightning.tls_cert": *lndCert,
-			"lightning.macaroon": *lndMac, "http.listen": *httpAddr} {
-			if v != "" {
-				sets = append(sets, k+"="+v)
-			}
-		}
-		return sets
-	})
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
@@ -188,7 +171,7 @@ func runDevPay(ctx context.Context, args []string, stdout, stderr io.Writer, env
 		fs.Usage()
 		return errors.New("dev pay: want exactly one invoice")
 	}
-	cfg, err := load(nil)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}

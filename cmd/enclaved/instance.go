@@ -144,17 +144,7 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 	parts := enclave.Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
 		Images: o.Images, Relays: urls, Attester: attester, HTTPListener: o.HTTPListener, Egress: o.Egress}
 	if cust != nil {
-		mode := "prod"
-		if attester.Mode() == "dev" {
-			mode = "dev"
-		}
-		bk = cust.backuper(db, o.Blobs, key, mode)
-		if cust.state.Last == nil {
-			// A first boot is recorded before anything is sold.
-			if _, err := bk.Backup(ctx); err != nil {
-				return fmt.Errorf("first backup: %w", err)
-			}
-		}
+		bk = cust.backuper(db, o.Blobs, key)
 		parts.Backup = bk
 		parts.RestoreDir = cust.volumeDir()
 	}
@@ -171,6 +161,16 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 		return err
 	}
 	if bk != nil {
+		// Checkpoints carry the instance's t tag.
+		if bk.Mode, err = in.EventMode(ctx); err != nil {
+			return err
+		}
+		if cust.state.Last == nil {
+			// A first boot is recorded before anything is sold.
+			if _, err := bk.Backup(ctx); err != nil {
+				return fmt.Errorf("first backup: %w", err)
+			}
+		}
 		// Backups keep the containers' volumes too. They outlive the
 		// instance's context: the last one is taken once everything
 		// else stopped.
@@ -193,7 +193,7 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 	err = in.Run(ctx, func(httpAddr string) {
 		// One write, so no log line lands inside it.
 		var sb strings.Builder
-		if attester.Mode() == "dev" {
+		if attest.IsDev(attester) {
 			fmt.Fprintf(&sb, "%s (dev attestation; not a Nitro enclave)\n", o.Banner)
 		} else {
 			fmt.Fprintf(&sb, "%s (%s attestation)\n", o.Banner, attester.Mode())
@@ -208,7 +208,7 @@ func runInstance(ctx context.Context, cfg config.Config, log *slog.Logger, o ins
 			fmt.Fprintf(&sb, "  http:     http://%s/api/v1/instance\n", httpAddr)
 		}
 		fmt.Fprintf(&sb, "  data dir: %s\n", cfg.DataDir)
-		if attester.Mode() == "dev" {
+		if attest.IsDev(attester) {
 			fmt.Fprintf(&sb, "  dev root: %s\n", filepath.Join(cfg.DataDir, "dev-root.pem"))
 		}
 		if cfg.HTTP.TLS == "dev" {

@@ -35,22 +35,11 @@ func runParent(ctx context.Context, args []string, stdout, stderr io.Writer, env
 enclave's link (parent.listen: vsock:PORT in production), dials TCP for it,
 forwards public ports into it (parent.forward), keeps its encrypted blobs
 and its log lines. It holds no secret.`, stderr)
-	load := configFlags(fs, environ)
-	listen := fs.String("listen", "", "where the enclave connects (shorthand for -set parent.listen=...)")
-	var forwards setFlags
-	fs.Var(&forwards, "forward", "ADDR=PORT: forward public ADDR to the enclave's ingress PORT; repeatable")
+	load := configFlags(fs, environ, parentShorthands...)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load(func(sets []string) []string {
-		if *listen != "" {
-			sets = append(sets, "parent.listen="+*listen)
-		}
-		if len(forwards) > 0 {
-			sets = append(sets, "parent.forward="+forwards.String())
-		}
-		return sets
-	})
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
@@ -133,8 +122,7 @@ its parent (enclave.parent: vsock:3:PORT in production), dialing only the
 relays, lightning.grpc and enclave.egress; the HTTP API is served on the
 public port the parent forwards (enclave.ingress_port). Needs nostr.relays
 and the lightning.* keys.`, stderr)
-	load := configFlags(fs, environ)
-	parentAddr := fs.String("parent", "", "how to reach the parent (shorthand for -set enclave.parent=...)")
+	load := configFlags(fs, environ, enclaveShorthands...)
 	wait := fs.Duration("wait-config", 0, "wait this long for the -config file to appear (one written by enclaved devnet)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -146,12 +134,7 @@ and the lightning.* keys.`, stderr)
 			}
 		}
 	}
-	cfg, err := load(func(sets []string) []string {
-		if *parentAddr != "" {
-			sets = append(sets, "enclave.parent="+*parentAddr)
-		}
-		return sets
-	})
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
