@@ -26,6 +26,7 @@ import (
 	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/publish"
 	"github.com/enclaved/enclaved/store"
 	"github.com/enclaved/enclaved/zaps"
 )
@@ -81,11 +82,13 @@ type Instance struct {
 	Bot      *bot.Bot
 	// Zaps is set once Run listens (its URLs need the HTTP address).
 	Zaps *zaps.Service
+	// Hooks run when credits, changes and notices happen (register).
+	Hooks Hooks
 	// TEERoot (optional) returns the instance's kind-23793 attestation
 	// event as JSON, for the tee_root tag of container status events.
 	TEERoot func(ctx context.Context) (string, error)
 
-	receipts chan struct{} // wakes the receipt publisher
+	receipts *publish.Receipts
 	// The mutex protects the following elements.
 	mu          sync.Mutex
 	zapNotices  map[string]time.Time // container → last zap notice to its owner
@@ -114,7 +117,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 	in := &Instance{cfg: cfg, parts: p, version: version, now: now, log: log,
 		Invoices: &billing.Invoices{DB: p.DB, Lightning: p.Lightning, Now: now, Log: log.With("part", "invoices")},
 		dev:      attest.IsDev(p.Attester),
-		receipts: make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
+		receipts: publish.NewReceipts(log), zapNotices: map[string]time.Time{}}
 	in.Invoices.Durable = in.durable()
 	unit := deployer.Unit{
 		NanoCPUs: cfg.Unit.MilliCPUs * 1_000_000, MemoryBytes: cfg.Unit.MemoryMiB << 20,
@@ -126,12 +129,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 		ContainerKey: func(id string) string { return p.Key.ContainerKey(id).PublicKey() },
 		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
 		RestoreDir: p.RestoreDir, Links: in.links, PullTimeout: cfg.Instance.PullTimeout, Invoices: in.Invoices,
-	}, now, log.With("part", "deployer"), func(ctx context.Context, n deployer.Notice) {
-		in.changed() // notices follow state changes: started, paused, resumed, removed
-		if in.Bot != nil {
-			in.Bot.Notify(ctx, n)
-		}
-	})
+	}, now, log.With("part", "deployer"), in.notify)
 	pricing := deployer.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry,
 		OpenQuotes: cmp.Or(cfg.Pricing.OpenQuotes, 4*cfg.Instance.CapacityUnits), OpenQuotesPerSender: cfg.Pricing.OpenQuotesPerSender,
 		OpenTopups: cfg.Pricing.OpenTopups}
@@ -165,6 +163,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 	if p.Attester != nil {
 		in.TEERoot = in.teeRoot
 	}
+	in.register()
 	return in, nil
 }
 
@@ -263,28 +262,17 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 		errc <- billing.WatchSettlements(ctx, in.parts.Lightning, ledger, in.log.With("part", "billing"), func(c billing.Credit) {
 			crashpoint.Hit("after-credit")
 			in.changed()
-			// Launching pulls and starts containers: off the stream's
-			// goroutine, so settlements keep being applied meanwhile.
-			wg.Go(func() {
-				if c.Unclaimed {
-					in.unclaimed(ctx, c)
-					return
-				}
-				in.Deployer.OnCredit(ctx, c)
-				if c.Purpose == "zap" || c.Purpose == "lnurl" {
-					in.zapped(ctx, c)
-				}
-			})
+			wg.Go(func() { in.credited(ctx, c) })
 		})
 	})
 	wg.Go(func() { errc <- in.meter(ctx) })
 	wg.Go(func() { in.prune(ctx) })
 	wg.Go(func() { errc <- in.Deployer.Watch(ctx) })
 	wg.Go(func() { errc <- in.Bot.Run(ctx) })
-	wg.Go(func() { in.publishReceipts(ctx) })
-	wg.Go(func() { in.publishProfiles(ctx) })
+	wg.Go(func() { in.receipts.Run(ctx) })
+	wg.Go(func() { in.profiles().Run(ctx) })
 	if in.parts.Attester != nil {
-		wg.Go(func() { in.announce(ctx) })
+		wg.Go(func() { in.announcer().Run(ctx) })
 	}
 
 	var srv *http.Server
@@ -388,11 +376,4 @@ func (in *Instance) durable() func(context.Context) error {
 		return nil
 	}
 	return in.parts.Backup.Sync
-}
-
-// changed asks for a backup soon, if backups are on.
-func (in *Instance) changed() {
-	if in.parts.Backup != nil {
-		in.parts.Backup.Changed()
-	}
 }

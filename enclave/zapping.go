@@ -33,27 +33,8 @@ func (in *Instance) setupZaps(addr string) error {
 		Now: in.now, Log: in.log.With("part", "zaps"),
 		InvoicesPerClientPerMinute: int(in.cfg.HTTP.InvoicesPerClientPerMinute), InvoicesPerMinute: int(in.cfg.HTTP.InvoicesPerMinute),
 	}
+	in.receipts.Pending = in.Zaps
 	return nil
-}
-
-// publishReceipts publishes pending zap receipts at start (a crash may have
-// left some), after each zap, and every minute while some fail.
-func (in *Instance) publishReceipts(ctx context.Context) {
-	for {
-		err := in.Zaps.PublishPending(ctx)
-		if err != nil && ctx.Err() == nil {
-			in.log.Warn("publishing zap receipts", "err", err)
-		}
-		t := time.NewTimer(time.Minute)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-in.receipts:
-			t.Stop()
-		case <-t.C:
-		}
-	}
 }
 
 // zapNoticeEvery rate-limits the owner's zap notices per container.
@@ -62,10 +43,7 @@ const zapNoticeEvery = 10 * time.Minute
 // zapped publishes the receipt of a settled zap and tells the owner (at
 // most once per zapNoticeEvery per container): who, how much, time left.
 func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
-	select {
-	case in.receipts <- struct{}{}:
-	default:
-	}
+	in.receipts.Wake()
 	rec, err := in.Deployer.Get(ctx, c.ContainerID)
 	if err != nil || rec.State == deployer.StateRemoved {
 		return
@@ -99,10 +77,7 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 // its receipt: the payment was made.
 func (in *Instance) unclaimed(ctx context.Context, c billing.Credit) {
 	if c.Purpose == "zap" {
-		select {
-		case in.receipts <- struct{}{}:
-		default:
-		}
+		in.receipts.Wake()
 	}
 	rec, err := in.Deployer.Get(ctx, c.ContainerID)
 	if err != nil || c.Requester == "" {
