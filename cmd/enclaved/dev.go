@@ -15,6 +15,7 @@ import (
 
 	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/internal/devrelay"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/internal/regtest"
@@ -127,8 +128,8 @@ are marked t=dev.
 	} else if ep, err = lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon); err != nil {
 		return err
 	}
-	return runInstance(ctx, cfg, log, instanceOpts{Relays: urls, LND: ep, Images: &deployer.Resolver{}, HTTPListener: httpLn,
-		Banner: "enclaved dev instance", Hints: hints.text}, stdout, ready)
+	m := &enclave.Main{Config: cfg, Version: Version, Log: log, Relays: urls, LND: ep, Images: &deployer.Resolver{}, HTTPListener: httpLn}
+	return runInstance(ctx, m, banner{Title: "enclaved dev instance", Hints: hints.text}, stdout, ready)
 }
 
 // startRegtest starts a fresh regtest Lightning network under dataDir and

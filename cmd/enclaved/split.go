@@ -18,6 +18,7 @@ import (
 	"github.com/enclaved/enclaved/billing/lnd"
 	"github.com/enclaved/enclaved/config"
 	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/nip"
@@ -197,9 +198,10 @@ and the lightning.* keys.`, stderr)
 	// Containers' allowed connections leave through the parent too, under
 	// the operator's container policy.
 	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
-	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: images,
-		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta,
-		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper, Pace: blobPace(cfg)}}, stdout, nil)
+	m := &enclave.Main{Config: cfg, Version: Version, Log: log, Relays: cfg.Nostr.Relays, LND: ep, Images: images,
+		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Meta: meta,
+		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper, Pace: blobPace(cfg)}}
+	return runInstance(ctx, m, banner{Title: "enclaved enclave"}, stdout, nil)
 }
 
 // blobPace is each blob transfer's deadline (backup.blob_timeout,
