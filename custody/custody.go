@@ -31,7 +31,7 @@ import (
 // Custody is an instance's state kept outside the enclave: its keys in
 // the key store and its backups in the parent's blob store.
 type Custody struct {
-	cfg    config.Config
+	cfg    config.InstanceConfig
 	ks     *keystore.Client
 	pool   *nostr.SimplePool
 	relays []string // the instance's relays, where checkpoints are published
@@ -45,7 +45,7 @@ type Custody struct {
 // restores its newest backup from blobs into the data dir. relays are the
 // instance's, where its checkpoints are published; releases are the
 // maintainers' release signatures (JSON) shown to the key store.
-func Boot(ctx context.Context, cfg config.Config, a attest.Attester, blobs backup.Blobs, relays, releases []string, log *slog.Logger) (*Custody, error) {
+func Boot(ctx context.Context, cfg config.InstanceConfig, a attest.Attester, blobs backup.Blobs, relays, releases []string, log *slog.Logger) (*Custody, error) {
 	if blobs == nil {
 		return nil, errors.New("backup.mode = keystore needs a parent to keep the backups: run enclaved enclave (and enclaved parent)")
 	}

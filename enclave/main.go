@@ -33,7 +33,7 @@ import (
 // and the regtest network are tooling: only their URLs and endpoints come
 // in) and prints what Ready reports.
 type Main struct {
-	Config  config.Config
+	Config  config.InstanceConfig
 	Version string
 	Log     *slog.Logger
 
@@ -135,7 +135,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if parts.TLS, err = serverTLS(cfg, func(ctx context.Context, host string) bool { return in != nil && in.ServesHost(ctx, host) }); err != nil {
 		return err
 	}
-	if in, err = NewInstance(cfg, parts, m.Version, time.Now, log); err != nil {
+	if in, err = NewInstance(config.Config{InstanceConfig: cfg}, parts, m.Version, time.Now, log); err != nil {
 		return err
 	}
 	if bk != nil {

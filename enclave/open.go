@@ -22,7 +22,7 @@ import (
 // OpenAttester is the attester attest.mode chooses: the Nitro Security
 // Module, or the dev attestor with its root in the data dir (reporting the
 // PCR4 and PCR8 the attest.dev_* keys simulate).
-func OpenAttester(cfg config.Config) (attest.Attester, error) {
+func OpenAttester(cfg config.InstanceConfig) (attest.Attester, error) {
 	if cfg.Attest.Mode == "nitro" {
 		return attest.OpenNitro()
 	}
@@ -58,7 +58,7 @@ func OpenAttester(cfg config.Config) (attest.Attester, error) {
 // dial time against the operator's policy (which may have narrowed since a
 // container was deployed): dial if given (the enclave's tunnel.Egress under
 // that policy), else this host's network.
-func containerDial(cfg config.Config, dial egressproxy.DialFunc) egressproxy.DialFunc {
+func containerDial(cfg config.InstanceConfig, dial egressproxy.DialFunc) egressproxy.DialFunc {
 	if dial != nil {
 		return dial
 	}
@@ -75,7 +75,7 @@ func containerDial(cfg config.Config, dial egressproxy.DialFunc) egressproxy.Dia
 
 // serverTLS is the public listener's TLS (http.tls): none, the dev CA in
 // the data dir, or ACME certificates for the names serves allows.
-func serverTLS(cfg config.Config, serves func(context.Context, string) bool) (*tls.Config, error) {
+func serverTLS(cfg config.InstanceConfig, serves func(context.Context, string) bool) (*tls.Config, error) {
 	switch cfg.HTTP.TLS {
 	case "dev":
 		ca, err := frontend.LoadOrCreateDevCA(cfg.DataDir)

@@ -61,8 +61,12 @@ are marked t=dev.
 		fs.Usage()
 		return fmt.Errorf("dev: unexpected argument %q (to pay: enclaved dev pay [flags] <bolt11>)", fs.Arg(0))
 	}
-	cfg, err := load()
+	all, err := load()
 	if err != nil {
+		return err
+	}
+	cfg := all.ForDev()
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
@@ -83,9 +87,6 @@ are marked t=dev.
 		defer rl.Close()
 		urls = append([]string{rl.URL}, urls...)
 		log.Info("embedded relay listening", "url", rl.URL)
-	}
-	if len(urls) == 0 {
-		return fmt.Errorf("no relay: give --relay, or set nostr.relays or dev.relay_listen")
 	}
 
 	// A dev instance on this machine is reached as localhost, so its
@@ -128,7 +129,7 @@ are marked t=dev.
 	} else if ep, err = lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon); err != nil {
 		return err
 	}
-	m := &enclave.Main{Config: cfg, Version: Version, Log: log, Relays: urls, LND: ep, Images: &deployer.Resolver{}, HTTPListener: httpLn}
+	m := &enclave.Main{Config: cfg.InstanceConfig, Version: Version, Log: log, Relays: urls, LND: ep, Images: &deployer.Resolver{}, HTTPListener: httpLn}
 	return runInstance(ctx, m, banner{Title: "enclaved dev instance", Hints: hints.text}, stdout, ready)
 }
 

@@ -17,7 +17,7 @@ type banner struct {
 	Title string
 	// Hints (optional) are the lines printed after the banner for a
 	// newcomer to paste (dev mode); without, one "try:" line.
-	Hints func(ctx context.Context, cfg config.Config, in *enclave.Instance, npub, relay string) string
+	Hints func(ctx context.Context, cfg config.InstanceConfig, in *enclave.Instance, npub, relay string) string
 }
 
 // runInstance runs m until ctx ends, printing where to reach the instance

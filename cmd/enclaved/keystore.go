@@ -30,12 +30,13 @@ Meant to run in its own enclave; its key is data_dir/keystore.key.`, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load()
+	all, err := load()
 	if err != nil {
 		return err
 	}
-	if len(cfg.Nostr.Relays) == 0 {
-		return errors.New("keystore: nostr.relays (or -relay) is required")
+	cfg := all.ForKeyStore()
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
 		return err

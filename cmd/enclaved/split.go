@@ -40,10 +40,11 @@ and its log lines. It holds no secret.`, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load()
+	all, err := load()
 	if err != nil {
 		return err
 	}
+	cfg := all.ForParent()
 	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
@@ -135,12 +136,13 @@ and the lightning.* keys.`, stderr)
 			}
 		}
 	}
-	cfg, err := load()
+	all, err := load()
 	if err != nil {
 		return err
 	}
-	if len(cfg.Nostr.Relays) == 0 || cfg.Lightning.GRPC == "" {
-		return fmt.Errorf("enclave: nostr.relays and lightning.grpc are required")
+	cfg := all.ForEnclave()
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
 		return err
@@ -198,7 +200,7 @@ and the lightning.* keys.`, stderr)
 	// Containers' allowed connections leave through the parent too, under
 	// the operator's container policy.
 	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
-	m := &enclave.Main{Config: cfg, Version: Version, Log: log, Relays: cfg.Nostr.Relays, LND: ep, Images: images,
+	m := &enclave.Main{Config: cfg.InstanceConfig, Version: Version, Log: log, Relays: cfg.Nostr.Relays, LND: ep, Images: images,
 		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Meta: meta,
 		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper, Pace: blobPace(cfg)}}
 	return runInstance(ctx, m, banner{Title: "enclaved enclave"}, stdout, nil)
@@ -206,12 +208,12 @@ and the lightning.* keys.`, stderr)
 
 // blobPace is each blob transfer's deadline (backup.blob_timeout,
 // backup.blob_rate_kib).
-func blobPace(cfg config.Config) tunnel.Pace {
+func blobPace(cfg config.EnclaveConfig) tunnel.Pace {
 	return tunnel.Pace{Timeout: cfg.Backup.BlobTimeout, Rate: cfg.Backup.BlobRateKiB << 10}
 }
 
 // egressAllowlist is enclave.egress plus the relays and the LND node.
-func egressAllowlist(cfg config.Config) []string {
+func egressAllowlist(cfg config.EnclaveConfig) []string {
 	allow := append([]string(nil), cfg.Enclave.Egress...)
 	for _, r := range append(append([]string(nil), cfg.Nostr.Relays...), cfg.KeyStore.Relays...) {
 		if hp, ok := nip.RelayHostPort(r); ok {
