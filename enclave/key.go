@@ -6,7 +6,9 @@
 // database, Lightning, Docker, backups, egress confiner, TLS), runs the
 // Instance, and closes what it opened when Run returns (there is no
 // separate Close: nothing outlives Run). Dev mode and the enclave differ
-// only in Main's fields, which the command fills.
+// only in Main's fields: the dev command fills them from this host;
+// RunApart (enclaved enclave) from the link to the parent, through which
+// every connection in and out goes.
 //
 // Everything here runs inside the enclave. It must not import parent, nor
 // the dev and test tooling (internal/testenv, regtest, proc, devregistry,

@@ -65,6 +65,7 @@ type Main struct {
 
 // Up is a running instance, as Main.Ready sees it.
 type Up struct {
+	Main     *Main
 	Instance *Instance
 	Key      Key
 	Attester attest.Attester
@@ -150,7 +151,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	err = in.Run(ctx, func(httpAddr string) {
 		if m.Ready != nil {
-			m.Ready(ctx, Up{Instance: in, Key: key, Attester: attester, HTTPAddr: httpAddr})
+			m.Ready(ctx, Up{Main: m, Instance: in, Key: key, Attester: attester, HTTPAddr: httpAddr})
 		}
 		log.Info("instance up", "instance", key, "db_version", db.Version)
 	})

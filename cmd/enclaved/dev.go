@@ -129,8 +129,9 @@ are marked t=dev.
 	} else if ep, err = lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon); err != nil {
 		return err
 	}
-	m := &enclave.Main{Config: cfg.InstanceConfig, Version: Version, Log: log, Relays: urls, LND: ep, Images: &deployer.Resolver{}, HTTPListener: httpLn}
-	return runInstance(ctx, m, banner{Title: "enclaved dev instance", Hints: hints.text}, stdout, ready)
+	m := &enclave.Main{Config: cfg.InstanceConfig, Version: Version, Log: log, Relays: urls, LND: ep, Images: &deployer.Resolver{}, HTTPListener: httpLn,
+		Ready: announce(banner{Title: "enclaved dev instance", Hints: hints.text}, stdout, ready)}
+	return m.Run(ctx)
 }
 
 // startRegtest starts a fresh regtest Lightning network under dataDir and

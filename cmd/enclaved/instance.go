@@ -20,11 +20,12 @@ type banner struct {
 	Hints func(ctx context.Context, cfg config.InstanceConfig, in *enclave.Instance, npub, relay string) string
 }
 
-// runInstance runs m until ctx ends, printing where to reach the instance
-// once it is up, then telling ready (optional).
-func runInstance(ctx context.Context, m *enclave.Main, b banner, stdout io.Writer, ready func(devInfo)) error {
-	cfg := m.Config
-	m.Ready = func(ctx context.Context, up enclave.Up) {
+// announce is an enclave.Main's Ready: it prints where to reach the
+// instance once it is up, then tells ready (optional).
+func announce(b banner, stdout io.Writer, ready func(devInfo)) func(context.Context, enclave.Up) {
+	return func(ctx context.Context, up enclave.Up) {
+		m := up.Main
+		cfg := m.Config
 		// One write, so no log line lands inside it.
 		var sb strings.Builder
 		dev := attest.IsDev(up.Attester)
@@ -59,5 +60,4 @@ func runInstance(ctx context.Context, m *enclave.Main, b banner, stdout io.Write
 			ready(devInfo{Npub: up.Key.Npub(), Pubkey: up.Key.PublicKey(), RelayURL: m.Relays[0], HTTPAddr: up.HTTPAddr})
 		}
 	}
-	return m.Run(ctx)
 }
