@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -240,4 +241,18 @@ func (v *Invoices) PruneExpired(ctx context.Context) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// ZapSender is who sent the zap paid by paymentHash, as its zap request
+// says (hex pubkey); "" if the invoice is not a zap's.
+func (v *Invoices) ZapSender(ctx context.Context, paymentHash string) (string, error) {
+	var raw sql.NullString
+	if err := v.DB.QueryRowContext(ctx, `SELECT zap_request FROM invoices WHERE payment_hash = ?`, paymentHash).Scan(&raw); err != nil || !raw.Valid {
+		return "", err
+	}
+	z, err := nip.ParseStoredZapRequest(raw.String)
+	if err != nil {
+		return "", err
+	}
+	return z.Sender, nil
 }

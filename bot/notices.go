@@ -117,6 +117,39 @@ func clip(s string, n int) string {
 	return s
 }
 
+// Zapped tells rec's owner it was zapped amountMsat by sender (hex
+// pubkey; "" if unknown); rec's balance is after the zap.
+func (b *Bot) Zapped(ctx context.Context, rec records.Record, amountMsat int64, sender string) {
+	who := "someone"
+	if sender != "" {
+		who = nip.Npub(sender)
+	}
+	b.Notify(ctx, Notice{ContainerID: rec.ID, Owner: rec.Owner, Channel: rec.Channel,
+		Text: fmt.Sprintf("%s was zapped %d sats by %s. Balance: %d sats, about %s of running time.",
+			rec.Name, amountMsat/1000, who, rec.BalanceMsat/1000, money.Human(rec.LeftAt(b.now())))})
+}
+
+// Unclaimed tells payer (hex pubkey) that their payment of amountMsat
+// for rec came after rec was removed: it was credited to nothing and is
+// recorded as unclaimed for the operator.
+func (b *Bot) Unclaimed(ctx context.Context, rec records.Record, payer string, amountMsat int64, paymentHash string) {
+	channel := "nip17"
+	if payer == rec.Owner {
+		channel = rec.Channel
+	}
+	b.Notify(ctx, Notice{ContainerID: rec.ID, Owner: payer, Channel: channel,
+		Text: fmt.Sprintf("Your payment of %s for %s arrived after %s was removed, so it was not credited to anything. The instance recorded it as unclaimed (payment hash %s); the operator of %s can see it and send it back.",
+			msatText(amountMsat), rec.Name, rec.Name, paymentHash, nip.Npub(b.self))})
+}
+
+// msatText is an amount for people: whole sats, or sats with millisatoshis.
+func msatText(msat int64) string {
+	if msat%1000 == 0 {
+		return fmt.Sprintf("%d sats", msat/1000)
+	}
+	return fmt.Sprintf("%d.%03d sats", msat/1000, msat%1000)
+}
+
 // Notify DMs a notice to its owner: NIP-04 if the owner wrote by NIP-04,
 // else NIP-17 (notices are private, so a renter who came by mention gets
 // them by NIP-17).

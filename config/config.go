@@ -1,6 +1,8 @@
 // Package config defines enclaved's configuration: one TOML file format,
 // ENCLAVED_* environment overrides and -set key=value flags, applied in that
 // order over the defaults, then validated with errors that name the key.
+// Each mode (dev, enclave, parent, key store) reads its own struct, a view
+// of the whole sharing the common sections (modes.go).
 //
 // It is used on both sides of the trust boundary. Inside the enclave only the
 // configuration baked into the measured image may be trusted; anything the
@@ -23,24 +25,15 @@ import (
 // EnvPrefix starts every environment override: log.level is ENCLAVED_LOG_LEVEL.
 const EnvPrefix = "ENCLAVED_"
 
-// Config is the whole configuration. Keys are the toml tags, dotted by table.
+// Config is the whole configuration, as one file holds it: every key of
+// every mode. Each mode reads its view of it (modes.go): the sections an
+// instance runs on (InstanceConfig, which embeds Common), and the dev
+// mode's and the parent's own. Keys are the toml tags, dotted by table;
+// embedded structs add no table.
 type Config struct {
-	// DataDir holds the database, keys and caches (dev mode).
-	DataDir string `toml:"data_dir"`
-	Log     Log    `toml:"log"`
-	Nostr   Nostr  `toml:"nostr"`
-	Dev     Dev    `toml:"dev"`
-
-	Instance  Instance  `toml:"instance"`
-	Unit      Unit      `toml:"unit"`
-	Pricing   Pricing   `toml:"pricing"`
-	Lightning Lightning `toml:"lightning"`
-	HTTP      HTTP      `toml:"http"`
-	Attest    Attest    `toml:"attest"`
-	Enclave   Enclave   `toml:"enclave"`
-	Parent    Parent    `toml:"parent"`
-	Backup    Backup    `toml:"backup"`
-	KeyStore  KeyStore  `toml:"keystore"`
+	InstanceConfig
+	Dev    Dev    `toml:"dev"`
+	Parent Parent `toml:"parent"`
 }
 
 // Backup keeps the instance's state across restarts: encrypted backups in
@@ -260,20 +253,23 @@ type Dev struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		DataDir: "~/.enclaved",
-		Log:     Log{Level: "info", Format: "text"},
-		Dev:     Dev{RelayListen: "127.0.0.1:7447", RegistryListen: "127.0.0.1:7448"},
-		Nostr:   Nostr{CommandsPerMinute: 10},
-
-		Instance: Instance{Name: "enclaved", CapacityUnits: 8, PullTimeout: 10 * time.Minute},
-		Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
-		Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
-			LowBalance: time.Hour, Retention: 72 * time.Hour, OpenQuotesPerSender: 3, OpenTopups: 5},
-		HTTP:     HTTP{Listen: "127.0.0.1:8080", InvoicesPerClientPerMinute: 10, InvoicesPerMinute: 120},
-		Attest:   Attest{Mode: "dev"},
-		Enclave:  Enclave{Parent: "vsock:3:7000", IngressPort: 443},
-		Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, VolumeInterval: 10 * time.Minute, BlobTimeout: time.Minute, BlobRateKiB: 1024, Ref: "https://github.com/enclaved/enclaved"},
-		KeyStore: KeyStore{Refresh: time.Hour, TTL: 72 * time.Hour},
+		InstanceConfig: InstanceConfig{
+			Common: Common{
+				DataDir: "~/.enclaved",
+				Log:     Log{Level: "info", Format: "text"},
+				Nostr:   Nostr{CommandsPerMinute: 10},
+			},
+			Instance: Instance{Name: "enclaved", CapacityUnits: 8, PullTimeout: 10 * time.Minute},
+			Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
+			Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
+				LowBalance: time.Hour, Retention: 72 * time.Hour, OpenQuotesPerSender: 3, OpenTopups: 5},
+			HTTP:     HTTP{Listen: "127.0.0.1:8080", InvoicesPerClientPerMinute: 10, InvoicesPerMinute: 120},
+			Attest:   Attest{Mode: "dev"},
+			Enclave:  Enclave{Parent: "vsock:3:7000", IngressPort: 443},
+			Backup:   Backup{Delay: 2 * time.Second, Interval: 10 * time.Minute, VolumeInterval: 10 * time.Minute, BlobTimeout: time.Minute, BlobRateKiB: 1024, Ref: "https://github.com/enclaved/enclaved"},
+			KeyStore: KeyStore{Refresh: time.Hour, TTL: 72 * time.Hour},
+		},
+		Dev: Dev{RelayListen: "127.0.0.1:7447", RegistryListen: "127.0.0.1:7448"},
 		Parent: Parent{Listen: "vsock:7000", Forward: []string{"0.0.0.0:443=443"}, EIF: "enclaved.eif",
 			EnclaveCPUs: 2, EnclaveMemoryMB: 4096, EnclaveCID: 16},
 	}
@@ -346,12 +342,7 @@ func (c *Config) decode(name string, b []byte) error {
 
 func assignTree(v reflect.Value, prefix string, tree map[string]any) error {
 	fields := map[string]reflect.Value{}
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		if tag := t.Field(i).Tag.Get("toml"); tag != "" && tag != "-" {
-			fields[tag] = v.Field(i)
-		}
-	}
+	tables(v, func(tag string, f reflect.Value) { fields[tag] = f })
 	names := make([]string, 0, len(tree))
 	for k := range tree {
 		names = append(names, k)

@@ -43,18 +43,31 @@ func Keys() []string {
 }
 
 func walk(v reflect.Value, prefix string, fn func(key string, field reflect.Value)) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		tag := t.Field(i).Tag.Get("toml")
-		if tag == "" || tag == "-" {
-			continue
-		}
+	tables(v, func(tag string, f reflect.Value) {
 		key := prefix + tag
-		if f := v.Field(i); f.Kind() == reflect.Struct {
+		if f.Kind() == reflect.Struct {
 			walk(f, key+".", fn)
 		} else {
 			fn(key, f)
 		}
+	})
+}
+
+// tables calls fn for each tagged field of the struct v, by its toml tag;
+// the fields of an embedded struct without a tag count as v's own.
+func tables(v reflect.Value, fn func(tag string, field reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag := sf.Tag.Get("toml")
+		if sf.Anonymous && tag == "" && sf.Type.Kind() == reflect.Struct {
+			tables(v.Field(i), fn)
+			continue
+		}
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fn(tag, v.Field(i))
 	}
 }
 

@@ -3,19 +3,10 @@ package enclave
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/enclaved/enclaved/nip"
-)
-
-// Announcements are republished every announceEvery, when the instance
-// opens or closes (checked every announceCheck), and when the attestation
-// renews.
-const (
-	announceEvery = time.Hour
-	announceCheck = time.Minute
 )
 
 // Announcement is the instance's kind-13793 announcement, signed.
@@ -50,36 +41,4 @@ func (in *Instance) Announcement(ctx context.Context) (nostr.Event, error) {
 	}, nostr.Timestamp(in.now().Unix()))
 	err = in.parts.Key.Keys().SignEvent(ctx, &evt)
 	return evt, err
-}
-
-// announce keeps the announcement current until ctx ends.
-func (in *Instance) announce(ctx context.Context) {
-	var last time.Time
-	var lastOpen bool
-	var lastRoot string
-	t := time.NewTicker(announceCheck)
-	defer t.Stop()
-	for {
-		free, err := in.Deployer.FreeUnits(ctx)
-		open := err == nil && free > 0
-		root, rerr := in.teeRoot(ctx)
-		if rerr == nil && (last.IsZero() || in.now().Sub(last) >= announceEvery || open != lastOpen || root != lastRoot) {
-			evt, err := in.Announcement(ctx)
-			if err == nil {
-				err = in.Bot.Publish(ctx, evt, in.parts.Relays)
-			}
-			if err != nil && ctx.Err() == nil {
-				in.log.Warn("announcing", "err", err)
-			} else if err == nil {
-				last, lastOpen, lastRoot = in.now(), open, root
-			}
-		} else if rerr != nil && ctx.Err() == nil {
-			in.log.Warn("attesting", "err", rerr)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

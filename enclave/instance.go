@@ -1,7 +1,6 @@
 package enclave
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -27,6 +26,7 @@ import (
 	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/internal/crashpoint"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/publish"
 	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/store"
 	"github.com/enclaved/enclaved/zaps"
@@ -55,7 +55,7 @@ type Parts struct {
 	// renters asked for (egressproxy.Manager); nil leaves them on the
 	// runtime's network.
 	Confiner deployer.Confiner
-	// TLS (optional) terminates TLS on the HTTP listener (hostrouter: dev
+	// TLS (optional) terminates TLS on the HTTP listener (frontend: dev
 	// CA or ACME); the public URL is then https.
 	TLS *tls.Config
 	// Backup (optional) saves the state outside the enclave
@@ -83,11 +83,13 @@ type Instance struct {
 	Bot      *bot.Bot
 	// Zaps is set once Run listens (its URLs need the HTTP address).
 	Zaps *zaps.Service
+	// Hooks run when credits, changes and notices happen (register).
+	Hooks Hooks
 	// TEERoot (optional) returns the instance's kind-23793 attestation
 	// event as JSON, for the tee_root tag of container status events.
 	TEERoot func(ctx context.Context) (string, error)
 
-	receipts chan struct{} // wakes the receipt publisher
+	receipts *publish.Receipts
 	// The mutex protects the following elements.
 	mu          sync.Mutex
 	zapNotices  map[string]time.Time // container → last zap notice to its owner
@@ -103,8 +105,8 @@ type Instance struct {
 	parts   Parts
 	version string
 	// dev: the attestation is a dev one (or none), so every event the
-	// instance publishes carries t=dev and its API says dev: true. It is
-	// the one place that decides.
+	// instance publishes carries t=dev and its API says dev: true
+	// (attest.IsDev decides).
 	dev bool
 	now func() time.Time
 	log *slog.Logger
@@ -115,8 +117,8 @@ type Instance struct {
 func NewInstance(cfg config.Config, p Parts, version string, now func() time.Time, log *slog.Logger) (*Instance, error) {
 	in := &Instance{cfg: cfg, parts: p, version: version, now: now, log: log,
 		Invoices: &billing.Invoices{DB: p.DB, Lightning: p.Lightning, Now: now, Log: log.With("part", "invoices")},
-		dev:      p.Attester == nil || p.Attester.Mode() == "dev",
-		receipts: make(chan struct{}, 1), zapNotices: map[string]time.Time{}}
+		dev:      attest.IsDev(p.Attester),
+		receipts: publish.NewReceipts(log), zapNotices: map[string]time.Time{}}
 	in.Invoices.Durable = in.durable()
 	unit := records.Unit{
 		NanoCPUs: cfg.Unit.MilliCPUs * 1_000_000, MemoryBytes: cfg.Unit.MemoryMiB << 20,
@@ -128,11 +130,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 		EgressPolicy: cfg.Instance.ContainerEgress, Confiner: p.Confiner, Durable: in.durable(),
 		RestoreDir: p.RestoreDir, Links: in.links, PullTimeout: cfg.Instance.PullTimeout, Invoices: in.Invoices,
 	}, now, log.With("part", "deployer"))
-	// Events follow state changes (started, paused, resumed, removed):
-	// a backup soon, and the owner is told.
-	in.Deployer.OnEvent = append(in.Deployer.OnEvent,
-		func(context.Context, deployer.Event) { in.changed() },
-		func(ctx context.Context, ev deployer.Event) { in.Bot.Tell(ctx, ev) })
+	in.Deployer.OnEvent = append(in.Deployer.OnEvent, in.event)
 	pricing := billing.Pricing{PriceMsatPerUnitHour: cfg.Pricing.MsatPerUnitHour, QuoteExpiry: cfg.Pricing.QuoteExpiry,
 		OpenQuotes: cmp.Or(cfg.Pricing.OpenQuotes, 4*cfg.Instance.CapacityUnits), OpenQuotesPerSender: cfg.Pricing.OpenQuotesPerSender,
 		OpenTopups: cfg.Pricing.OpenTopups}
@@ -168,6 +166,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 	if p.Attester != nil {
 		in.TEERoot = in.teeRoot
 	}
+	in.register()
 	return in, nil
 }
 
@@ -208,16 +207,24 @@ func (in *Instance) teeRoot(ctx context.Context) (string, error) {
 	return in.rootJSON, nil
 }
 
-// mode is the t tag of the instance's events: dev for the dev attestor;
-// on Nitro, debug when PCR0 is all zero (a debug enclave), else prod.
+// mode is the t tag of the instance's events (attest.EventMode) under
+// its attestation document d.
 func (in *Instance) mode(d nitrite.Document) string {
-	if in.dev {
-		return "dev"
+	return attest.EventMode(in.parts.Attester, d.PCRs[0])
+}
+
+// EventMode is the t tag of everything the instance signs (dev, debug or
+// prod), attesting its key if it has not yet.
+func (in *Instance) EventMode(ctx context.Context) (string, error) {
+	if in.parts.Attester == nil {
+		return attest.EventMode(nil, nil), nil
 	}
-	if p := d.PCRs[0]; len(p) == 0 || bytes.Equal(p, make([]byte, len(p))) {
-		return "debug"
+	if _, err := in.teeRoot(ctx); err != nil {
+		return "", err
 	}
-	return "prod"
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.mode(in.rootDoc), nil
 }
 
 // Run reconciles the runtime with the database, then runs the settlement
@@ -258,28 +265,17 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 		errc <- billing.WatchSettlements(ctx, in.parts.Lightning, ledger, in.log.With("part", "billing"), func(c billing.Credit) {
 			crashpoint.Hit("after-credit")
 			in.changed()
-			// Launching pulls and starts containers: off the stream's
-			// goroutine, so settlements keep being applied meanwhile.
-			wg.Go(func() {
-				if c.Unclaimed {
-					in.unclaimed(ctx, c)
-					return
-				}
-				in.Deployer.OnCredit(ctx, c)
-				if c.Purpose == "zap" || c.Purpose == "lnurl" {
-					in.zapped(ctx, c)
-				}
-			})
+			wg.Go(func() { in.credited(ctx, c) })
 		})
 	})
 	wg.Go(func() { errc <- in.meter(ctx) })
 	wg.Go(func() { in.prune(ctx) })
 	wg.Go(func() { errc <- in.Deployer.Watch(ctx) })
 	wg.Go(func() { errc <- in.Bot.Run(ctx) })
-	wg.Go(func() { in.publishReceipts(ctx) })
-	wg.Go(func() { in.publishProfiles(ctx) })
+	wg.Go(func() { in.receipts.Run(ctx) })
+	wg.Go(func() { in.profiles().Run(ctx) })
 	if in.parts.Attester != nil {
-		wg.Go(func() { in.announce(ctx) })
+		wg.Go(func() { in.announcer().Run(ctx) })
 	}
 
 	var srv *http.Server
@@ -383,11 +379,4 @@ func (in *Instance) durable() func(context.Context) error {
 		return nil
 	}
 	return in.parts.Backup.Sync
-}
-
-// changed asks for a backup soon, if backups are on.
-func (in *Instance) changed() {
-	if in.parts.Backup != nil {
-		in.parts.Backup.Changed()
-	}
 }

@@ -1,8 +1,18 @@
 // Package enclave is the trusted runtime of an instance: it holds the
-// instance key, attests it, and wires bot, billing, deployer, zaps and the
-// public HTTP server into one Instance.
+// instance key, attests it, and wires bot, billing, deployer, zaps, the
+// publishers and the public HTTP server into one Instance, whose Hooks say
+// in one place what follows a credit, a change and a notice. Main is the
+// whole process around it: it opens the parts (key or key custody,
+// database, Lightning, Docker, backups, egress confiner, TLS), runs the
+// Instance, and closes what it opened when Run returns (there is no
+// separate Close: nothing outlives Run). Dev mode and the enclave differ
+// only in Main's fields: the dev command fills them from this host;
+// RunApart (enclaved enclave) from the link to the parent, through which
+// every connection in and out goes.
 //
-// Everything here runs inside the enclave. It must not import parent.
+// Everything here runs inside the enclave. It must not import parent, nor
+// the dev and test tooling (internal/testenv, regtest, proc, devregistry,
+// devrelay): the dev command passes in only their URLs and endpoints.
 package enclave
 
 import (

@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
-	"github.com/enclaved/enclaved/bot"
-	"github.com/enclaved/enclaved/money"
-	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/zaps"
 )
@@ -35,27 +32,8 @@ func (in *Instance) setupZaps(addr string) error {
 		Now: in.now, Log: in.log.With("part", "zaps"),
 		InvoicesPerClientPerMinute: int(in.cfg.HTTP.InvoicesPerClientPerMinute), InvoicesPerMinute: int(in.cfg.HTTP.InvoicesPerMinute),
 	}
+	in.receipts.Pending = in.Zaps
 	return nil
-}
-
-// publishReceipts publishes pending zap receipts at start (a crash may have
-// left some), after each zap, and every minute while some fail.
-func (in *Instance) publishReceipts(ctx context.Context) {
-	for {
-		err := in.Zaps.PublishPending(ctx)
-		if err != nil && ctx.Err() == nil {
-			in.log.Warn("publishing zap receipts", "err", err)
-		}
-		t := time.NewTimer(time.Minute)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-in.receipts:
-			t.Stop()
-		case <-t.C:
-		}
-	}
 }
 
 // zapNoticeEvery rate-limits the owner's zap notices per container.
@@ -64,10 +42,7 @@ const zapNoticeEvery = 10 * time.Minute
 // zapped publishes the receipt of a settled zap and tells the owner (at
 // most once per zapNoticeEvery per container): who, how much, time left.
 func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
-	select {
-	case in.receipts <- struct{}{}:
-	default:
-	}
+	in.receipts.Wake()
 	rec, err := in.Deployer.Records.Get(ctx, c.ContainerID)
 	if err != nil || rec.State == records.StateRemoved {
 		return
@@ -81,18 +56,11 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 	}
 	in.zapNotices[rec.ID] = now
 	in.mu.Unlock()
-	who := "someone"
+	sender := ""
 	if c.Purpose == "zap" {
-		var raw string
-		if err := in.parts.DB.QueryRowContext(ctx, `SELECT zap_request FROM invoices WHERE payment_hash = ?`, c.PaymentHash).Scan(&raw); err == nil {
-			if z, err := nip.ParseStoredZapRequest(raw); err == nil {
-				who = nip.Npub(z.Sender)
-			}
-		}
+		sender, _ = in.Invoices.ZapSender(ctx, c.PaymentHash)
 	}
-	in.Bot.Notify(ctx, bot.Notice{ContainerID: rec.ID, Owner: rec.Owner, Channel: rec.Channel,
-		Text: fmt.Sprintf("%s was zapped %d sats by %s. Balance: %d sats, about %s of running time.",
-			rec.Name, c.AmountMsat/1000, who, rec.BalanceMsat/1000, money.Human(rec.LeftAt(now)))})
+	in.Bot.Zapped(ctx, rec, c.AmountMsat, sender)
 }
 
 // unclaimed tells the payer, when known, that their payment came after its
@@ -101,28 +69,11 @@ func (in *Instance) zapped(ctx context.Context, c billing.Credit) {
 // its receipt: the payment was made.
 func (in *Instance) unclaimed(ctx context.Context, c billing.Credit) {
 	if c.Purpose == "zap" {
-		select {
-		case in.receipts <- struct{}{}:
-		default:
-		}
+		in.receipts.Wake()
 	}
 	rec, err := in.Deployer.Records.Get(ctx, c.ContainerID)
 	if err != nil || c.Requester == "" {
 		return
 	}
-	channel := "nip17"
-	if c.Requester == rec.Owner {
-		channel = rec.Channel
-	}
-	in.Bot.Notify(ctx, bot.Notice{ContainerID: rec.ID, Owner: c.Requester, Channel: channel,
-		Text: fmt.Sprintf("Your payment of %s for %s arrived after %s was removed, so it was not credited to anything. The instance recorded it as unclaimed (payment hash %s); the operator of %s can see it and send it back.",
-			msatText(c.AmountMsat), rec.Name, rec.Name, c.PaymentHash, in.parts.Key.Npub())})
-}
-
-// msatText is an amount for people: whole sats, or sats with millisatoshis.
-func msatText(msat int64) string {
-	if msat%1000 == 0 {
-		return fmt.Sprintf("%d sats", msat/1000)
-	}
-	return fmt.Sprintf("%d.%03d sats", msat/1000, msat%1000)
+	in.Bot.Unclaimed(ctx, rec, c.Requester, c.AmountMsat, c.PaymentHash)
 }

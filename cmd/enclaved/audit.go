@@ -28,7 +28,7 @@ status 0 only if every check passes.`, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load(nil)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/lightningnetwork/lnd/lnrpc"
 
 	"github.com/enclaved/enclaved/billing/lnd"
+	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/images"
 	"github.com/enclaved/enclaved/internal/devrelay"
 	"github.com/enclaved/enclaved/internal/logging"
@@ -51,13 +52,7 @@ local Docker engine, SQLite under the data dir. Dev attestation: its events
 are marked t=dev.
 
   enclaved dev pay <bolt11>   pays an invoice from the regtest payer node`, stderr)
-	load := configFlags(fs, environ)
-	var relays setFlags
-	fs.Var(&relays, "relay", "relay URL to use instead of the embedded relay; repeatable")
-	lndGRPC := fs.String("lnd-grpc", "", "the operator's LND gRPC host:port (default: start a regtest pair)")
-	lndCert := fs.String("lnd-tls-cert", "", "path to that LND's tls.cert")
-	lndMac := fs.String("lnd-macaroon", "", "path to its invoice macaroon")
-	httpAddr := fs.String("http", "", "HTTP API listen address (shorthand for -set http.listen=...)")
+	load := configFlags(fs, environ, devShorthands...)
 	demoBin := fs.String("demo", "", "a static linux/amd64 program to serve as the demo image (make dev builds ./internal/devregistry/hello)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,19 +61,12 @@ are marked t=dev.
 		fs.Usage()
 		return fmt.Errorf("dev: unexpected argument %q (to pay: enclaved dev pay [flags] <bolt11>)", fs.Arg(0))
 	}
-	cfg, err := load(func(sets []string) []string {
-		if len(relays) > 0 {
-			sets = append(sets, "nostr.relays="+relays.String(), "dev.relay_listen=")
-		}
-		for k, v := range map[string]string{"lightning.grpc": *lndGRPC, "lightning.tls_cert": *lndCert,
-			"lightning.macaroon": *lndMac, "http.listen": *httpAddr} {
-			if v != "" {
-				sets = append(sets, k+"="+v)
-			}
-		}
-		return sets
-	})
+	all, err := load()
 	if err != nil {
+		return err
+	}
+	cfg := all.ForDev()
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
@@ -99,9 +87,6 @@ are marked t=dev.
 		defer rl.Close()
 		urls = append([]string{rl.URL}, urls...)
 		log.Info("embedded relay listening", "url", rl.URL)
-	}
-	if len(urls) == 0 {
-		return fmt.Errorf("no relay: give --relay, or set nostr.relays or dev.relay_listen")
 	}
 
 	// A dev instance on this machine is reached as localhost, so its
@@ -144,8 +129,9 @@ are marked t=dev.
 	} else if ep, err = lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon); err != nil {
 		return err
 	}
-	return runInstance(ctx, cfg, log, instanceOpts{Relays: urls, LND: ep, Images: &images.Resolver{}, HTTPListener: httpLn,
-		Banner: "enclaved dev instance", Hints: hints.text}, stdout, ready)
+	m := &enclave.Main{Config: cfg.InstanceConfig, Version: Version, Log: log, Relays: urls, LND: ep, Images: &images.Resolver{}, HTTPListener: httpLn,
+		Ready: announce(banner{Title: "enclaved dev instance", Hints: hints.text}, stdout, ready)}
+	return m.Run(ctx)
 }
 
 // startRegtest starts a fresh regtest Lightning network under dataDir and
@@ -188,7 +174,7 @@ func runDevPay(ctx context.Context, args []string, stdout, stderr io.Writer, env
 		fs.Usage()
 		return errors.New("dev pay: want exactly one invoice")
 	}
-	cfg, err := load(nil)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}

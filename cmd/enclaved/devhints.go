@@ -32,7 +32,7 @@ type devHints struct {
 // zapSats is what the hints zap.
 const zapSats = 21
 
-func (h devHints) text(ctx context.Context, cfg config.Config, in *enclave.Instance, npub, relay string) string {
+func (h devHints) text(ctx context.Context, cfg config.InstanceConfig, in *enclave.Instance, npub, relay string) string {
 	var flags string
 	if cfg.DataDir != h.Defaults.DataDir {
 		flags += " -data-dir " + cfg.DataDir

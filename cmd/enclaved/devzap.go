@@ -52,7 +52,7 @@ The zap request is signed with the client key of `+"`enclaved dm`"+`
 		return fmt.Errorf("dev zap: %q is not an amount of sats between 1 and 1000000", fs.Arg(1))
 	}
 	msat := sats * 1000
-	cfg, err := load(nil)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}

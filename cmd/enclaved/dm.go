@@ -55,7 +55,7 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 	}
 	to := v.(string)
 	text := strings.Join(fs.Args()[1:], " ")
-	cfg, err := load(nil)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}

@@ -26,22 +26,17 @@ instance's newest backup checkpoint, and refuses older ones. Requests and
 replies are kind-29525 NIP-44 JSON-RPC on nostr.relays (keycrux's protocol).
 Documents must chain to the AWS Nitro root, or to keystore.dev_root (dev).
 Meant to run in its own enclave; its key is data_dir/keystore.key.`, stderr)
-	load := configFlags(fs, environ)
-	relay := fs.String("relay", "", "the relay to listen on (shorthand for -set nostr.relays=...)")
+	load := configFlags(fs, environ, keyStoreShorthands...)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load(func(sets []string) []string {
-		if *relay != "" {
-			sets = append(sets, "nostr.relays="+*relay)
-		}
-		return sets
-	})
+	all, err := load()
 	if err != nil {
 		return err
 	}
-	if len(cfg.Nostr.Relays) == 0 {
-		return errors.New("keystore: nostr.relays (or -relay) is required")
+	cfg := all.ForKeyStore()
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
 		return err

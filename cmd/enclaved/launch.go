@@ -38,7 +38,7 @@ CID 3). nitro-cli prints the enclave's id and CID.`, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load(nil)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}

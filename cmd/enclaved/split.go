@@ -5,25 +5,16 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
-	"golang.org/x/crypto/acme"
-
-	"github.com/enclaved/enclaved/billing/lnd"
-	"github.com/enclaved/enclaved/config"
-	"github.com/enclaved/enclaved/images"
+	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/internal/logging"
 	"github.com/enclaved/enclaved/link"
 	"github.com/enclaved/enclaved/link/linknet"
-	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/parent"
-	"github.com/enclaved/enclaved/tunnel"
 )
 
 // runParent runs the host side: it serves the enclave's link and forwards
@@ -36,25 +27,15 @@ func runParent(ctx context.Context, args []string, stdout, stderr io.Writer, env
 enclave's link (parent.listen: vsock:PORT in production), dials TCP for it,
 forwards public ports into it (parent.forward), keeps its encrypted blobs
 and its log lines. It holds no secret.`, stderr)
-	load := configFlags(fs, environ)
-	listen := fs.String("listen", "", "where the enclave connects (shorthand for -set parent.listen=...)")
-	var forwards setFlags
-	fs.Var(&forwards, "forward", "ADDR=PORT: forward public ADDR to the enclave's ingress PORT; repeatable")
+	load := configFlags(fs, environ, parentShorthands...)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := load(func(sets []string) []string {
-		if *listen != "" {
-			sets = append(sets, "parent.listen="+*listen)
-		}
-		if len(forwards) > 0 {
-			sets = append(sets, "parent.forward="+forwards.String())
-		}
-		return sets
-	})
+	all, err := load()
 	if err != nil {
 		return err
 	}
+	cfg := all.ForParent()
 	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
@@ -134,8 +115,7 @@ its parent (enclave.parent: vsock:3:PORT in production), dialing only the
 relays, lightning.grpc and enclave.egress; the HTTP API is served on the
 public port the parent forwards (enclave.ingress_port). Needs nostr.relays
 and the lightning.* keys.`, stderr)
-	load := configFlags(fs, environ)
-	parentAddr := fs.String("parent", "", "how to reach the parent (shorthand for -set enclave.parent=...)")
+	load := configFlags(fs, environ, enclaveShorthands...)
 	wait := fs.Duration("wait-config", 0, "wait this long for the -config file to appear (one written by enclaved devnet)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -147,105 +127,16 @@ and the lightning.* keys.`, stderr)
 			}
 		}
 	}
-	cfg, err := load(func(sets []string) []string {
-		if *parentAddr != "" {
-			sets = append(sets, "enclave.parent="+*parentAddr)
-		}
-		return sets
-	})
+	all, err := load()
 	if err != nil {
 		return err
 	}
-	if len(cfg.Nostr.Relays) == 0 || cfg.Lightning.GRPC == "" {
-		return fmt.Errorf("enclave: nostr.relays and lightning.grpc are required")
+	cfg := all.ForEnclave()
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if err := ensureDir(cfg.DataDir, "data dir", "-data-dir (data_dir)"); err != nil {
 		return err
 	}
-	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
-	if err != nil {
-		return err
-	}
-	log = log.With("side", "enclave")
-
-	ingress := tunnel.NewIngress(int(cfg.Enclave.IngressPort))
-	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return linknet.DialAddr(ctx, cfg.Enclave.Parent) },
-		Handler: ingress.Handle, Log: log.With("part", "link")}
-	// The link outlives ctx: the instance's last backup at shutdown goes
-	// through it, after ctx ended.
-	lctx, lcancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer lcancel()
-	go keeper.Run(lctx)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	// The instance logs to stderr (the enclave's console) and to the
-	// parent's log sink; the link's own log stays on stderr, as it must
-	// work while the link is down.
-	if log, err = logging.New(io.MultiWriter(stderr, tunnel.NewLogWriter(lctx, keeper)), cfg.Log.Level, cfg.Log.Format); err != nil {
-		return err
-	}
-	log = log.With("side", "enclave")
-	egress := &tunnel.Egress{Link: keeper, Allow: egressAllowlist(cfg), Log: log.With("part", "egress")}
-	// Inside the enclave there is no other way out: whatever uses the
-	// default HTTP transport (the relay websockets) goes through egress.
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		t.DialContext = egress.DialContext
-		t.Proxy = nil
-	}
-	if a := cfg.Enclave.ConnectProxy; a != "" {
-		cl, err := net.Listen("tcp", a)
-		if err != nil {
-			return fmt.Errorf("enclave.connect_proxy: %w", err)
-		}
-		go tunnel.ServeConnect(ctx, cl, &tunnel.ConnectProxy{Dial: egress.DialContext, Log: log.With("part", "connect-proxy")})
-	}
-	ep, err := lnd.EndpointFromFiles(cfg.Lightning.GRPC, cfg.Lightning.TLSCert, cfg.Lightning.Macaroon)
-	if err != nil {
-		return err
-	}
-	ep.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return egress.DialContext(ctx, "tcp", addr) }
-	resolver := &images.Resolver{Transport: &http.Transport{DialContext: egress.DialContext, ForceAttemptHTTP2: true}}
-	mctx, mcancel := context.WithTimeout(ctx, 30*time.Second)
-	meta, err := tunnel.FetchMeta(mctx, keeper)
-	mcancel()
-	if err != nil {
-		log.Warn("no metadata from the parent", "err", err)
-	}
-	// Containers' allowed connections leave through the parent too, under
-	// the operator's container policy.
-	containers := &tunnel.Egress{Link: keeper, Allow: cfg.Instance.ContainerEgress, Log: log.With("part", "container-egress")}
-	return runInstance(ctx, cfg, log, instanceOpts{Relays: cfg.Nostr.Relays, LND: ep, Images: resolver,
-		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Banner: "enclaved enclave", Meta: meta,
-		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper, Pace: blobPace(cfg)}}, stdout, nil)
-}
-
-// blobPace is each blob transfer's deadline (backup.blob_timeout,
-// backup.blob_rate_kib).
-func blobPace(cfg config.Config) tunnel.Pace {
-	return tunnel.Pace{Timeout: cfg.Backup.BlobTimeout, Rate: cfg.Backup.BlobRateKiB << 10}
-}
-
-// egressAllowlist is enclave.egress plus the relays and the LND node.
-func egressAllowlist(cfg config.Config) []string {
-	allow := append([]string(nil), cfg.Enclave.Egress...)
-	for _, r := range append(append([]string(nil), cfg.Nostr.Relays...), cfg.KeyStore.Relays...) {
-		if hp, ok := nip.RelayHostPort(r); ok {
-			allow = append(allow, hp)
-		}
-	}
-	if cfg.HTTP.TLS == "acme" {
-		dir := cfg.HTTP.ACMEDirectory
-		if dir == "" {
-			dir = acme.LetsEncryptURL
-		}
-		if u, err := url.Parse(dir); err == nil && u.Host != "" {
-			port := u.Port()
-			if port == "" {
-				port = "443"
-			}
-			allow = append(allow, net.JoinHostPort(u.Hostname(), port))
-		}
-	}
-	return append(allow, cfg.Lightning.GRPC)
+	return enclave.RunApart(ctx, cfg, Version, stderr, announce(banner{Title: "enclaved enclave"}, stdout, nil))
 }

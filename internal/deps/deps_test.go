@@ -16,7 +16,7 @@ const module = "github.com/enclaved/enclaved/"
 // The sides of the trust boundary, as the README's layout table says.
 var (
 	parentSide  = []string{"parent"}
-	enclaveSide = []string{"enclave", "bot", "deployer", "deployer/docker", "records", "images", "billing", "billing/lnd", "zaps", "backup",
+	enclaveSide = []string{"enclave", "custody", "publish", "bot", "deployer", "deployer/docker", "records", "images", "billing", "billing/lnd", "zaps", "backup",
 		"hostrouter", "httpapi", "egressproxy", "tunnel"}
 	// protocol packages: formats and rules, no I/O.
 	protocol = []string{"nip", "egress", "money", "link"}

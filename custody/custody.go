@@ -1,4 +1,13 @@
-package main
+// Package custody keeps an instance's state outside the enclave, where
+// backup.mode = keystore asks for it: its keys in the key store (released
+// only to an attested enclave of the same or a signed build) and its
+// encrypted backups in the parent's blob store. Boot gets the keys and
+// restores the newest backup; Backuper and Refresh keep both current while
+// the instance runs.
+//
+// It runs inside the enclave. It must not import parent; it does not
+// import enclave, whose Main uses it.
+package custody
 
 import (
 	"context"
@@ -14,16 +23,15 @@ import (
 	"github.com/enclaved/enclaved/attest"
 	"github.com/enclaved/enclaved/backup"
 	"github.com/enclaved/enclaved/config"
-	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/keystore"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
 )
 
-// custody is an instance's state kept outside the enclave: its keys in
+// Custody is an instance's state kept outside the enclave: its keys in
 // the key store and its backups in the parent's blob store.
-type custody struct {
-	cfg    config.Config
+type Custody struct {
+	cfg    config.InstanceConfig
 	ks     *keystore.Client
 	pool   *nostr.SimplePool
 	relays []string // the instance's relays, where checkpoints are published
@@ -33,9 +41,11 @@ type custody struct {
 	log    *slog.Logger
 }
 
-// bootCustody gets the instance's keys from the key store and restores
-// its newest backup into the data dir (backup.mode = keystore).
-func bootCustody(ctx context.Context, cfg config.Config, a attest.Attester, blobs backup.Blobs, relays, releases []string, log *slog.Logger) (*custody, error) {
+// Boot gets the instance's keys from the key store (attested by a) and
+// restores its newest backup from blobs into the data dir. relays are the
+// instance's, where its checkpoints are published; releases are the
+// maintainers' release signatures (JSON) shown to the key store.
+func Boot(ctx context.Context, cfg config.InstanceConfig, a attest.Attester, blobs backup.Blobs, relays, releases []string, log *slog.Logger) (*Custody, error) {
 	if blobs == nil {
 		return nil, errors.New("backup.mode = keystore needs a parent to keep the backups: run enclaved enclave (and enclaved parent)")
 	}
@@ -54,7 +64,7 @@ func bootCustody(ctx context.Context, cfg config.Config, a attest.Attester, blob
 	}
 	// The pool outlives ctx: the last backup at shutdown records its
 	// checkpoint through it. close closes it.
-	c := &custody{cfg: cfg, pool: nostr.NewSimplePool(context.WithoutCancel(ctx)), relays: relays, log: log.With("part", "custody")}
+	c := &Custody{cfg: cfg, pool: nostr.NewSimplePool(context.WithoutCancel(ctx)), relays: relays, log: log.With("part", "custody")}
 	c.ks = &keystore.Client{Server: server, Relays: ksRelays, Pool: c.pool, Keys: reqKeys,
 		Attest: func(ctx context.Context, pub []byte) ([]byte, error) { return a.Attest(ctx, pub, nil, nil) }}
 	c.input = &keystore.Input{Ref: cfg.Backup.Ref}
@@ -76,7 +86,7 @@ func bootCustody(ctx context.Context, cfg config.Config, a attest.Attester, blob
 	defer cancel()
 	c.state, err = backup.Boot{KeyStore: c.ks, Policy: c.policy, Input: c.input, Blobs: blobs,
 		Published: c.published, NewKey: func() (string, error) { return nostr.GeneratePrivateKey(), nil },
-		DBPath: filepath.Join(cfg.DataDir, "enclaved.db"), VolDir: c.volumeDir(),
+		DBPath: filepath.Join(cfg.DataDir, "enclaved.db"), VolDir: c.VolumeDir(),
 		AcceptLoss: cfg.Backup.AcceptLoss, Log: c.log}.Run(bctx)
 	if err != nil {
 		c.pool.Close("boot failed")
@@ -85,14 +95,18 @@ func bootCustody(ctx context.Context, cfg config.Config, a attest.Attester, blob
 	return c, nil
 }
 
-// volumeDir is where a restore leaves the containers' volumes.
-func (c *custody) volumeDir() string { return filepath.Join(c.cfg.DataDir, "restore", "volumes") }
+// VolumeDir is where a restore leaves the containers' volumes.
+func (c *Custody) VolumeDir() string { return filepath.Join(c.cfg.DataDir, "restore", "volumes") }
 
-// key is the instance key the key store holds.
-func (c *custody) key() (enclave.Key, error) { return enclave.ParseKey(c.state.Secrets.InstanceKey) }
+// InstanceKey is the instance's secret key (hex) the key store holds.
+func (c *Custody) InstanceKey() string { return c.state.Secrets.InstanceKey }
+
+// FirstBoot says there is no checkpoint yet: a first backup is due before
+// anything is sold.
+func (c *Custody) FirstBoot() bool { return c.state.Last == nil }
 
 // published fetches the instance's checkpoints from its relays.
-func (c *custody) published(ctx context.Context, instance string) []*nostr.Event {
+func (c *Custody) published(ctx context.Context, instance string) []*nostr.Event {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var out []*nostr.Event
@@ -103,7 +117,7 @@ func (c *custody) published(ctx context.Context, instance string) []*nostr.Event
 }
 
 // publish sends a checkpoint to the instance's relays.
-func (c *custody) publish(ctx context.Context, evt nostr.Event) error {
+func (c *Custody) publish(ctx context.Context, evt nostr.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var errs []error
@@ -116,11 +130,13 @@ func (c *custody) publish(ctx context.Context, evt nostr.Event) error {
 	return errors.Join(errs...)
 }
 
-// backuper takes the instance's backups of db.
-func (c *custody) backuper(db *store.DB, blobs backup.Blobs, key enclave.Key, mode string) *backup.Backuper {
-	b := &backup.Backuper{DB: db, Blobs: blobs, Secrets: c.state.Secrets, Keys: key.Keys(), Mode: mode,
+// Backuper takes the backups of db, signing checkpoints with keys (the
+// instance key, whose hex public key is pubkey); its Mode is the caller's
+// to set.
+func (c *Custody) Backuper(db *store.DB, blobs backup.Blobs, keys nostr.Keyer, pubkey string) *backup.Backuper {
+	b := &backup.Backuper{DB: db, Blobs: blobs, Secrets: c.state.Secrets, Keys: keys,
 		Record: c.ks.RecordCheckpoint, Publish: c.publish,
-		Newest: func(ctx context.Context) (*nostr.Event, error) { return c.ks.NewestCheckpoint(ctx, key.PublicKey()) },
+		Newest: func(ctx context.Context) (*nostr.Event, error) { return c.ks.NewestCheckpoint(ctx, pubkey) },
 		Dir:    c.cfg.DataDir, Delay: c.cfg.Backup.Delay, Interval: c.cfg.Backup.Interval, VolumeEvery: c.cfg.Backup.VolumeInterval,
 		Log: c.log.With("part", "backup"), Last: c.state.Last}
 	if c.state.Restored != nil {
@@ -129,10 +145,10 @@ func (c *custody) backuper(db *store.DB, blobs backup.Blobs, key enclave.Key, mo
 	return b
 }
 
-// refresh sets the keys and the newest checkpoint in the key store again
+// Refresh sets the keys and the newest checkpoint in the key store again
 // every keystore.refresh, so its TTL never drops them while the instance
 // runs.
-func (c *custody) refresh(ctx context.Context, b *backup.Backuper) {
+func (c *Custody) Refresh(ctx context.Context, b *backup.Backuper) {
 	t := time.NewTicker(c.cfg.KeyStore.Refresh)
 	defer t.Stop()
 	for {
@@ -153,7 +169,8 @@ func (c *custody) refresh(ctx context.Context, b *backup.Backuper) {
 	}
 }
 
-func (c *custody) close() { c.pool.Close("instance stopped") }
+// Close closes the relay pool; the last checkpoint is recorded before.
+func (c *Custody) Close() { c.pool.Close("instance stopped") }
 
 // hexPubkey reads a hex or npub public key.
 func hexPubkey(s string) (string, error) {
