@@ -58,6 +58,7 @@ are marked t=dev.
 	lndCert := fs.String("lnd-tls-cert", "", "path to that LND's tls.cert")
 	lndMac := fs.String("lnd-macaroon", "", "path to its invoice macaroon")
 	httpAddr := fs.String("http", "", "HTTP API listen address (shorthand for -set http.listen=...)")
+	pprofAddr := fs.String("pprof", "", "serve Go profiles on this loopback host:port (for benchmarks: internal/bench)")
 	demoBin := fs.String("demo", "", "a static linux/amd64 program to serve as the demo image (make dev builds ./internal/devregistry/hello)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,6 +90,13 @@ are marked t=dev.
 		return err
 	}
 	log = log.With("mode", "dev")
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr, stdout)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	urls := cfg.Nostr.Relays
 	if cfg.Dev.RelayListen != "" {
