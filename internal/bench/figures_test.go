@@ -14,6 +14,7 @@ import (
 	"github.com/nbd-wtf/go-nostr/nip44"
 	"github.com/nbd-wtf/go-nostr/nip59"
 
+	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/enclave"
 	"github.com/enclaved/enclaved/internal/testenv"
 	"github.com/enclaved/enclaved/nip"
@@ -138,13 +139,16 @@ var quoteID = regexp.MustCompile(`Quote ([0-9a-f]+) for`)
 // saying running (watched in the instance's database at 1 ms, the
 // resolution), against bare docker
 // create + start of the same image with the same limits.
-func p3(t testing.TB, in *instance, s sizes, img testenv.Image, bare time.Duration, settled *settlements, d *details) row {
+func p3(t testing.TB, in *instance, rt *docker.Runtime, s sizes, img testenv.Image, settled *settlements, d *details) row {
 	t.Helper()
 	ctx := context.Background()
 	c := testenv.NewClient(t, in.Relay)
 	recs := records.New(in.DB, time.Now)
-	var ds []time.Duration
+	var ds, bares []time.Duration
 	for i := range s.P3Samples {
+		// The floor's samples alternate with the instance's, so both see
+		// the same machine (it is shared, and busy).
+		bares = append(bares, bareCreateStart(t, rt, img, 1))
 		name := fmt.Sprintf("p3-%d", i)
 		c.Send(t, "nip17", in.Pubkey, fmt.Sprintf("deploy %s name=%s", img.Ref, name))
 		q := c.Await(t, in.Pubkey, "Quote")
@@ -161,8 +165,8 @@ func p3(t testing.TB, in *instance, s sizes, img testenv.Image, bare time.Durati
 		c.Send(t, "nip17", in.Pubkey, "delete "+name)
 		c.Await(t, in.Pubkey, name+" is deleted")
 	}
-	got := median(ds)
-	d.line("P3: settlement → running %v (median of %d: %v); bare create+start %v", got, len(ds), ds, bare)
+	got, bare := median(ds), median(bares)
+	d.line("P3: settlement → running %v (median of %d: %v); bare create+start %v (%v)", got, len(ds), ds, bare, bares)
 	return row{ID: "P3", Measure: "payer's settlement → container running (image present), median",
 		Goal: "≤ 1.2 × floor", Unit: "ms", Floor: ms(bare), FloorNote: "bare docker create + start", Measured: ms(got),
 		Checked: true, Pass: float64(got) <= goalP3Ratio*float64(bare)}
@@ -191,7 +195,9 @@ func waitState(t testing.TB, recs *records.Store, id, state string, timeout time
 // p4 zaps a running container s.P4Samples times, as a wallet does, and
 // measures from the payment settling at the node (as its settlement
 // stream tells) to the receipt's arrival on the relay, the balance
-// credited by then.
+// credited by then. The harness's stream and the instance's race: a sample
+// can come out a little negative when the harness hears of the settlement
+// late; the median is what is reported.
 func p4(t testing.TB, in *instance, s sizes, img testenv.Image, settled *settlements, d *details) row {
 	t.Helper()
 	ctx := context.Background()

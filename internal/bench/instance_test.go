@@ -216,6 +216,26 @@ func (in *instance) rss(t testing.TB) (now, peak int64) {
 	return now, peak
 }
 
+// cpu is the instance process's user + system CPU time so far
+// (/proc/PID/stat, in clock ticks of 10 ms).
+func (in *instance) cpu(t testing.TB) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", in.cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("instance CPU: %v", err)
+	}
+	// Fields after the command's ")" : state is the 3rd field, utime
+	// the 14th and stime the 15th.
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		t.Fatalf("instance CPU: %q", b)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 // profileCPU starts a CPU profile of the instance and returns the function
 // that stops it and writes it to path ("" : no profile is taken).
 func (in *instance) profileCPU(t testing.TB, path string) func() {
@@ -300,15 +320,21 @@ func (in *instance) load(t testing.TB, bin string, args ...string) loadResult {
 	cmd := exec.CommandContext(ctx, bin, append([]string{"-relay", in.Relay, "-to", in.Npub}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	inst0, self0, start := in.cpu(t), cpuTime(), time.Now()
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("enclaved-load %v: %v\n%s", args, err, stderr.String())
 	}
+	// Who used the machine's cores meanwhile: the instance, this process
+	// (the relay, mostly) and the load generator.
+	cpu := fmt.Sprintf("CPU over %.1f s: instance %.2f s, harness (relay) %.2f s, load generator %.2f s",
+		time.Since(start).Seconds(), (in.cpu(t) - inst0).Seconds(), (cpuTime() - self0).Seconds(),
+		(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds())
 	var r loadResult
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("enclaved-load %v: %v in %q", args, err, out)
 	}
-	r.raw = strings.TrimSpace(stderr.String())
+	r.raw = strings.TrimSpace(stderr.String()) + "; " + cpu
 	t.Logf("load: %s", r.raw)
 	return r
 }
