@@ -8,7 +8,7 @@ TESTFLAGS ?= -v -count=1 -timeout 25m -trimpath
 # The regtest Lightning tools (btcd, lnd) are built once into this cache.
 export ENCLAVED_TOOLS ?= $(HOME)/.cache/enclaved/tools
 
-.PHONY: dev test deps tools build vet fmt-check bench
+.PHONY: dev test deps tools build vet fmt-check bench microbench
 
 # bin/enclaved is what the quick start's other terminals run; bin/demo-hello
 # is the program of the demo image the instance serves from its registry.
@@ -31,5 +31,15 @@ test: tools
 	$(GO) vet ./...
 	ENCLAVED_LIGHTNING_BIN=$$(./scripts/lightning-tools.sh --print-dir) $(GO) test $(TESTFLAGS) ./...
 
+# The benchmark suite of issue 18 (internal/bench): a real instance under
+# load, one table of measure, goal, floor, measured, ratio, pass. Timings
+# never fail it. BENCH_OUT=FILE keeps the table; BENCH_PROFILE=DIR keeps the
+# instance's CPU and heap profiles (go tool pprof DIR/cpu-p1.pprof).
 bench: tools
+	ENCLAVED_LIGHTNING_BIN=$$(./scripts/lightning-tools.sh --print-dir) ENCLAVED_BENCH=full \
+		ENCLAVED_BENCH_OUT=$(BENCH_OUT) ENCLAVED_BENCH_PROFILE=$(BENCH_PROFILE) \
+		$(GO) test -count=1 -timeout 30m -run '^TestBench$$' -v ./internal/bench
+
+# The go test microbenchmarks of every package.
+microbench: tools
 	ENCLAVED_LIGHTNING_BIN=$$(./scripts/lightning-tools.sh --print-dir) $(GO) test -run '^$$' -bench . -benchmem ./...

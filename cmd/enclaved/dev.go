@@ -53,6 +53,7 @@ are marked t=dev.
 
   enclaved dev pay <bolt11>   pays an invoice from the regtest payer node`, stderr)
 	load := configFlags(fs, environ, devShorthands...)
+	pprofAddr := fs.String("pprof", "", "serve Go profiles on this loopback host:port (for benchmarks: internal/bench)")
 	demoBin := fs.String("demo", "", "a static linux/amd64 program to serve as the demo image (make dev builds ./internal/devregistry/hello)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,6 +78,13 @@ are marked t=dev.
 		return err
 	}
 	log = log.With("mode", "dev")
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr, stdout)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	urls := cfg.Nostr.Relays
 	if cfg.Dev.RelayListen != "" {

@@ -1,0 +1,253 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/enclaved/enclaved/billing"
+	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/deployer/docker"
+	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/records"
+	"github.com/enclaved/enclaved/store"
+)
+
+// The instance's unit (config defaults), which the floors use too.
+var unit = records.Unit{NanoCPUs: 250_000_000, MemoryBytes: 128 << 20, Pids: 128, DiskBytes: 512 << 20}
+
+// dockerRuntime is the deployer's Docker runtime, closed when the test ends.
+func dockerRuntime(t testing.TB) *docker.Runtime {
+	t.Helper()
+	testenv.Docker(t)
+	rt, err := docker.New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return rt
+}
+
+// bareCreateStart is P3's floor: the median of n docker create + start of
+// img (present) with a unit's limits and its own network, through the
+// deployer's runtime, as the instance does without anything around it.
+func bareCreateStart(t testing.TB, rt *docker.Runtime, img testenv.Image, n int) time.Duration {
+	t.Helper()
+	ctx := context.Background()
+	if err := rt.Pull(ctx, img.Ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	run := randomHex(4)
+	var ds []time.Duration
+	for i := range n {
+		s := deployer.Spec{Name: fmt.Sprintf("enclaved-bench-bare-%s-%d", run, i), Image: img.Ref,
+			Labels:   map[string]string{deployer.LabelID: "bench-bare", deployer.LabelInstance: "bench-" + run},
+			NanoCPUs: unit.NanoCPUs, MemoryBytes: unit.MemoryBytes, Pids: unit.Pids, DiskBytes: unit.DiskBytes}
+		start := time.Now()
+		id, err := rt.Create(ctx, s)
+		if err == nil {
+			err = rt.Start(ctx, id)
+		}
+		ds = append(ds, time.Since(start))
+		rt.Remove(ctx, s.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return median(ds)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// seed records n running containers in db through the owners' APIs, as a
+// paid deploy and a launch leave them (without a runtime container: a
+// metering pass does not look at the runtime), each with a balance that
+// lasts. Owners have ten containers each.
+func seed(t testing.TB, db *store.DB, n int, now func() time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	recs := records.New(db, now)
+	invoices := &billing.Invoices{DB: db, Now: now}
+	ledger := billing.NewLedger(db)
+	const price = 10_000 // msat per unit-hour
+	var owner string
+	for i := range n {
+		if i%10 == 0 {
+			owner, _ = nostr.GetPublicKey(nostr.GeneratePrivateKey())
+		}
+		id := randomHex(8)
+		pub, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+		ok, err := recs.InsertQuote(ctx, records.NewQuote{ID: id, Name: "seed-" + id, Owner: owner, Channel: "nip17",
+			Image: "bench/seed", ImageRef: "bench/seed@sha256:" + strings.Repeat("0", 64), ImageSize: 1, Units: 1, PriceMsat: price, Pubkey: pub},
+			records.QuoteCaps{})
+		if err != nil || !ok {
+			t.Fatalf("seed quote: %v (recorded %v)", err, ok)
+		}
+		// The deploy invoice stays open (a running instance would launch
+		// a paid record); the container is marked running, then credited
+		// by a top-up.
+		if err := invoices.Record(ctx, billing.Request{ContainerID: id, Purpose: "deploy", AmountMsat: price},
+			billing.Invoice{PaymentHash: randomHex(32), Bolt11: "lnbcrt-seed", ExpiresAt: now().Add(24 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		at := now()
+		if err := recs.Transition(ctx, id, records.StateRunning, "", func(tx *sql.Tx) error {
+			if err := records.MarkRunning(ctx, tx, id, "bench-seed-"+id); err != nil {
+				return err
+			}
+			return billing.StartMetering(ctx, tx, id, at)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		hash := randomHex(32)
+		if err := invoices.Record(ctx, billing.Request{ContainerID: id, Purpose: "topup", AmountMsat: 1000 * price},
+			billing.Invoice{PaymentHash: hash, Bolt11: "lnbcrt-seed", ExpiresAt: now().Add(24 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ledger.ApplySettlement(ctx, billing.Settlement{PaymentHash: hash, AmountMsat: 1000 * price, SettledAt: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// clock is a settable clock for the metering pass.
+type clock struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.at }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at = c.at.Add(d)
+}
+
+// cpuTime is this process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// p5 measures one metering pass (deployer.Tick) over s.P5Containers running
+// containers in a database of their own on a RAM disk: the CPU time of this
+// process during the pass (nothing else runs in it meanwhile but the idle
+// relay), median of s.P5Passes passes a minute apart.
+func p5(t testing.TB, rt *docker.Runtime, s sizes, d *details) row {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(ramDir(t, "p5"), "enclaved.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	clk := &clock{at: time.Now()}
+	start := time.Now()
+	seed(t, db, s.P5Containers, clk.Now)
+	d.line("P5: seeded %d running containers in %v", s.P5Containers, time.Since(start).Round(time.Millisecond))
+	dep := deployer.New(db, rt, deployer.Config{Instance: "bench-p5", Unit: unit, CapacityUnits: 1 << 40,
+		LowBalance: time.Hour, Retention: 72 * time.Hour}, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var cpus, walls []time.Duration
+	for i := range s.P5Passes + 1 {
+		clk.Add(time.Minute)
+		c0, w0 := cpuTime(), time.Now()
+		if _, err := dep.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 { // the first pass warms the caches
+			cpus, walls = append(cpus, cpuTime()-c0), append(walls, time.Since(w0))
+		}
+	}
+	var charged int
+	db.QueryRowContext(ctx, `SELECT COUNT(*) FROM ledger WHERE kind = 'debit'`).Scan(&charged)
+	if charged < s.P5Containers {
+		t.Fatalf("the metering passes charged %d times, want at least %d", charged, s.P5Containers)
+	}
+	got := median(cpus)
+	d.line("P5: metering pass over %d: CPU %v, wall %v (medians of %d: CPU %v)", s.P5Containers, got, median(walls), len(cpus), cpus)
+	return row{ID: "P5", Measure: fmt.Sprintf("one metering pass over %d running containers, CPU time", s.P5Containers),
+		Goal: "≤ 20 ms", Unit: "ms", Measured: ms(got), Checked: true, Pass: got <= goalP5CPU}
+}
+
+// p8 counts how many containers run at once on this engine as the deployer
+// makes them (a unit's limits, one bridge network each): it creates and
+// starts containers until one fails or s.P8Max run, then removes them all.
+// On an engine with default address pools the network of about the 30th
+// fails: for those seconds other users of the engine cannot create a
+// network either, which is why the smoke run stops at a few.
+func p8(t testing.TB, rt *docker.Runtime, s sizes, img testenv.Image, d *details) row {
+	t.Helper()
+	ctx := context.Background()
+	run := randomHex(4)
+	prefix := "enclaved-bench-p8-" + run + "-"
+	var names []string
+	defer func() {
+		for _, n := range names {
+			rt.Remove(ctx, n)
+		}
+		// A network made before its container failed.
+		dc := testenv.Docker(t)
+		if nets, err := dc.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", prefix))}); err == nil {
+			for _, n := range nets {
+				dc.NetworkRemove(ctx, n.ID)
+			}
+		}
+	}()
+	stop := "the cap of this run"
+	for i := range s.P8Max {
+		spec := deployer.Spec{Name: fmt.Sprintf("%s%d", prefix, i), Image: img.Ref,
+			Labels:   map[string]string{deployer.LabelID: "bench-p8", deployer.LabelInstance: "bench-" + run},
+			NanoCPUs: unit.NanoCPUs, MemoryBytes: unit.MemoryBytes, Pids: unit.Pids, DiskBytes: unit.DiskBytes}
+		names = append(names, spec.Name)
+		id, err := rt.Create(ctx, spec)
+		if err == nil {
+			err = rt.Start(ctx, id)
+		}
+		if err != nil {
+			names = names[:len(names)-1]
+			rt.Remove(ctx, spec.Name)
+			stop = err.Error()
+			break
+		}
+	}
+	n := len(names)
+	d.line("P8: %d containers running at once; stopped by: %s", n, stop)
+	return row{ID: "P8", Measure: "containers running at once (1 unit each, one bridge network each)",
+		Goal: "≥ 1000", Unit: "containers", Measured: float64(n), Checked: true, Pass: n >= goalP8}
+}
+
+// removeContainers removes what the instance whose pubkey is instance left
+// in Docker (containers and their networks).
+func removeContainers(t testing.TB, instance string) {
+	rt, err := docker.New(context.Background())
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer rt.Close()
+	list, _ := rt.List(context.Background())
+	for _, c := range list {
+		if c.Labels[deployer.LabelInstance] == instance {
+			rt.Remove(context.Background(), c.ID)
+		}
+	}
+}
