@@ -119,6 +119,9 @@ func applySettlement(ctx context.Context, tx *sql.Tx, s Settlement) (Credit, err
 	if c.BalanceMsat, err = records.Credit(ctx, tx, c.ContainerID, s.AmountMsat, s.SettledAt); err != nil {
 		return c, err
 	}
+	if err := reschedule(ctx, tx, c.ContainerID); err != nil {
+		return c, err
+	}
 	c.AmountMsat, c.PaymentHash, c.Applied = s.AmountMsat, s.PaymentHash, true
 	return c, nil
 }
@@ -149,6 +152,8 @@ type Meter struct {
 	Left time.Duration
 	// LowNotified says whether the owner was already told the balance is low.
 	LowNotified bool
+	// RunMs is all the running time charged so far.
+	RunMs int64
 }
 
 // Charge debits a running container for its running time up to now, as one
@@ -169,9 +174,48 @@ func (l *Ledger) Charge(ctx context.Context, containerID string, now time.Time) 
 	return m, tx.Commit()
 }
 
+// ChargeAll charges each of the containers ids as Charge does, all in one
+// transaction (a metering pass). If that fails, each is charged in a
+// transaction of its own, so one bad record never stops the others' meter;
+// failed reports those that could not be charged.
+func (l *Ledger) ChargeAll(ctx context.Context, ids []string, now time.Time) (meters []Meter, failed map[string]error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err == nil {
+		defer tx.Rollback()
+		for _, id := range ids {
+			var m Meter
+			if m, err = charge(ctx, tx, id, now.UnixMilli(), true); err != nil {
+				break
+			}
+			meters = append(meters, m)
+		}
+		if err == nil {
+			if err = tx.Commit(); err == nil {
+				return meters, nil
+			}
+		}
+	}
+	meters, failed = meters[:0], map[string]error{}
+	for _, id := range ids {
+		m, err := l.Charge(ctx, id, now)
+		if err != nil {
+			failed[id] = err
+			continue
+		}
+		meters = append(meters, m)
+	}
+	return meters, failed
+}
+
 // StartMetering marks a container running from now on.
 func StartMetering(ctx context.Context, tx *sql.Tx, containerID string, now time.Time) error {
-	return records.StartMeter(ctx, tx, containerID, now)
+	if err := records.StartMeter(ctx, tx, containerID, now); err != nil {
+		return err
+	}
+	return reschedule(ctx, tx, containerID)
 }
 
 // StopMetering charges a container up to now and stops its meter; every
@@ -216,12 +260,41 @@ func charge(ctx context.Context, tx *sql.Tx, id string, nowMs int64, keepRunning
 	if keepRunning && since.Valid {
 		a.RunningSince = sql.NullInt64{Int64: max(nowMs, since.Int64), Valid: true}
 	}
+	schedule(&a)
 	if err := records.SetMeter(ctx, tx, id, a, nowMs); err != nil {
 		return Meter{}, err
 	}
 	m.Exhausted = a.BalanceMsat == 0 && rate > 0
 	m.Left = money.TimeLeft(rate, a.BalanceMsat, a.ChargedMsat, a.RunMs)
+	m.RunMs = a.RunMs
 	return m, nil
+}
+
+// maxSchedule bounds paid_until and paid_ms: a free container (rate 0) or
+// a balance beyond any running time is paid "forever", never due.
+const maxSchedule = 1 << 62
+
+// schedule sets a's PaidUntil (when a metered container's balance runs
+// out) and PaidMs (all the running time its credits pay for), which
+// metering passes select what is due by (records.DueForMetering).
+func schedule(a *records.Account) {
+	rate := money.Rate(a.Units, a.PriceMsat)
+	a.PaidMs = min(money.RunMsFor(rate, a.ChargedMsat+a.BalanceMsat), maxSchedule)
+	a.PaidUntil = sql.NullInt64{}
+	if a.RunningSince.Valid {
+		a.PaidUntil = sql.NullInt64{Int64: min(a.RunningSince.Int64+max(a.PaidMs-a.RunMs, 0), maxSchedule), Valid: true}
+	}
+}
+
+// reschedule recomputes container id's schedule after its balance or
+// meter changed outside a charge (a credit, a start).
+func reschedule(ctx context.Context, tx *sql.Tx, id string) error {
+	a, err := records.GetAccount(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	schedule(&a)
+	return records.SetSchedule(ctx, tx, id, a)
 }
 
 const beatKey = "metered_at"

@@ -252,7 +252,7 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 		if l.Page != "" {
 			fmt.Fprintf(&sb, "\npage: %s", l.Page)
 		}
-		fmt.Fprintf(&sb, "\nbalance: %d sats", r.BalanceMsat/1000)
+		fmt.Fprintf(&sb, "\nbalance: %d sats", r.BalanceAt(b.now())/1000)
 		if r.State == records.StateRunning {
 			fmt.Fprintf(&sb, ", about %s left", money.Human(r.LeftAt(b.now())))
 		}

@@ -126,7 +126,7 @@ func (b *Bot) Zapped(ctx context.Context, rec records.Record, amountMsat int64, 
 	}
 	b.Notify(ctx, Notice{ContainerID: rec.ID, Owner: rec.Owner, Channel: rec.Channel,
 		Text: fmt.Sprintf("%s was zapped %d sats by %s. Balance: %d sats, about %s of running time.",
-			rec.Name, amountMsat/1000, who, rec.BalanceMsat/1000, money.Human(rec.LeftAt(b.now())))})
+			rec.Name, amountMsat/1000, who, rec.BalanceAt(b.now())/1000, money.Human(rec.LeftAt(b.now())))})
 }
 
 // Unclaimed tells payer (hex pubkey) that their payment of amountMsat

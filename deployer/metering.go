@@ -7,10 +7,24 @@ import (
 	"github.com/enclaved/enclaved/records"
 )
 
-// Tick meters every running container up to now: it pauses those whose
+// Metering charges a running container when it is due, not at every pass:
+// when its balance runs out (it is paused), when its owner is due a
+// low-balance warning, and at least every chargeEvery otherwise (so the
+// ledger and the stored balance stay recent). A pass costs what is due, not
+// what runs: records.DueForMetering selects it, and at most
+// chargesPerPass periodic charges are taken per pass (the others are
+// merely later; what is owed accrues exactly either way). Between charges,
+// a balance is shown as it stands (records.Record.BalanceAt).
+const (
+	chargeEvery    = time.Hour
+	chargesPerPass = 200
+)
+
+// Tick meters the running containers that are due: it pauses those whose
 // balance ran out, tells owners once when little time is left, and removes
 // paused containers whose retention window has passed. It returns when the
-// next tick is due: within a minute, or sooner if a balance runs out sooner.
+// next tick is due: within a minute, or sooner if a balance runs out (or a
+// warning is due) sooner.
 func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 	now := d.now()
 	next := now.Add(time.Minute)
@@ -18,36 +32,43 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 	if err := d.Records.ExpireQuotes(ctx, now); err != nil {
 		return next, err
 	}
-	ids, err := d.Records.InState(ctx, records.StateRunning)
+	ids, err := d.Records.DueForMetering(ctx, now, d.cfg.LowBalance, now.Add(-chargeEvery), chargesPerPass)
 	if err != nil {
 		return next, err
 	}
-	for _, id := range ids {
-		m, err := d.ledger.Charge(ctx, id, now)
-		if err != nil {
-			d.log.Error("metering failed", "container", id, "err", err)
-			continue
-		}
-		rec, _ := d.Records.Get(ctx, id)
+	meters, failed := d.ledger.ChargeAll(ctx, ids, now)
+	for id, err := range failed {
+		d.log.Error("metering failed", "container", id, "err", err)
+	}
+	for _, m := range meters {
+		id := m.ContainerID
 		switch {
 		case m.Exhausted:
 			if err := d.Pause(ctx, id, "balance exhausted"); err != nil {
 				d.log.Error("pause failed", "container", id, "err", err)
 				continue
 			}
-			rec, _ = d.Records.Get(ctx, id)
+			rec, _ := d.Records.Get(ctx, id)
 			d.emit(ctx, Paused{Of{rec}, now.Add(d.cfg.Retention)})
-		case m.Left < d.lowBalance(rec, m.Left) && !m.LowNotified:
+		case m.Left <= d.lowBalance(m.RunMs, m.Left) && !m.LowNotified:
 			d.Records.MarkLowNotified(ctx, id)
+			rec, _ := d.Records.Get(ctx, id)
 			d.emit(ctx, LowBalance{Of{rec}, m.Left})
 		}
-		if !m.Exhausted && now.Add(m.Left).Before(next) {
-			next = now.Add(m.Left)
+	}
+	if due, err := d.Records.NextDue(ctx, d.cfg.LowBalance); err != nil {
+		return next, err
+	} else if !due.IsZero() && due.Before(next) {
+		// Whatever was due is charged by now; one still due (its charge
+		// failed) is tried again in a second, not in a spin.
+		next = due
+		if !next.After(now) {
+			next = now.Add(time.Second)
 		}
 	}
 	d.pruneQuotes(ctx, now)
-	// Every running container is charged up to now: after an outage,
-	// none is charged past this moment (Reconcile).
+	// The instance was up, so every running container ran, until now:
+	// after an outage, none is charged past this moment (Reconcile).
 	if err := d.ledger.Beat(ctx, now); err != nil {
 		return next, err
 	}
@@ -90,8 +111,8 @@ func (d *Deployer) Tick(ctx context.Context) (time.Time, error) {
 // setting, or a quarter of all the running time the container was paid
 // for, whichever is less (a renter who paid for one hour is not warned at
 // once, but at 15 minutes left).
-func (d *Deployer) lowBalance(rec records.Record, left time.Duration) time.Duration {
-	paid := time.Duration(rec.RunMs)*time.Millisecond + left
+func (d *Deployer) lowBalance(runMs int64, left time.Duration) time.Duration {
+	paid := time.Duration(runMs)*time.Millisecond + left
 	return min(d.cfg.LowBalance, paid/4)
 }
 

@@ -184,7 +184,9 @@ func TestRemovalCancelsInvoicesAndLatePaymentsAreUnclaimed(t *testing.T) {
 	rec := inst.container(t, "gone")
 	var credits int
 	inst.db.QueryRow(`SELECT COUNT(*) FROM ledger WHERE payment_hash = ?`, unclaimed[0].PaymentHash).Scan(&credits)
-	if rec.BalanceMsat != balance || credits != 0 {
+	// Not credited: the balance did not grow (its removal charged what it
+	// ran since the deploy, a msat or so at this price on a slow machine).
+	if rec.BalanceMsat > balance || credits != 0 {
 		t.Errorf("the late payment was credited: balance %d → %d msat, %d ledger rows", balance, rec.BalanceMsat, credits)
 	}
 

@@ -2,6 +2,7 @@ package enclave
 
 import (
 	"context"
+	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 
@@ -29,7 +30,7 @@ func (a announced) Announcement(ctx context.Context) (nostr.Event, error) {
 // profiles keeps the containers' profiles and status events current.
 func (in *Instance) profiles() *publish.Profiles {
 	key := in.parts.Key
-	return &publish.Profiles{Containers: liveContainers{in.Deployer},
+	return &publish.Profiles{Containers: liveContainers{in.Deployer, in.now},
 		Instance: key.Keys(), InstanceNpub: key.Npub(), InstancePubkey: key.PublicKey(),
 		ContainerKey: func(id string) publish.Signer { return key.ContainerKey(id).Keys() },
 		Address:      in.Zaps.Address, TEERoot: in.TEERoot, Dev: in.dev,
@@ -37,18 +38,21 @@ func (in *Instance) profiles() *publish.Profiles {
 }
 
 // liveContainers lists the deployer's live containers for their profiles.
-type liveContainers struct{ d *deployer.Deployer }
+type liveContainers struct {
+	d   *deployer.Deployer
+	now func() time.Time
+}
 
 func (l liveContainers) Live(ctx context.Context) ([]publish.Container, error) {
 	recs, err := l.d.Records.Live(ctx)
 	if err != nil {
 		return nil, err
 	}
-	u := l.d.Unit()
+	u, now := l.d.Unit(), l.now()
 	out := make([]publish.Container, 0, len(recs))
 	for _, r := range recs {
 		out = append(out, publish.Container{ID: r.ID, Name: r.Name, Owner: r.Owner, Pubkey: r.Pubkey,
-			ImageRef: r.ImageRef, State: r.State, Units: r.Units, PriceMsat: r.PriceMsat, BalanceMsat: r.BalanceMsat,
+			ImageRef: r.ImageRef, State: r.State, Units: r.Units, PriceMsat: r.PriceMsat, BalanceMsat: r.BalanceAt(now),
 			NanoCPUs: r.Units * u.NanoCPUs, MemoryBytes: r.Units * u.MemoryBytes})
 	}
 	return out, nil

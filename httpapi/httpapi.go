@@ -71,7 +71,7 @@ type Container struct {
 }
 
 // New returns the API handler; mounts add more routes (LNURL, NIP-05).
-func New(inst Instance, c Containers, capacity Capacity, mounts ...func(*http.ServeMux)) http.Handler {
+func New(inst Instance, c Containers, capacity Capacity, now func() time.Time, mounts ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
 	for _, m := range mounts {
 		m(mux)
@@ -103,7 +103,7 @@ func New(inst Instance, c Containers, capacity Capacity, mounts ...func(*http.Se
 			writeError(w, http.StatusInternalServerError, "lookup failed")
 			return
 		}
-		out := Container{Npub: rec.Npub(), Name: rec.Name, State: rec.State, Image: rec.ImageRef, Units: rec.Units, BalanceMsat: rec.BalanceMsat}
+		out := Container{Npub: rec.Npub(), Name: rec.Name, State: rec.State, Image: rec.ImageRef, Units: rec.Units, BalanceMsat: rec.BalanceAt(now())}
 		if t := rec.PaidUntil(); !t.IsZero() {
 			t = t.UTC().Truncate(time.Second)
 			out.PaidUntil = &t

@@ -83,6 +83,18 @@ func (r Record) LeftAt(now time.Time) time.Duration {
 	return max(r.PaidUntil().Sub(now), 0)
 }
 
+// BalanceAt is the balance at now: for a running container, less what it
+// ran since its last charge (metering charges a running container only
+// every so often, and when it must stop).
+func (r Record) BalanceAt(now time.Time) int64 {
+	if r.RunningSince.IsZero() || !now.After(r.RunningSince) {
+		return r.BalanceMsat
+	}
+	rate := money.Rate(r.Units, r.PriceMsat)
+	due := money.ChargeFor(rate, r.RunMs+now.Sub(r.RunningSince).Milliseconds()) - r.ChargedMsat
+	return max(r.BalanceMsat-max(due, 0), 0)
+}
+
 // Npub is the container's own identity, bech32.
 func (r Record) Npub() string {
 	if r.Pubkey == "" {

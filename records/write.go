@@ -82,21 +82,35 @@ type Account struct {
 	RunMs, ChargedMsat            int64
 	RunningSince                  sql.NullInt64 // unix ms; null unless metered
 	LowNotified                   bool
+	// PaidUntil (unix ms; null unless metered) is when the balance runs
+	// out, PaidMs all the running time the credits pay for: billing
+	// keeps them with every change, so a metering pass finds what is due
+	// (DueForMetering) without reading every container.
+	PaidUntil sql.NullInt64
+	PaidMs    int64
 }
 
 // GetAccount reads container id's account.
 func GetAccount(ctx context.Context, x Execer, id string) (Account, error) {
 	var a Account
-	err := x.QueryRowContext(ctx, `SELECT units, price_msat, balance_msat, run_ms, charged_msat, running_since, low_notified
-		FROM containers WHERE id = ?`, id).Scan(&a.Units, &a.PriceMsat, &a.BalanceMsat, &a.RunMs, &a.ChargedMsat, &a.RunningSince, &a.LowNotified)
+	err := x.QueryRowContext(ctx, `SELECT units, price_msat, balance_msat, run_ms, charged_msat, running_since, low_notified, paid_until, paid_ms
+		FROM containers WHERE id = ?`, id).Scan(&a.Units, &a.PriceMsat, &a.BalanceMsat, &a.RunMs, &a.ChargedMsat, &a.RunningSince, &a.LowNotified,
+		&a.PaidUntil, &a.PaidMs)
 	return a, err
 }
 
-// SetMeter stores container id's balance and meter after a charge at
-// nowMs (unix ms).
+// SetMeter stores container id's balance, meter and schedule after a
+// charge at nowMs (unix ms).
 func SetMeter(ctx context.Context, x Execer, id string, a Account, nowMs int64) error {
-	_, err := x.ExecContext(ctx, `UPDATE containers SET balance_msat = ?, run_ms = ?, charged_msat = ?, running_since = ?, updated_at = ?
-		WHERE id = ?`, a.BalanceMsat, a.RunMs, a.ChargedMsat, a.RunningSince, nowMs, id)
+	_, err := x.ExecContext(ctx, `UPDATE containers SET balance_msat = ?, run_ms = ?, charged_msat = ?, running_since = ?, updated_at = ?,
+		paid_until = ?, paid_ms = ? WHERE id = ?`, a.BalanceMsat, a.RunMs, a.ChargedMsat, a.RunningSince, nowMs, a.PaidUntil, a.PaidMs, id)
+	return err
+}
+
+// SetSchedule stores when container id's balance runs out and all the
+// running time its credits pay for (after a credit or a start).
+func SetSchedule(ctx context.Context, x Execer, id string, a Account) error {
+	_, err := x.ExecContext(ctx, `UPDATE containers SET paid_until = ?, paid_ms = ? WHERE id = ?`, a.PaidUntil, a.PaidMs, id)
 	return err
 }
 
@@ -125,6 +139,46 @@ func Credit(ctx context.Context, x Execer, id string, amountMsat int64, at time.
 func (s *Store) MarkLowNotified(ctx context.Context, id string) error {
 	_, err := s.db.ExecContext(ctx, `UPDATE containers SET low_notified = 1 WHERE id = ?`, id)
 	return err
+}
+
+// DueForMetering lists the metered containers a metering pass at now
+// charges: every one whose balance ran out (or that was never
+// scheduled), every one whose owner is due a low-balance warning (less
+// than min(low, a quarter of all its paid time) left, not yet warned), and
+// at most limit of those last charged before chargedBefore, longest
+// uncharged first.
+func (s *Store) DueForMetering(ctx context.Context, now time.Time, low time.Duration, chargedBefore time.Time, limit int) ([]string, error) {
+	nowMs, lowMs := now.UnixMilli(), low.Milliseconds()
+	// Each part walks an index of the metered (+state: not the state
+	// index, which would read every running container): a warning is due
+	// at most low before the balance runs out, so only those within low of
+	// it are candidates.
+	return s.db.Strings(ctx, `SELECT id FROM containers WHERE running_since IS NOT NULL AND paid_until IS NULL AND +state = 'running'
+		UNION
+		SELECT id FROM containers WHERE running_since IS NOT NULL AND paid_until <= ? AND +state = 'running'
+			AND (paid_until <= ? OR (low_notified = 0 AND paid_until - MIN(?, paid_ms / 4) <= ?))
+		UNION
+		SELECT id FROM (SELECT id FROM containers WHERE running_since IS NOT NULL AND running_since <= ? AND +state = 'running'
+			ORDER BY running_since LIMIT ?)`,
+		nowMs+lowMs, nowMs, lowMs, nowMs, chargedBefore.UnixMilli(), limit)
+}
+
+// NextDue is the earliest moment a metered container's balance runs out
+// or its owner is due a low-balance warning (low as in DueForMetering);
+// zero if none is metered.
+func (s *Store) NextDue(ctx context.Context, low time.Duration) (time.Time, error) {
+	var first, at sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MIN(paid_until) FROM containers WHERE running_since IS NOT NULL AND +state = 'running'`).Scan(&first); err != nil || !first.Valid {
+		return time.Time{}, err
+	}
+	// A warning comes at most low before a balance runs out.
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(CASE WHEN low_notified = 0 THEN paid_until - MIN(?, paid_ms / 4) ELSE paid_until END)
+		FROM containers WHERE running_since IS NOT NULL AND paid_until <= ? AND +state = 'running'`,
+		low.Milliseconds(), first.Int64+low.Milliseconds()).Scan(&at)
+	if err != nil || !at.Valid {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(at.Int64), nil
 }
 
 // ExpireQuotes marks quotes whose invoices all expired by now expired:
