@@ -59,7 +59,7 @@ func p8(t testing.TB, bins binaries, relay string, s sizes, img testenv.Image, h
 	}()
 	testenv.NewClient(t, relay).Ask(t, "nip17", in.Pubkey, "help")
 	idle, _ := in.rss(t)
-	mem0 := memAvailable(t)
+	mem0, cpu0 := memAvailable(t), in.cpu(t)
 	payer := testenv.Lightning(t).Payer
 	pay := func(ctx context.Context, bolt11 string) error { _, err := payer.Pay(ctx, bolt11); return err }
 	clients := make([]*testenv.Client, min(p8Workers, s.P8Max))
@@ -152,6 +152,7 @@ func p8(t testing.TB, bins binaries, relay string, s sizes, img testenv.Image, h
 	per := float64(end-idle) / float64(n)
 
 	d.line("P8: %d containers running at once after %v; stopped by: %s", n, elapsed.Round(time.Second), stop)
+	d.line("P8: enclaved's CPU meanwhile %.1f s (%.0f ms per container)", (in.cpu(t) - cpu0).Seconds(), ms((in.cpu(t)-cpu0)/time.Duration(n)))
 	d.line("P8: payment → running, median of the first %d %v, of the last %d %v", min(n, 20), median(started[:min(n, 20)]),
 		min(n, 20), median(started[max(0, n-20):]))
 	d.line("P8: enclaved RSS idle %.1f MB, with %d running %.1f MB (peak %.1f MB): %.1f KB each", float64(idle)/1e6, n,
