@@ -169,7 +169,15 @@ type Instance struct {
 	// PullTimeout bounds one image pull; a pull that takes longer fails,
 	// and the paid container keeps its balance for a retry.
 	PullTimeout time.Duration `toml:"pull_timeout"`
+	// ContainerSubnets is the private IPv4 range each container's own
+	// network takes a /29 of (the engine's default pools would stop at
+	// about thirty networks). Pick one no route of the engine's host uses.
+	ContainerSubnets string `toml:"container_subnets"`
 }
+
+// ContainerSubnetBits is the prefix length of each container network's
+// subnet (deployer/docker.SubnetBits).
+const ContainerSubnetBits = 29
 
 // Unit is the slice of the instance one unit buys.
 type Unit struct {
@@ -259,7 +267,7 @@ func Default() Config {
 				Log:     Log{Level: "info", Format: "text"},
 				Nostr:   Nostr{CommandsPerMinute: 10},
 			},
-			Instance: Instance{Name: "enclaved", CapacityUnits: 8, PullTimeout: 10 * time.Minute},
+			Instance: Instance{Name: "enclaved", CapacityUnits: 8, PullTimeout: 10 * time.Minute, ContainerSubnets: "10.200.0.0/14"},
 			Unit:     Unit{MilliCPUs: 250, MemoryMiB: 128, Pids: 128, DiskMiB: 512},
 			Pricing: Pricing{MsatPerUnitHour: 10_000, QuoteExpiry: 10 * time.Minute,
 				LowBalance: time.Hour, Retention: 72 * time.Hour, OpenQuotesPerSender: 3, OpenTopups: 5},

@@ -176,3 +176,27 @@ func TestNitroNeedsBackups(t *testing.T) {
 		t.Errorf("the enclave image runs attest.mode %q with backup.mode %q", c.Attest.Mode, c.Backup.Mode)
 	}
 }
+
+// instance.container_subnets is a private IPv4 range with a /29 for each
+// container that can run at once.
+func TestContainerSubnets(t *testing.T) {
+	c, err := Load(Sources{Sets: []string{"instance.container_subnets=172.20.0.0/20", "instance.capacity_units=512"}})
+	if err != nil || c.Instance.ContainerSubnets != "172.20.0.0/20" {
+		t.Fatalf("a /20 for 512 units: %v %q", err, c.Instance.ContainerSubnets)
+	}
+	for set, want := range map[string]string{
+		"instance.container_subnets=10.200.0.0":      "is not a CIDR",
+		"instance.container_subnets=fd00::/64":       "is not a private IPv4 range",
+		"instance.container_subnets=8.8.0.0/16":      "is not a private IPv4 range",
+		"instance.container_subnets=10.200.1.0/14":   "has host bits set: the range is 10.200.0.0/14",
+		"instance.container_subnets=10.200.0.0/30":   "want a prefix from /8 to /29",
+		"instance.container_subnets=192.168.0.0/28":  "holds 2 /29 subnets, fewer than instance.capacity_units (8",
+		"instance.container_subnets=":                "is not a CIDR",
+		"instance.container_subnets=10.200.0.0/14 x": "is not a CIDR",
+	} {
+		_, err := Load(Sources{Sets: []string{set}})
+		if err == nil || !strings.Contains(err.Error(), "instance.container_subnets: ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("-set %s: got %v, want an error containing %q", set, err, want)
+		}
+	}
+}

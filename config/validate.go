@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -43,6 +44,9 @@ func (c Config) Validate() error {
 		if !egress.ValidPattern(p) {
 			bad("instance.container_egress", "entry %d %q is not host:port, host:*, *.domain:port or *.domain:*", i+1, p)
 		}
+	}
+	if msg := checkSubnets(c.Instance.ContainerSubnets, c.Instance.CapacityUnits); msg != "" {
+		bad("instance.container_subnets", "%q %s", c.Instance.ContainerSubnets, msg)
 	}
 	if !oneOf(c.HTTP.TLS, "", "dev", "acme") {
 		bad("http.tls", "%q is not one of \"\", dev, acme", c.HTTP.TLS)
@@ -145,6 +149,27 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkSubnets says what is wrong with s as the range of container
+// networks' subnets ("" if nothing): a private IPv4 CIDR from /8 to /29
+// with a /29 for each container that can run at once (one per unit).
+func checkSubnets(s string, units int64) string {
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		return "is not a CIDR such as 10.200.0.0/14"
+	case !p.Addr().Is4() || !p.Addr().IsPrivate():
+		return "is not a private IPv4 range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
+	case p != p.Masked():
+		return fmt.Sprintf("has host bits set: the range is %s", p.Masked())
+	case p.Bits() < 8 || p.Bits() > ContainerSubnetBits:
+		return fmt.Sprintf("want a prefix from /8 to /%d", ContainerSubnetBits)
+	}
+	if n := int64(1) << (ContainerSubnetBits - p.Bits()); n < units {
+		return fmt.Sprintf("holds %d /%d subnets, fewer than instance.capacity_units (%d containers of one unit each)", n, ContainerSubnetBits, units)
+	}
+	return ""
 }
 
 func oneOf(s string, allowed ...string) bool {

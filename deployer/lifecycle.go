@@ -317,6 +317,11 @@ func (d *Deployer) remove(ctx context.Context, id, reason string) error {
 			return err
 		}
 	}
+	// Its network, also when the container never was or was removed from
+	// outside (else Reconcile removes it at the next start).
+	if err := d.rt.RemoveNetwork(ctx, RuntimeName(id)); err != nil {
+		d.log.Warn("removing its network", "container", id, "err", err)
+	}
 	d.dropImage(ctx, rec.ImageRef)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/enclaved/enclaved/billing"
@@ -15,9 +16,10 @@ import (
 // containers of this instance without a live record are stopped and
 // reported; records that should run are (re)started from their pinned
 // digest, or marked failed; halted records' containers are stopped; a
-// paused container credited while the instance was down resumes. The
-// outage itself is never charged: containers that ran through it are
-// charged up to the last metering beat, and from now on.
+// paused container credited while the instance was down resumes; networks
+// left by containers removed from outside are removed. The outage itself
+// is never charged: containers that ran through it are charged up to the
+// last metering beat, and from now on.
 func (d *Deployer) Reconcile(ctx context.Context) error {
 	list, err := d.rt.List(ctx)
 	if err != nil {
@@ -77,7 +79,49 @@ func (d *Deployer) Reconcile(ctx context.Context) error {
 	}
 	d.dropStaleRestores(ctx)
 	d.dropRemovedImages(ctx)
+	d.dropOrphanNetworks(ctx)
 	return nil
+}
+
+// dropOrphanNetworks removes this instance's container networks (enclaved-*,
+// labelled with it) that no runtime container of that name has and whose
+// record is removed or unknown: the container was removed from outside, or
+// never made. (A live record's network stays: its next launch uses it.)
+// Networks of other instances on the engine are never touched.
+func (d *Deployer) dropOrphanNetworks(ctx context.Context) {
+	nets, err := d.rt.Networks(ctx)
+	if err != nil {
+		d.log.Warn("listing networks", "err", err)
+		return
+	}
+	list, err := d.rt.List(ctx)
+	if err != nil {
+		d.log.Warn("listing containers", "err", err)
+		return
+	}
+	named := map[string]bool{}
+	for _, c := range list {
+		named[c.Name] = true
+	}
+	for _, n := range nets {
+		if n.Labels[LabelInstance] != d.cfg.Instance || !strings.HasPrefix(n.Name, RuntimeName("")) || named[n.Name] {
+			continue
+		}
+		rec, err := d.Records.Get(ctx, n.Labels[LabelID])
+		switch {
+		case errors.Is(err, records.ErrNotFound):
+		case err != nil:
+			d.log.Warn("reading a network's record", "network", n.Name, "err", err)
+			continue
+		case rec.State != records.StateRemoved:
+			continue
+		}
+		if err := d.rt.RemoveNetwork(ctx, n.Name); err != nil {
+			d.log.Warn("removing an orphaned network", "network", n.Name, "err", err)
+			continue
+		}
+		d.log.Info("orphaned network removed", "network", n.Name, "record", n.Labels[LabelID])
+	}
 }
 
 // dropRemovedImages removes the images of containers removed in the last

@@ -74,6 +74,19 @@ type Runtime interface {
 	Watch(ctx context.Context, since time.Time, fn func(id string, labels map[string]string)) error
 	// State is what the runtime says of one container now.
 	State(ctx context.Context, id string) (State, error)
+	// Networks lists the networks carrying LabelInstance (any
+	// instance's: the caller picks its own).
+	Networks(ctx context.Context) ([]NetworkInfo, error)
+	// RemoveNetwork removes the networks called exactly name; none is
+	// not an error, one a running container still uses is.
+	RemoveNetwork(ctx context.Context, name string) error
+}
+
+// NetworkInfo is a runtime network as listed.
+type NetworkInfo struct {
+	ID     string
+	Name   string
+	Labels map[string]string
 }
 
 // State is a runtime container's state.

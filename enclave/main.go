@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -113,7 +114,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	defer ln.Close()
-	rt, err := docker.New(ctx)
+	subnets, err := netip.ParsePrefix(cfg.Instance.ContainerSubnets)
+	if err != nil {
+		return fmt.Errorf("instance.container_subnets: %w", err)
+	}
+	rt, err := docker.New(ctx, docker.Subnets(subnets))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,11 @@
 // hardened: not privileged, all capabilities dropped, no-new-privileges, no
 // host mounts or devices, its own bridge network, memory without swap, a pids
 // limit, bounded logs, and a read-only root unless the image declares volumes.
+//
+// Each container's network gets a /29 of its own from a configured range
+// (networks.go), never from the engine's default address pools, which run
+// out after about thirty networks: the containers one instance runs at once
+// are bounded by its CPU and memory, not by the engine's configuration.
 package docker
 
 import (
@@ -35,23 +40,36 @@ import (
 type Runtime struct {
 	c    *client.Client
 	disk bool
+
+	subnets netip.Prefix // where container networks' subnets come from
+	pool    pool
 }
 
 var _ deployer.Runtime = (*Runtime)(nil)
 
 // New connects to the engine (DOCKER_HOST or the default socket) and checks
-// whether its storage driver can limit a container's disk.
-func New(ctx context.Context) (*Runtime, error) {
-	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
+// whether its storage driver can limit a container's disk. Container
+// networks take their subnets from DefaultSubnets unless an option says.
+func New(ctx context.Context, opts ...Option) (*Runtime, error) {
+	r := &Runtime{subnets: DefaultSubnets}
+	for _, o := range opts {
+		o(r)
+	}
+	var err error
+	if r.pool, err = newPool(r.subnets); err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	info, err := c.Info(ctx)
+	r.subnets = r.subnets.Masked()
+	if r.c, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	info, err := r.c.Info(ctx)
 	if err != nil {
-		c.Close()
+		r.c.Close()
 		return nil, fmt.Errorf("docker: engine not reachable: %w", err)
 	}
-	return &Runtime{c: c, disk: diskLimitSupported(info.Driver, info.DriverStatus)}, nil
+	r.disk = diskLimitSupported(info.Driver, info.DriverStatus)
+	return r, nil
 }
 
 // diskLimitSupported: --storage-opt size works on btrfs, zfs, and overlay2
@@ -106,7 +124,8 @@ func (r *Runtime) Pull(ctx context.Context, ref string, progress func(string)) e
 	}
 }
 
-// Create creates the container and its own network. If a container with the
+// Create creates the container and its own network (on a free /29 of the
+// configured range). If a container with the
 // same name exists (a crash after creating it), it returns that one.
 func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 	if existing, err := r.c.ContainerInspect(ctx, s.Name); err == nil {
@@ -122,7 +141,7 @@ func (r *Runtime) Create(ctx context.Context, s deployer.Spec) (string, error) {
 		return "", fmt.Errorf("create network %s: %w", s.Name, err)
 	}
 	if len(nets) == 0 {
-		if _, err := r.c.NetworkCreate(ctx, s.Name, network.CreateOptions{Driver: "bridge", Labels: s.Labels}); err != nil && !errdefs.IsConflict(err) {
+		if err := r.createNetwork(ctx, s.Name, s.Labels); err != nil {
 			return "", fmt.Errorf("create network %s: %w", s.Name, err)
 		}
 	}
@@ -251,32 +270,7 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	if err := r.c.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
-	name := strings.TrimPrefix(info.Name, "/")
-	nets, err := r.networks(ctx, name)
-	if err != nil {
-		return fmt.Errorf("remove network %s: %w", name, err)
-	}
-	for _, id := range nets { // every network of that name, by id
-		if err := r.c.NetworkRemove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("remove network %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// networks lists the ids of the networks called exactly name.
-func (r *Runtime) networks(ctx context.Context, name string) ([]string, error) {
-	list, err := r.c.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, n := range list {
-		if n.Name == name { // the filter matches substrings
-			ids = append(ids, n.ID)
-		}
-	}
-	return ids, nil
+	return r.RemoveNetwork(ctx, strings.TrimPrefix(info.Name, "/"))
 }
 
 // maxLogBytes bounds what Logs returns.

@@ -37,17 +37,19 @@ type sizes struct {
 	// minute).
 	P6Records  int
 	P6WaitTick bool
-	// P7: verifications; P8: the most containers to start.
+	// P7: verifications; P8: the most containers to start, and the
+	// longest it may take (the containers' removal comes after).
 	P7Iterations, P8Max int
+	P8Timeout           time.Duration
 }
 
 var (
 	smoke = sizes{Name: "smoke", Renters: 3, Count: 5, DeployCount: 2, P2Renters: 3, P2Rate: 10, P2Duration: time.Second,
 		FloorSamples: 3, P3Samples: 1, P4Samples: 1, P5Containers: 100, P5Passes: 1,
-		P6Records: 20, P7Iterations: 3, P8Max: 2}
+		P6Records: 20, P7Iterations: 3, P8Max: 2, P8Timeout: 5 * time.Minute}
 	full = sizes{Name: "full", Renters: 50, Count: 20, DeployCount: 4, P2Renters: 250, P2Rate: 250, P2Duration: 10 * time.Second,
 		FloorSamples: 50, P3Samples: 10, P4Samples: 10, P5Containers: 10_000, P5Passes: 3,
-		P6Records: 1000, P6WaitTick: true, P7Iterations: 300, P8Max: 1000}
+		P6Records: 1000, P6WaitTick: true, P7Iterations: 300, P8Max: 1000, P8Timeout: 25 * time.Minute}
 )
 
 // details collects what the table leaves out: each load run's report and
@@ -98,7 +100,7 @@ func TestBench(t *testing.T) {
 	settled := watchSettlements(t)
 	bins := build(t, t.TempDir())
 	in := startInstance(t, bins.Enclaved, relay.URL,
-		"nostr.commands_per_minute=1000000", "instance.capacity_units=100000",
+		"nostr.commands_per_minute=1000000", "instance.capacity_units=10000",
 		"pricing.open_quotes=10000000", "pricing.open_quotes_per_sender=1000000",
 		"http.invoices_per_client_per_minute=1000000", "http.invoices_per_minute=1000000")
 	t.Cleanup(func() { removeContainers(t, in.Pubkey) })
@@ -143,7 +145,8 @@ func TestBench(t *testing.T) {
 	rows = append(rows, p7(t, in, s, d))
 	in.stop(t)
 
-	rows = append(rows, p5(t, rt, s, d), p8(t, rt, s, imgs.Hello, d))
+	rows = append(rows, p5(t, rt, s, d))
+	rows = append(rows, p8(t, bins, relay.URL, s, imgs.Hello, prof("heap-p8.pprof"), d)...)
 	report(t, s, rows, d)
 
 	// What the smoke run guards: every figure measured, every command

@@ -19,7 +19,11 @@
 //     client written with go-nostr alone, like any renter's;
 //   - the floors (DM crypto, LND AddInvoice, bare docker create+start) and
 //     the figures that need the instance's parts (a metering pass, verify)
-//     run in the harness itself.
+//     run in the harness itself;
+//   - P8 runs last, on an instance of its own: renters deploy and pay
+//     1-unit containers until 1,000 run (full) or something stops them
+//     (p8_test.go), and every container and network is removed after,
+//     even when the run is interrupted.
 //
 // Environment:
 //
@@ -27,6 +31,7 @@
 //	ENCLAVED_BENCH_OUT=FILE       also write the table and details to FILE
 //	ENCLAVED_BENCH_PROFILE=DIR    write the instance's CPU profiles of P1
 //	                              and P2 and its heap profiles to DIR
+//	ENCLAVED_BENCH_P8=1           TestBenchP8 runs P8 alone (make bench-p8)
 //
 // Test-only tooling: nothing in production imports it.
 package bench
