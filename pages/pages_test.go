@@ -46,11 +46,26 @@ const (
 	containerKey  = "0000000000000000000000000000000000000000000000000000000000000002"
 	instanceKey   = "0000000000000000000000000000000000000000000000000000000000000003"
 	privateEnvVal = "do-not-show-this"
+	maintainerKey = "0000000000000000000000000000000000000000000000000000000000000004"
 )
 
 func site(t *testing.T) *Site {
+	t.Helper()
 	now := time.Unix(1_800_000_000, 0)
+	pcrs := map[uint][]byte{0: make([]byte, 48), 1: make([]byte, 48), 2: make([]byte, 48)}
+	rel, err := nip.ReleaseSignature(nip.Repo, "v1.2.3", "prod", pcrs, nostr.Timestamp(now.Unix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	launch := nip.InstanceSignature(make([]byte, 48), "prod", nostr.Timestamp(now.Unix()))
+	for _, e := range []*nostr.Event{&rel, &launch} {
+		if err := e.Sign(maintainerKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	launch.Tags = append(launch.Tags, nostr.Tag{"tampered"}) // its signature no longer holds
 	ann := nip.AnnouncementEvent(nip.Announcement{Name: "test", Version: "v1", Mode: "prod", InboxRelay: "wss://relay.example",
+		Releases: []nostr.Event{rel}, Instance: launch.String(), InstancePubkey: launch.PubKey,
 		PCRs: map[uint][]byte{0: make([]byte, 48)}, PriceMsat: 12_500, Unit: "1 cpu", FreeUnits: 2, Capacity: 8,
 		ContainerEgress: []string{"api.example.com:443"}, ContainersConfined: true, InstanceEgress: []string{"relay.example:443"}},
 		nostr.Timestamp(now.Unix()))
@@ -88,7 +103,9 @@ func TestFrontPageReadsTheAnnouncement(t *testing.T) {
 	}
 	for _, want := range []string{">prod<", "production AWS Nitro Enclave", "PCR0", strings.Repeat("00", 48), "12.500 sats per unit-hour",
 		"2 of 8 units", "<code>api.example.com:443</code>", "Every other connection is refused", "<code>relay.example:443</code>",
-		nip.Npub(instanceKey), `href="nostr:` + nip.Npub(instanceKey) + `"`, "<svg class=\"qr\""} {
+		nip.Npub(instanceKey), `href="nostr:` + nip.Npub(instanceKey) + `"`, "<svg class=\"qr\"",
+		"<td>release</td><td class=\"mono\">" + nip.Npub(mustPub(maintainerKey)) + "</td><td>PCR0, PCR1 and PCR2",
+		"(version v1.2.3)", "<td>instance <strong>(signature does not verify)</strong></td>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the front page lacks %q", want)
 		}
@@ -123,4 +140,12 @@ func TestContainerPageIsPublicOnly(t *testing.T) {
 			t.Errorf("/c/%.20s: %d\n%s", name, code, body)
 		}
 	}
+}
+
+func mustPub(sk string) string {
+	pk, err := nostr.GetPublicKey(sk)
+	if err != nil {
+		panic(err)
+	}
+	return pk
 }
