@@ -280,7 +280,8 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 
 	var srv *http.Server
 	if l != nil {
-		router := &hostrouter.Router{Host: in.Zaps.BaseURL.Hostname(), API: httpapi.New(in.info(), in.Deployer.Records, in.Deployer, in.now, in.Zaps.Routes),
+		router := &hostrouter.Router{Host: in.Zaps.BaseURL.Hostname(),
+			API:    httpapi.New(in.info(), in.Deployer.Records, in.Deployer, in.now, in.Zaps.Routes, in.pages().Routes),
 			Lookup: in.containerHTTP}
 		srv, l = NewHTTPServer(router, l, in.parts.TLS, DefaultHTTPLimits(), in.log.With("part", "http"))
 		wg.Go(func() {

@@ -9,6 +9,7 @@ import (
 	"github.com/enclaved/enclaved/egress"
 	"github.com/enclaved/enclaved/hostrouter"
 	"github.com/enclaved/enclaved/nip"
+	"github.com/enclaved/enclaved/pages"
 	"github.com/enclaved/enclaved/records"
 	"github.com/enclaved/enclaved/zaps"
 )
@@ -84,4 +85,11 @@ func reachable(allow []string) func(string) bool {
 		hp, ok := nip.RelayHostPort(u)
 		return ok && egress.Allowed(allow, hp)
 	}
+}
+
+// pages are the instance's web pages (GET / and GET /c/{name}) on its
+// public host, read from what the announcement and the HTTP API read.
+func (in *Instance) pages() *pages.Site {
+	return &pages.Site{Info: in.info(), Announcer: pageAnnouncement{in}, Containers: in.Deployer.Records,
+		Reach: in.Deployer, LNURLs: in.Zaps, Now: in.now, Log: in.log.With("part", "pages")}
 }

@@ -2,7 +2,8 @@
 # Installs what a fresh Debian machine lacks for enclaved's tests and dev
 # instance: Debian packages (docker-registry; gcc for cgo; curl for the
 # quick start; iproute2, iptables and util-linux's nsenter for the egress
-# proxy's namespace test). Idempotent and quick when everything is present. Go and a running Docker engine are
+# proxy's namespace test; chromium, zbar-tools' zbarimg and a font for the
+# web pages' browser test, which reads the pages' QR codes back). Idempotent and quick when everything is present. Go and a running Docker engine are
 # expected already (they come with the machine).
 set -euo pipefail
 
@@ -13,6 +14,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
+command -v chromium >/dev/null || need+=(chromium)
+command -v zbarimg >/dev/null || need+=(zbar-tools)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
