@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,79 +18,150 @@ const maxFuture = 15 * time.Minute
 
 // Handle answers one event from a relay, at most once per event id and,
 // for NIP-17, per rumor id (the same DM wrapped twice or sent to several
-// relays). An event is marked seen before it is answered: a crash in
-// between loses one reply rather than sending two.
+// relays). Run does the same for every event, many senders at once (see
+// pipeline.go); Handle is one event's whole way, synchronously.
 func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
+	if !b.wanted(evt) {
+		return
+	}
+	if msg, ok := b.decode(ctx, evt); ok {
+		b.respond(ctx, evt.ID, msg)
+	}
+}
+
+// wanted is what is checked of an event before anything is looked up: its
+// age, its kind, that it is not our own.
+func (b *Bot) wanted(evt *nostr.Event) bool {
 	now := b.now()
 	at := evt.CreatedAt.Time()
 	if at.Before(now.Add(-b.cfg.Lookback-time.Hour)) || at.After(now.Add(maxFuture)) {
-		return
+		return false
 	}
-	if !slices.Contains(incomingKinds, evt.Kind) {
-		return
-	}
-	if evt.PubKey == b.self {
-		return // our own echo
-	}
-	// Copies from several relays are dropped before any cryptography; an
-	// id is remembered only once the event's signature proves it, so a
-	// forged event carrying a real one's id cannot hide it.
+	return slices.Contains(incomingKinds, evt.Kind) && evt.PubKey != b.self
+}
+
+// decode checks and decrypts evt and says whether it is a command to
+// answer (then respond answers it, and releases the event's claim).
+// Copies from several relays are dropped before any cryptography when
+// one was answered, and after the signature check when one is on its way
+// (claimed); an id is remembered or claimed only once the event's
+// signature proves it, so a forged event carrying a real one's id cannot
+// hide it. What is not a command is remembered as seen here; a command is
+// remembered just before it is answered.
+func (b *Bot) decode(ctx context.Context, evt *nostr.Event) (nip.Message, bool) {
 	if seen, err := b.wasSeen(ctx, evt.ID); err != nil || seen {
 		if err != nil {
 			b.log.Error("dedupe", "err", err)
 		}
-		return
+		return nip.Message{}, false
 	}
 	if err := nip.Verify(evt); err != nil {
 		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		return nip.Message{}, false
+	}
+	if !b.claim(evt.ID) {
+		return nip.Message{}, false // a copy is being answered
+	}
+	msg, err := nip.DecodeVerified(ctx, b.keys, b.self, evt)
+	// In public, only notes that start with a command are commands, and
+	// another instance's reply never is one.
+	if err == nil && msg.Channel == nip.ChannelMention && (nip.FromEnclaved(&msg.Event) || !nip.StartsWithVerb(msg.Text)) {
+		err = errNotCommand
+	}
+	if err != nil {
+		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		if _, err := b.markSeen(ctx, evt.ID); err != nil {
+			b.log.Error("dedupe", "err", err)
+		}
+		b.release(evt.ID)
+		return nip.Message{}, false
+	}
+	return msg, true
+}
+
+var errNotCommand = errors.New("a public note that is no command")
+
+// respond answers msg, which came in the event evtID (decode accepted it
+// and claimed evtID). The event, and for NIP-17 the rumor, are marked seen
+// before the command runs: a crash in between loses one reply rather than
+// sending two. Once ctx has ended nothing is marked: the command is
+// answered after a restart.
+func (b *Bot) respond(ctx context.Context, evtID string, msg nip.Message) {
+	defer b.release(evtID)
+	if ctx.Err() != nil {
 		return
 	}
-	if first, err := b.markSeen(ctx, evt.ID); err != nil || !first {
+	if first, err := b.markSeen(ctx, evtID, msg.ID); err != nil || !first {
 		if err != nil {
 			b.log.Error("dedupe", "err", err)
 		}
 		return
 	}
-	msg, err := nip.DecodeVerified(ctx, b.keys, b.self, evt)
-	if err != nil {
-		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
-		return
-	}
-	if msg.ID != evt.ID {
-		if first, err := b.markSeen(ctx, msg.ID); err != nil || !first {
-			return
-		}
-	}
-	// In public, only notes that start with a command are commands, and
-	// another instance's reply never is one.
-	if msg.Channel == nip.ChannelMention && (nip.FromEnclaved(&msg.Event) || !nip.StartsWithVerb(msg.Text)) {
-		return
-	}
-	switch b.rate.allow(msg.From, now) {
+	switch b.rate.allow(msg.From, b.now()) {
 	case refuse:
 		return
 	case warn:
 		b.reply(ctx, msg, fmt.Sprintf("slow down: at most %d commands per %s. Try again in a moment.", b.cfg.Rate, b.cfg.Window))
 		return
 	}
+	// The sender's DM relays are looked up while the command runs.
+	if msg.Channel == nip.ChannelNIP17 {
+		b.inboxLookup(ctx, msg.From)
+	}
 	text := b.answer(ctx, msg)
 	b.reply(ctx, msg, text)
 }
 
-func (b *Bot) wasSeen(ctx context.Context, id string) (bool, error) {
-	var n int
-	err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen_events WHERE id = ?`, id).Scan(&n)
-	return n > 0, err
+// claim marks id as on its way to an answer; false if it already is.
+func (b *Bot) claim(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.claimed[id]; ok {
+		return false
+	}
+	b.claimed[id] = struct{}{}
+	return true
 }
 
-func (b *Bot) markSeen(ctx context.Context, id string) (bool, error) {
-	res, err := b.db.ExecContext(ctx, `INSERT INTO seen_events (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
-		id, b.now().UnixMilli())
+func (b *Bot) release(id string) {
+	b.mu.Lock()
+	delete(b.claimed, id)
+	b.mu.Unlock()
+}
+
+func (b *Bot) wasSeen(ctx context.Context, id string) (bool, error) {
+	var n int
+	err := b.stmts.seen.QueryRowContext(ctx, id).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// markSeen remembers ids as seen, in one transaction, and says whether
+// the last of them was new.
+func (b *Bot) markSeen(ctx context.Context, ids ...string) (bool, error) {
+	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	defer tx.Rollback()
+	mark := tx.StmtContext(ctx, b.stmts.mark)
+	at := b.now().UnixMilli()
+	var n int64
+	for i, id := range ids {
+		if i > 0 && id == ids[i-1] {
+			continue
+		}
+		res, err := mark.ExecContext(ctx, id, at)
+		if err != nil {
+			return false, err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return false, err
+		}
+	}
+	return n == 1, tx.Commit()
 }
 
 // PruneSeen forgets events seen longer ago than the lookback plus a day:
@@ -137,33 +209,60 @@ func (b *Bot) Reachable(rs []string) []string {
 	return out
 }
 
+// inboxRelays is pubkey's kind-10050 DM relays (nil: none published, or
+// not found in time), from the cache or looked up now.
 func (b *Bot) inboxRelays(ctx context.Context, pubkey string) []string {
+	e := b.inboxLookup(ctx, pubkey)
+	select {
+	case <-e.ready:
+		return e.relays
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// inboxLookup returns pubkey's cache entry, starting its lookup if it has
+// none fresh; one lookup per pubkey runs at a time, whoever waits for it.
+func (b *Bot) inboxLookup(ctx context.Context, pubkey string) *inboxEntry {
 	now := b.now()
 	b.mu.Lock()
-	e, ok := b.inbox[pubkey]
-	b.mu.Unlock()
-	if ok && now.Sub(e.at) < inboxCacheTTL {
-		return e.relays
+	defer b.mu.Unlock()
+	if e, ok := b.inbox[pubkey]; ok && now.Sub(e.at) < inboxCacheTTL {
+		return e
 	}
+	if len(b.inbox) > maxInboxCache {
+		clear(b.inbox)
+	}
+	e := &inboxEntry{at: now, ready: make(chan struct{})}
+	b.inbox[pubkey] = e
+	// Bounded by fetchInbox's timeout.
+	go func() {
+		defer close(e.ready)
+		e.relays = b.fetchInbox(ctx, pubkey)
+	}()
+	return e
+}
+
+// fetchInbox asks the instance's relays for pubkey's newest kind-10050
+// event. Events are checked here: the pool's connections take relays'
+// events unchecked (Handle checks what it answers).
+func (b *Bot) fetchInbox(ctx context.Context, pubkey string) []string {
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var newest *nostr.Event
 	for re := range b.pool.FetchMany(qctx, b.cfg.Relays, nostr.Filter{Kinds: []int{nostr.KindDMRelayList}, Authors: []string{pubkey}, Limit: 1}) {
-		if newest == nil || re.Event.CreatedAt > newest.CreatedAt {
-			newest = re.Event
+		e := re.Event
+		if e.Kind != nostr.KindDMRelayList || e.PubKey != pubkey || nip.Verify(e) != nil {
+			continue
+		}
+		if newest == nil || e.CreatedAt > newest.CreatedAt {
+			newest = e
 		}
 	}
-	var relays []string
-	if newest != nil {
-		relays = DMRelays(newest)
+	if newest == nil {
+		return nil
 	}
-	b.mu.Lock()
-	if len(b.inbox) > 10_000 {
-		clear(b.inbox)
-	}
-	b.inbox[pubkey] = inboxEntry{relays: relays, at: now}
-	b.mu.Unlock()
-	return relays
+	return DMRelays(newest)
 }
 
 // DMRelays returns the valid ws:// or wss:// relay tags of a kind-10050
