@@ -76,6 +76,12 @@ type Bot struct {
 	rate *limiter
 	// stmts are the dedupe's statements, prepared once.
 	stmts struct{ seen, mark *sql.Stmt }
+	// marks are the markSeen calls waiting to be committed.
+	marks struct {
+		mu      sync.Mutex
+		waiting []*mark
+		writing bool // a call is committing marks
+	}
 
 	// The mutex protects the following elements.
 	mu      sync.Mutex

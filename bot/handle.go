@@ -138,30 +138,83 @@ func (b *Bot) wasSeen(ctx context.Context, id string) (bool, error) {
 	return err == nil, err
 }
 
-// markSeen remembers ids as seen, in one transaction, and says whether
-// the last of them was new.
+// markSeen remembers ids as seen and says whether the last of them was
+// new, once that is committed. Marks made at once are committed together
+// (a group commit: whoever finds none being written writes every mark
+// waiting, until none waits), so the lanes do not contend for SQLite's
+// write lock, whose waiters sleep.
 func (b *Bot) markSeen(ctx context.Context, ids ...string) (bool, error) {
+	m := &mark{ids: ids, done: make(chan struct{})}
+	b.marks.mu.Lock()
+	b.marks.waiting = append(b.marks.waiting, m)
+	lead := !b.marks.writing
+	b.marks.writing = true
+	b.marks.mu.Unlock()
+	if lead {
+		for {
+			b.marks.mu.Lock()
+			batch := b.marks.waiting
+			b.marks.waiting = nil
+			if len(batch) == 0 {
+				b.marks.writing = false
+				b.marks.mu.Unlock()
+				break
+			}
+			b.marks.mu.Unlock()
+			err := b.writeMarks(batch)
+			for _, m := range batch {
+				if err != nil {
+					m.err = err
+				}
+				close(m.done)
+			}
+		}
+	}
+	select {
+	case <-m.done:
+		return m.first, m.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// mark is one markSeen call: first and err are set once done is closed.
+type mark struct {
+	ids   []string
+	first bool
+	err   error
+	done  chan struct{}
+}
+
+// writeMarks records every mark of batch in one transaction. It runs
+// whatever the context of the call that leads it: the others wait for it.
+func (b *Bot) writeMarks(batch []*mark) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer tx.Rollback()
-	mark := tx.StmtContext(ctx, b.stmts.mark)
+	stmt := tx.StmtContext(ctx, b.stmts.mark)
 	at := b.now().UnixMilli()
-	var n int64
-	for i, id := range ids {
-		if i > 0 && id == ids[i-1] {
-			continue
-		}
-		res, err := mark.ExecContext(ctx, id, at)
-		if err != nil {
-			return false, err
-		}
-		if n, err = res.RowsAffected(); err != nil {
-			return false, err
+	for _, m := range batch {
+		for i, id := range m.ids {
+			if i > 0 && id == m.ids[i-1] {
+				continue
+			}
+			res, err := stmt.ExecContext(ctx, id, at)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			m.first = n == 1
 		}
 	}
-	return n == 1, tx.Commit()
+	return tx.Commit()
 }
 
 // PruneSeen forgets events seen longer ago than the lookback plus a day:
