@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -36,6 +37,7 @@ const (
 	maxReplyRelays  = 3
 	inboxCacheTTL   = 10 * time.Minute
 	maxInboxCache   = 10_000
+	maxLookups      = 4 // DM relay lookups at once
 	// helpCacheTTL is how stale the free capacity that help tells may be.
 	helpCacheTTL = time.Second
 )
@@ -76,6 +78,10 @@ type Bot struct {
 	rate *limiter
 	// stmts are the dedupe's statements, prepared once.
 	stmts struct{ seen, mark *sql.Stmt }
+	// cpu holds a place per message whose cryptography runs (compute).
+	cpu chan struct{}
+	// fetching holds a place per DM relay lookup under way.
+	fetching chan struct{}
 	// marks are the markSeen calls waiting to be committed.
 	marks struct {
 		mu      sync.Mutex
@@ -127,7 +133,8 @@ func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *billing.Quoter, c
 		// relay lookup), so the pool's connections need not check
 		// them too: each event's signature is checked once.
 		pool: nostr.NewSimplePool(context.Background(), nostr.WithRelayOptions(uncheckedEvents{})),
-		rate: newLimiter(cfg.Rate, cfg.Window), inbox: map[string]*inboxEntry{}, claimed: map[string]struct{}{}}
+		rate: newLimiter(cfg.Rate, cfg.Window), inbox: map[string]*inboxEntry{}, claimed: map[string]struct{}{},
+		fetching: make(chan struct{}, maxLookups), cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	var err1, err2 error
 	b.stmts.seen, err1 = db.PrepareContext(context.Background(), `SELECT 1 FROM seen_events WHERE id = ?`)
 	b.stmts.mark, err2 = db.PrepareContext(context.Background(), `INSERT INTO seen_events (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`)

@@ -55,14 +55,20 @@ func (b *Bot) decode(ctx context.Context, evt *nostr.Event) (nip.Message, bool) 
 		}
 		return nip.Message{}, false
 	}
+	if !b.compute(ctx) {
+		return nip.Message{}, false
+	}
 	if err := nip.Verify(evt); err != nil {
+		b.computed()
 		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
 		return nip.Message{}, false
 	}
 	if !b.claim(evt.ID) {
+		b.computed()
 		return nip.Message{}, false // a copy is being answered
 	}
 	msg, err := nip.DecodeVerified(ctx, b.keys, b.self, evt)
+	b.computed()
 	// In public, only notes that start with a command are commands, and
 	// another instance's reply never is one.
 	if err == nil && msg.Channel == nip.ChannelMention && (nip.FromEnclaved(&msg.Event) || !nip.StartsWithVerb(msg.Text)) {
@@ -111,6 +117,23 @@ func (b *Bot) respond(ctx context.Context, evtID string, msg nip.Message) {
 	text := b.answer(ctx, msg)
 	b.reply(ctx, msg, text)
 }
+
+// compute waits for a turn on a core for the cryptography of one message
+// (false: ctx ended first); computed ends it. Turns are taken in the order
+// asked (a channel's waiting senders queue): with as many at once as
+// there are cores, a message's cryptography runs to its end rather than
+// sharing the cores with every other message's, so under load each reply
+// waits for the messages before it, not for all of them.
+func (b *Bot) compute(ctx context.Context) bool {
+	select {
+	case b.cpu <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (b *Bot) computed() { <-b.cpu }
 
 // claim marks id as on its way to an answer; false if it already is.
 func (b *Bot) claim(id string) bool {
@@ -227,7 +250,11 @@ func (b *Bot) PruneSeen(ctx context.Context) error {
 
 // reply sends text back on msg's channel.
 func (b *Bot) reply(ctx context.Context, msg nip.Message, text string) {
+	if !b.compute(ctx) {
+		return
+	}
 	evt, err := nip.Reply(ctx, b.keys, msg, text, nostr.Timestamp(b.now().Unix()))
+	b.computed()
 	if err != nil {
 		b.log.Error("building a reply failed", "channel", msg.Channel, "err", err)
 		return
@@ -302,6 +329,12 @@ func (b *Bot) inboxLookup(ctx context.Context, pubkey string) *inboxEntry {
 func (b *Bot) fetchInbox(ctx context.Context, pubkey string) []string {
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	select {
+	case b.fetching <- struct{}{}:
+		defer func() { <-b.fetching }()
+	case <-qctx.Done():
+		return nil
+	}
 	var newest *nostr.Event
 	for re := range b.pool.FetchMany(qctx, b.cfg.Relays, nostr.Filter{Kinds: []int{nostr.KindDMRelayList}, Authors: []string{pubkey}, Limit: 1}) {
 		e := re.Event
