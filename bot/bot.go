@@ -38,6 +38,8 @@ const (
 	inboxCacheTTL   = 10 * time.Minute
 	maxInboxCache   = 10_000
 	maxLookups      = 4 // DM relay lookups at once
+	maxPublishing   = 8 // replies published at once (each at most publishPace)
+	publishPace     = 250 * time.Millisecond
 	// helpCacheTTL is how stale the free capacity that help tells may be.
 	helpCacheTTL = time.Second
 )
@@ -80,6 +82,10 @@ type Bot struct {
 	stmts struct{ seen, mark *sql.Stmt }
 	// cpu holds a place per message whose cryptography runs (compute).
 	cpu chan struct{}
+	// publishTimeout bounds a publication (the relays' OK).
+	publishTimeout time.Duration
+	// publishing holds a place per reply being published.
+	publishing chan struct{}
 	// fetching holds a place per DM relay lookup under way.
 	fetching chan struct{}
 	// marks are the markSeen calls waiting to be committed.
@@ -134,7 +140,8 @@ func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *billing.Quoter, c
 		// them too: each event's signature is checked once.
 		pool: nostr.NewSimplePool(context.Background(), nostr.WithRelayOptions(uncheckedEvents{})),
 		rate: newLimiter(cfg.Rate, cfg.Window), inbox: map[string]*inboxEntry{}, claimed: map[string]struct{}{},
-		fetching: make(chan struct{}, maxLookups), cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}
+		fetching: make(chan struct{}, maxLookups), cpu: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		publishing: make(chan struct{}, maxPublishing), publishTimeout: 10 * time.Second}
 	var err1, err2 error
 	b.stmts.seen, err1 = db.PrepareContext(context.Background(), `SELECT 1 FROM seen_events WHERE id = ?`)
 	b.stmts.mark, err2 = db.PrepareContext(context.Background(), `INSERT INTO seen_events (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`)

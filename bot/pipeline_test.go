@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip04"
@@ -268,5 +269,47 @@ func TestOneReplyPerCommandAcrossCopies(t *testing.T) {
 		if got[id] != 1 {
 			t.Errorf("%d replies to %s, want 1", got[id], id)
 		}
+	}
+}
+
+// A relay that never acknowledges (a renter's DM relay, say) holds up the
+// replies published to it, not the others': replies wait for one of the
+// bot's publishing places only briefly, however long a publication takes.
+func TestSilentRelayHoldsUpNoOtherSender(t *testing.T) {
+	relay, silent := testenv.Relay(t), testenv.Relay(t)
+	held, gate := make(chan struct{}, 64), make(chan struct{})
+	silent.Khatru.RejectEvent = append(silent.Khatru.RejectEvent, func(ctx context.Context, evt *nostr.Event) (bool, string) {
+		if evt.Kind == nostr.KindGiftWrap {
+			held <- struct{}{}
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+		}
+		return false, ""
+	})
+	t.Cleanup(func() { close(gate) })
+	bt, _ := newBot(t, relay.URL)
+	bt.publishTimeout = time.Hour // a publication never gives up here
+	runBot(t, bt)
+	n := maxPublishing + 2
+	for range n {
+		c := testenv.NewClient(t, relay.URL)
+		list := nostr.Event{Kind: nostr.KindDMRelayList, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", silent.URL}}}
+		list.Sign(c.SK)
+		c.Publish(t, list, relay.URL)
+		c.Send(t, "nip17", bt.self, "status")
+	}
+	timeout := time.After(time.Minute)
+	for i := range n {
+		select {
+		case <-held:
+		case <-timeout:
+			t.Fatalf("%d of %d replies reached the silent relay: the others wait for a place", i, n)
+		}
+	}
+	other := testenv.NewClient(t, relay.URL)
+	if r := other.Ask(t, "nip17", bt.self, "status"); !strings.Contains(r.Text, "no containers") {
+		t.Errorf("another sender got %q", r.Text)
 	}
 }
