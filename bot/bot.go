@@ -37,7 +37,6 @@ const (
 	maxReplyRelays  = 3
 	inboxCacheTTL   = 10 * time.Minute
 	maxInboxCache   = 10_000
-	maxLookups      = 4 // DM relay lookups at once
 	maxPublishing   = 8 // replies published at once (each at most publishPace)
 	publishPace     = 250 * time.Millisecond
 	// helpCacheTTL is how stale the free capacity that help tells may be.
@@ -86,13 +85,11 @@ type Bot struct {
 	publishTimeout time.Duration
 	// publishing holds a place per reply being published.
 	publishing chan struct{}
-	// fetching holds a place per DM relay lookup under way.
-	fetching chan struct{}
 	// marks are the markSeen calls waiting to be committed.
 	marks struct {
 		mu      sync.Mutex
 		waiting []*mark
-		writing bool // a call is committing marks
+		writing bool // writeMarksLoop runs
 	}
 
 	// The mutex protects the following elements.
@@ -102,6 +99,10 @@ type Bot struct {
 	free    struct {               // help's free capacity, and when it was read
 		units int64
 		at    time.Time
+	}
+	lookups struct {
+		queued  map[string]*inboxEntry // pubkeys waiting for a lookup
+		running int                    // lookUp loops running
 	}
 	closed bool
 }
@@ -140,8 +141,9 @@ func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *billing.Quoter, c
 		// them too: each event's signature is checked once.
 		pool: nostr.NewSimplePool(context.Background(), nostr.WithRelayOptions(uncheckedEvents{})),
 		rate: newLimiter(cfg.Rate, cfg.Window), inbox: map[string]*inboxEntry{}, claimed: map[string]struct{}{},
-		fetching: make(chan struct{}, maxLookups), cpu: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		cpu:        make(chan struct{}, runtime.GOMAXPROCS(0)),
 		publishing: make(chan struct{}, maxPublishing), publishTimeout: 10 * time.Second}
+	b.lookups.queued = map[string]*inboxEntry{}
 	var err1, err2 error
 	b.stmts.seen, err1 = db.PrepareContext(context.Background(), `SELECT 1 FROM seen_events WHERE id = ?`)
 	b.stmts.mark, err2 = db.PrepareContext(context.Background(), `INSERT INTO seen_events (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`)

@@ -113,7 +113,7 @@ func (b *Bot) respond(ctx context.Context, evtID string, msg nip.Message) {
 	}
 	// The sender's DM relays are looked up while the command runs.
 	if msg.Channel == nip.ChannelNIP17 {
-		b.inboxLookup(ctx, msg.From)
+		b.inboxLookup(msg.From)
 	}
 	text := b.answer(ctx, msg)
 	b.reply(ctx, msg, text)
@@ -164,41 +164,46 @@ func (b *Bot) wasSeen(ctx context.Context, id string) (bool, error) {
 
 // markSeen remembers ids as seen and says whether the last of them was
 // new, once that is committed. Marks made at once are committed together
-// (a group commit: whoever finds none being written writes every mark
-// waiting, until none waits), so the lanes do not contend for SQLite's
-// write lock, whose waiters sleep.
+// (a group commit, by a writer started when the first mark waits and
+// gone once none does), so the lanes neither contend for SQLite's write
+// lock, whose waiters sleep, nor wait for each other's commits.
 func (b *Bot) markSeen(ctx context.Context, ids ...string) (bool, error) {
 	m := &mark{ids: ids, done: make(chan struct{})}
 	b.marks.mu.Lock()
 	b.marks.waiting = append(b.marks.waiting, m)
-	lead := !b.marks.writing
-	b.marks.writing = true
-	b.marks.mu.Unlock()
-	if lead {
-		for {
-			b.marks.mu.Lock()
-			batch := b.marks.waiting
-			b.marks.waiting = nil
-			if len(batch) == 0 {
-				b.marks.writing = false
-				b.marks.mu.Unlock()
-				break
-			}
-			b.marks.mu.Unlock()
-			err := b.writeMarks(batch)
-			for _, m := range batch {
-				if err != nil {
-					m.err = err
-				}
-				close(m.done)
-			}
-		}
+	if !b.marks.writing {
+		b.marks.writing = true
+		go b.writeMarksLoop()
 	}
+	b.marks.mu.Unlock()
 	select {
 	case <-m.done:
 		return m.first, m.err
 	case <-ctx.Done():
 		return false, ctx.Err()
+	}
+}
+
+// writeMarksLoop commits the waiting marks, a transaction per batch, until
+// none waits.
+func (b *Bot) writeMarksLoop() {
+	for {
+		b.marks.mu.Lock()
+		batch := b.marks.waiting
+		b.marks.waiting = nil
+		if len(batch) == 0 {
+			b.marks.writing = false
+			b.marks.mu.Unlock()
+			return
+		}
+		b.marks.mu.Unlock()
+		err := b.writeMarks(batch)
+		for _, m := range batch {
+			if err != nil {
+				m.err = err
+			}
+			close(m.done)
+		}
 	}
 }
 
@@ -210,8 +215,8 @@ type mark struct {
 	done  chan struct{}
 }
 
-// writeMarks records every mark of batch in one transaction. It runs
-// whatever the context of the call that leads it: the others wait for it.
+// writeMarks records every mark of batch in one transaction, within a
+// minute whatever happens to the calls that wait for it.
 func (b *Bot) writeMarks(batch []*mark) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -304,68 +309,6 @@ func (b *Bot) Reachable(rs []string) []string {
 		}
 	}
 	return out
-}
-
-// inboxRelays is pubkey's kind-10050 DM relays (nil: none published, or
-// not found in time), from the cache or looked up now.
-func (b *Bot) inboxRelays(ctx context.Context, pubkey string) []string {
-	e := b.inboxLookup(ctx, pubkey)
-	select {
-	case <-e.ready:
-		return e.relays
-	case <-ctx.Done():
-		return nil
-	}
-}
-
-// inboxLookup returns pubkey's cache entry, starting its lookup if it has
-// none fresh; one lookup per pubkey runs at a time, whoever waits for it.
-func (b *Bot) inboxLookup(ctx context.Context, pubkey string) *inboxEntry {
-	now := b.now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if e, ok := b.inbox[pubkey]; ok && now.Sub(e.at) < inboxCacheTTL {
-		return e
-	}
-	if len(b.inbox) > maxInboxCache {
-		clear(b.inbox)
-	}
-	e := &inboxEntry{at: now, ready: make(chan struct{})}
-	b.inbox[pubkey] = e
-	// Bounded by fetchInbox's timeout.
-	go func() {
-		defer close(e.ready)
-		e.relays = b.fetchInbox(ctx, pubkey)
-	}()
-	return e
-}
-
-// fetchInbox asks the instance's relays for pubkey's newest kind-10050
-// event. Events are checked here: the pool's connections take relays'
-// events unchecked (Handle checks what it answers).
-func (b *Bot) fetchInbox(ctx context.Context, pubkey string) []string {
-	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	select {
-	case b.fetching <- struct{}{}:
-		defer func() { <-b.fetching }()
-	case <-qctx.Done():
-		return nil
-	}
-	var newest *nostr.Event
-	for re := range b.pool.FetchMany(qctx, b.cfg.Relays, nostr.Filter{Kinds: []int{nostr.KindDMRelayList}, Authors: []string{pubkey}, Limit: 1}) {
-		e := re.Event
-		if e.Kind != nostr.KindDMRelayList || e.PubKey != pubkey || nip.Verify(e) != nil {
-			continue
-		}
-		if newest == nil || e.CreatedAt > newest.CreatedAt {
-			newest = e
-		}
-	}
-	if newest == nil {
-		return nil
-	}
-	return DMRelays(newest)
 }
 
 // DMRelays returns the valid ws:// or wss:// relay tags of a kind-10050
