@@ -37,8 +37,6 @@ const (
 	maxReplyRelays  = 3
 	inboxCacheTTL   = 10 * time.Minute
 	maxInboxCache   = 10_000
-	maxPublishing   = 8 // replies published at once (each at most publishPace)
-	publishPace     = 250 * time.Millisecond
 	// helpCacheTTL is how stale the free capacity that help tells may be.
 	helpCacheTTL = time.Second
 )
@@ -83,8 +81,6 @@ type Bot struct {
 	cpu chan struct{}
 	// publishTimeout bounds a publication (the relays' OK).
 	publishTimeout time.Duration
-	// publishing holds a place per reply being published.
-	publishing chan struct{}
 	// marks are the markSeen calls waiting to be committed.
 	marks struct {
 		mu      sync.Mutex
@@ -141,8 +137,8 @@ func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *billing.Quoter, c
 		// them too: each event's signature is checked once.
 		pool: nostr.NewSimplePool(context.Background(), nostr.WithRelayOptions(uncheckedEvents{})),
 		rate: newLimiter(cfg.Rate, cfg.Window), inbox: map[string]*inboxEntry{}, claimed: map[string]struct{}{},
-		cpu:        make(chan struct{}, runtime.GOMAXPROCS(0)),
-		publishing: make(chan struct{}, maxPublishing), publishTimeout: 10 * time.Second}
+		cpu:            make(chan struct{}, runtime.GOMAXPROCS(0)),
+		publishTimeout: 10 * time.Second}
 	b.lookups.queued = map[string]*inboxEntry{}
 	var err1, err2 error
 	b.stmts.seen, err1 = db.PrepareContext(context.Background(), `SELECT 1 FROM seen_events WHERE id = ?`)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
@@ -265,23 +264,7 @@ func (b *Bot) reply(ctx context.Context, msg nip.Message, text string) {
 		b.log.Error("building a reply failed", "channel", msg.Channel, "err", err)
 		return
 	}
-	relays := b.relaysFor(ctx, msg.Channel, msg.From)
-	// Replies go out maxPublishing at a time, in the order they are
-	// ready: the relay takes them about in that order rather than all at
-	// once (under load, a relay handling hundreds at once answers them in
-	// any order, and the late ones very late). A reply not acknowledged
-	// within publishPace gives its place up, so a relay that never
-	// answers holds up its own sender only.
-	select {
-	case b.publishing <- struct{}{}:
-	case <-ctx.Done():
-		return
-	}
-	release := sync.OnceFunc(func() { <-b.publishing })
-	pace := time.AfterFunc(publishPace, release)
-	b.publish(ctx, evt, relays)
-	pace.Stop()
-	release()
+	b.publish(ctx, evt, b.relaysFor(ctx, msg.Channel, msg.From))
 }
 
 // relaysFor returns where a message to pubkey goes: for NIP-17 those of
