@@ -10,9 +10,11 @@ package bot
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -34,7 +36,9 @@ const (
 	DefaultWindow   = time.Minute
 	maxReplyRelays  = 3
 	inboxCacheTTL   = 10 * time.Minute
-	workers         = 4
+	maxInboxCache   = 10_000
+	// helpCacheTTL is how stale the free capacity that help tells may be.
+	helpCacheTTL = time.Second
 )
 
 // Config is the bot's part of the instance configuration.
@@ -71,16 +75,39 @@ type Bot struct {
 	log  *slog.Logger
 	pool *nostr.SimplePool
 	rate *limiter
+	// stmts are the dedupe's statements, prepared once.
+	stmts struct{ seen, mark *sql.Stmt }
+	// cpu holds a place per message whose cryptography runs (compute).
+	cpu chan struct{}
+	// publishTimeout bounds a publication (the relays' OK).
+	publishTimeout time.Duration
+	// marks are the markSeen calls waiting to be committed.
+	marks struct {
+		mu      sync.Mutex
+		waiting []*mark
+		writing bool // writeMarksLoop runs
+	}
 
 	// The mutex protects the following elements.
-	mu     sync.Mutex
-	inbox  map[string]inboxEntry // pubkey → its kind-10050 relays
+	mu      sync.Mutex
+	inbox   map[string]*inboxEntry // pubkey → its kind-10050 relays
+	claimed map[string]struct{}    // ids of events on their way to an answer
+	free    struct {               // help's free capacity, and when it was read
+		units int64
+		at    time.Time
+	}
+	lookups struct {
+		queued  map[string]*inboxEntry // pubkeys waiting for a lookup
+		running int                    // lookUp loops running
+	}
 	closed bool
 }
 
+// inboxEntry is a pubkey's DM relays: relays is set once ready is closed.
 type inboxEntry struct {
 	relays []string
 	at     time.Time
+	ready  chan struct{}
 }
 
 // New returns a bot for the instance whose key is keys. now is the clock.
@@ -104,10 +131,29 @@ func New(keys nip.Keys, db *store.DB, d *deployer.Deployer, q *billing.Quoter, c
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bot{keys: keys, self: self, db: db, d: d, q: q, cfg: cfg, now: now, log: log,
-		pool: nostr.NewSimplePool(context.Background()), rate: newLimiter(cfg.Rate, cfg.Window),
-		inbox: map[string]inboxEntry{}}, nil
+	b := &Bot{keys: keys, self: self, db: db, d: d, q: q, cfg: cfg, now: now, log: log,
+		// Events are checked where they are used (Handle, the DM
+		// relay lookup), so the pool's connections need not check
+		// them too: each event's signature is checked once.
+		pool: nostr.NewSimplePool(context.Background(), nostr.WithRelayOptions(uncheckedEvents{})),
+		rate: newLimiter(cfg.Rate, cfg.Window), inbox: map[string]*inboxEntry{}, claimed: map[string]struct{}{},
+		cpu:            make(chan struct{}, runtime.GOMAXPROCS(0)),
+		publishTimeout: 10 * time.Second}
+	b.lookups.queued = map[string]*inboxEntry{}
+	var err1, err2 error
+	b.stmts.seen, err1 = db.PrepareContext(context.Background(), `SELECT 1 FROM seen_events WHERE id = ?`)
+	b.stmts.mark, err2 = db.PrepareContext(context.Background(), `INSERT INTO seen_events (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("bot: %w", err)
+	}
+	return b, nil
 }
+
+// uncheckedEvents makes a relay connection pass events on without
+// checking their signatures.
+type uncheckedEvents struct{}
+
+func (uncheckedEvents) ApplyRelayOption(r *nostr.Relay) { r.AssumeValid = true }
 
 // Pubkey is the instance's hex public key.
 func (b *Bot) Pubkey() string { return b.self }
@@ -124,18 +170,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	for _, url := range b.cfg.Relays {
 		wg.Go(func() { b.listen(ctx, url, events) })
 	}
-	for range workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case evt := <-events:
-					b.Handle(ctx, evt)
-				}
-			}
-		})
-	}
+	wg.Go(func() { b.serve(ctx, events) })
 	wg.Wait()
 	return ctx.Err()
 }

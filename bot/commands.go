@@ -172,7 +172,7 @@ func (b *Bot) owned(ctx context.Context, from, target string, f func(records.Rec
 
 func (b *Bot) help(ctx context.Context) string {
 	u := b.d.Unit()
-	free, _ := b.d.FreeUnits(ctx)
+	free := b.freeUnits(ctx)
 	disk := "enforced"
 	if !b.d.DiskLimits() {
 		disk = "not enforced by this instance's storage driver"
@@ -192,6 +192,28 @@ A container whose balance runs out is paused and kept %s, then removed; a topup 
 A stopped container is not charged and is kept %s too, then removed; start runs it again.`,
 		b.d.EgressText(), unitText(u, 1), disk, sats(b.cfg.Pricing.PriceMsatPerUnitHour), max(free, 0), b.d.Capacity(),
 		money.Human(b.cfg.Retention), money.Human(b.cfg.Retention))
+}
+
+// freeUnits is the instance's free capacity as help tells it: read at
+// most once per helpCacheTTL (it sums every container's units), so help
+// may be that stale. Quotes check capacity themselves, exactly.
+func (b *Bot) freeUnits(ctx context.Context) int64 {
+	now := b.now()
+	b.mu.Lock()
+	if !b.free.at.IsZero() && now.Sub(b.free.at) < helpCacheTTL && now.Sub(b.free.at) >= 0 {
+		defer b.mu.Unlock()
+		return b.free.units
+	}
+	b.mu.Unlock()
+	free, err := b.d.FreeUnits(ctx)
+	if err != nil {
+		b.log.Error("reading the free capacity failed", "err", err)
+		return 0
+	}
+	b.mu.Lock()
+	b.free.units, b.free.at = free, now
+	b.mu.Unlock()
+	return free
 }
 
 func (b *Bot) deploy(ctx context.Context, r Request) string {

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,79 +18,231 @@ const maxFuture = 15 * time.Minute
 
 // Handle answers one event from a relay, at most once per event id and,
 // for NIP-17, per rumor id (the same DM wrapped twice or sent to several
-// relays). An event is marked seen before it is answered: a crash in
-// between loses one reply rather than sending two.
+// relays). Run does the same for every event, many senders at once (see
+// pipeline.go); Handle is one event's whole way, synchronously.
 func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
+	if !b.wanted(evt) {
+		return
+	}
+	if msg, ok := b.decode(ctx, evt); ok {
+		b.respond(ctx, evt.ID, msg)
+	}
+}
+
+// wanted is what is checked of an event before anything is looked up: its
+// age, its kind, that it is not our own.
+func (b *Bot) wanted(evt *nostr.Event) bool {
 	now := b.now()
 	at := evt.CreatedAt.Time()
 	if at.Before(now.Add(-b.cfg.Lookback-time.Hour)) || at.After(now.Add(maxFuture)) {
-		return
+		return false
 	}
-	if !slices.Contains(incomingKinds, evt.Kind) {
-		return
-	}
-	if evt.PubKey == b.self {
-		return // our own echo
-	}
-	// Copies from several relays are dropped before any cryptography; an
-	// id is remembered only once the event's signature proves it, so a
-	// forged event carrying a real one's id cannot hide it.
+	return slices.Contains(incomingKinds, evt.Kind) && evt.PubKey != b.self
+}
+
+// decode checks and decrypts evt and says whether it is a command to
+// answer (then respond answers it, and releases the event's claim).
+// Copies from several relays are dropped before any cryptography when
+// one was answered, and after the signature check when one is on its way
+// (claimed); an id is remembered or claimed only once the event's
+// signature proves it, so a forged event carrying a real one's id cannot
+// hide it. What is not a command is remembered as seen here; a command is
+// remembered just before it is answered.
+func (b *Bot) decode(ctx context.Context, evt *nostr.Event) (nip.Message, bool) {
 	if seen, err := b.wasSeen(ctx, evt.ID); err != nil || seen {
 		if err != nil {
 			b.log.Error("dedupe", "err", err)
 		}
-		return
+		return nip.Message{}, false
+	}
+	if !b.compute(ctx) {
+		return nip.Message{}, false
 	}
 	if err := nip.Verify(evt); err != nil {
+		b.computed()
 		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		return nip.Message{}, false
+	}
+	if !b.claim(evt.ID) {
+		b.computed()
+		return nip.Message{}, false // a copy is being answered
+	}
+	msg, err := nip.DecodeVerified(ctx, b.keys, b.self, evt)
+	b.computed()
+	// In public, only notes that start with a command are commands, and
+	// another instance's reply never is one.
+	if err == nil && msg.Channel == nip.ChannelMention && (nip.FromEnclaved(&msg.Event) || !nip.StartsWithVerb(msg.Text)) {
+		err = errNotCommand
+	}
+	if err != nil {
+		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		if _, err := b.markSeen(ctx, evt.ID); err != nil {
+			b.log.Error("dedupe", "err", err)
+		}
+		b.release(evt.ID)
+		return nip.Message{}, false
+	}
+	return msg, true
+}
+
+var errNotCommand = errors.New("a public note that is no command")
+
+// respond answers msg, which came in the event evtID (decode accepted it
+// and claimed evtID). The event, and for NIP-17 the rumor, are marked seen
+// before the command runs: a crash in between loses one reply rather than
+// sending two. Once ctx has ended nothing is marked: the command is
+// answered after a restart.
+func (b *Bot) respond(ctx context.Context, evtID string, msg nip.Message) {
+	defer b.release(evtID)
+	if ctx.Err() != nil {
 		return
 	}
-	if first, err := b.markSeen(ctx, evt.ID); err != nil || !first {
+	if first, err := b.markSeen(ctx, evtID, msg.ID); err != nil || !first {
 		if err != nil {
 			b.log.Error("dedupe", "err", err)
 		}
 		return
 	}
-	msg, err := nip.DecodeVerified(ctx, b.keys, b.self, evt)
-	if err != nil {
-		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
-		return
-	}
-	if msg.ID != evt.ID {
-		if first, err := b.markSeen(ctx, msg.ID); err != nil || !first {
-			return
-		}
-	}
-	// In public, only notes that start with a command are commands, and
-	// another instance's reply never is one.
-	if msg.Channel == nip.ChannelMention && (nip.FromEnclaved(&msg.Event) || !nip.StartsWithVerb(msg.Text)) {
-		return
-	}
-	switch b.rate.allow(msg.From, now) {
+	switch b.rate.allow(msg.From, b.now()) {
 	case refuse:
 		return
 	case warn:
 		b.reply(ctx, msg, fmt.Sprintf("slow down: at most %d commands per %s. Try again in a moment.", b.cfg.Rate, b.cfg.Window))
 		return
 	}
+	// The sender's DM relays are looked up while the command runs.
+	if msg.Channel == nip.ChannelNIP17 {
+		b.inboxLookup(msg.From)
+	}
 	text := b.answer(ctx, msg)
 	b.reply(ctx, msg, text)
 }
 
-func (b *Bot) wasSeen(ctx context.Context, id string) (bool, error) {
-	var n int
-	err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen_events WHERE id = ?`, id).Scan(&n)
-	return n > 0, err
+// compute waits for a turn on a core for the cryptography of one message
+// (false: ctx ended first); computed ends it. Turns are taken in the order
+// asked (a channel's waiting senders queue): with as many at once as
+// there are cores, a message's cryptography runs to its end rather than
+// sharing the cores with every other message's, so under load each reply
+// waits for the messages before it, not for all of them.
+func (b *Bot) compute(ctx context.Context) bool {
+	select {
+	case b.cpu <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
-func (b *Bot) markSeen(ctx context.Context, id string) (bool, error) {
-	res, err := b.db.ExecContext(ctx, `INSERT INTO seen_events (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
-		id, b.now().UnixMilli())
-	if err != nil {
-		return false, err
+func (b *Bot) computed() { <-b.cpu }
+
+// claim marks id as on its way to an answer; false if it already is.
+func (b *Bot) claim(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.claimed[id]; ok {
+		return false
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	b.claimed[id] = struct{}{}
+	return true
+}
+
+func (b *Bot) release(id string) {
+	b.mu.Lock()
+	delete(b.claimed, id)
+	b.mu.Unlock()
+}
+
+func (b *Bot) wasSeen(ctx context.Context, id string) (bool, error) {
+	var n int
+	err := b.stmts.seen.QueryRowContext(ctx, id).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// markSeen remembers ids as seen and says whether the last of them was
+// new, once that is committed. Marks made at once are committed together
+// (a group commit, by a writer started when the first mark waits and
+// gone once none does), so the lanes neither contend for SQLite's write
+// lock, whose waiters sleep, nor wait for each other's commits.
+func (b *Bot) markSeen(ctx context.Context, ids ...string) (bool, error) {
+	m := &mark{ids: ids, done: make(chan struct{})}
+	b.marks.mu.Lock()
+	b.marks.waiting = append(b.marks.waiting, m)
+	if !b.marks.writing {
+		b.marks.writing = true
+		go b.writeMarksLoop()
+	}
+	b.marks.mu.Unlock()
+	select {
+	case <-m.done:
+		return m.first, m.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// writeMarksLoop commits the waiting marks, a transaction per batch, until
+// none waits.
+func (b *Bot) writeMarksLoop() {
+	for {
+		b.marks.mu.Lock()
+		batch := b.marks.waiting
+		b.marks.waiting = nil
+		if len(batch) == 0 {
+			b.marks.writing = false
+			b.marks.mu.Unlock()
+			return
+		}
+		b.marks.mu.Unlock()
+		err := b.writeMarks(batch)
+		for _, m := range batch {
+			if err != nil {
+				m.err = err
+			}
+			close(m.done)
+		}
+	}
+}
+
+// mark is one markSeen call: first and err are set once done is closed.
+type mark struct {
+	ids   []string
+	first bool
+	err   error
+	done  chan struct{}
+}
+
+// writeMarks records every mark of batch in one transaction, within a
+// minute whatever happens to the calls that wait for it.
+func (b *Bot) writeMarks(batch []*mark) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	stmt := tx.StmtContext(ctx, b.stmts.mark)
+	at := b.now().UnixMilli()
+	for _, m := range batch {
+		for i, id := range m.ids {
+			if i > 0 && id == m.ids[i-1] {
+				continue
+			}
+			res, err := stmt.ExecContext(ctx, id, at)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			m.first = n == 1
+		}
+	}
+	return tx.Commit()
 }
 
 // PruneSeen forgets events seen longer ago than the lookback plus a day:
@@ -102,7 +255,11 @@ func (b *Bot) PruneSeen(ctx context.Context) error {
 
 // reply sends text back on msg's channel.
 func (b *Bot) reply(ctx context.Context, msg nip.Message, text string) {
+	if !b.compute(ctx) {
+		return
+	}
 	evt, err := nip.Reply(ctx, b.keys, msg, text, nostr.Timestamp(b.now().Unix()))
+	b.computed()
 	if err != nil {
 		b.log.Error("building a reply failed", "channel", msg.Channel, "err", err)
 		return
@@ -137,35 +294,6 @@ func (b *Bot) Reachable(rs []string) []string {
 	return out
 }
 
-func (b *Bot) inboxRelays(ctx context.Context, pubkey string) []string {
-	now := b.now()
-	b.mu.Lock()
-	e, ok := b.inbox[pubkey]
-	b.mu.Unlock()
-	if ok && now.Sub(e.at) < inboxCacheTTL {
-		return e.relays
-	}
-	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	var newest *nostr.Event
-	for re := range b.pool.FetchMany(qctx, b.cfg.Relays, nostr.Filter{Kinds: []int{nostr.KindDMRelayList}, Authors: []string{pubkey}, Limit: 1}) {
-		if newest == nil || re.Event.CreatedAt > newest.CreatedAt {
-			newest = re.Event
-		}
-	}
-	var relays []string
-	if newest != nil {
-		relays = DMRelays(newest)
-	}
-	b.mu.Lock()
-	if len(b.inbox) > 10_000 {
-		clear(b.inbox)
-	}
-	b.inbox[pubkey] = inboxEntry{relays: relays, at: now}
-	b.mu.Unlock()
-	return relays
-}
-
 // DMRelays returns the valid ws:// or wss:// relay tags of a kind-10050
 // event, normalised and each once, at most maxReplyRelays of them. A URL
 // is checked again once normalised: that can turn a valid one into an
@@ -192,7 +320,7 @@ func (b *Bot) Publish(ctx context.Context, evt nostr.Event, relays []string) err
 
 // publish sends evt to relays and logs (without content) where it failed.
 func (b *Bot) publish(ctx context.Context, evt nostr.Event, relays []string) error {
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
 	defer cancel()
 	var errs []error
 	ok := 0

@@ -60,6 +60,7 @@ type Resolver struct {
 
 	once sync.Once
 	sem  chan struct{}
+	by   remembered // references by digest, resolved
 }
 
 // errTooLarge is a registry response over MaxRegistryBody.
@@ -107,9 +108,20 @@ func (b *cappedBody) Close() error { return b.rc.Close() }
 // compressed size and volumes. Registries on loopback addresses are reached
 // over plain HTTP (dev mode and tests); all others over HTTPS. At most
 // MaxResolves run at once, each reading at most MaxRegistryBody per answer
-// within ctx's deadline.
+// within ctx's deadline. A reference by digest is resolved once (cache.go).
 func (r *Resolver) Resolve(ctx context.Context, ref string) (Image, error) {
-	r.once.Do(func() { r.sem = make(chan struct{}, MaxResolves) })
+	r.once.Do(func() {
+		r.sem = make(chan struct{}, MaxResolves)
+		r.by = remembered{images: map[string]Image{}, pending: map[string]*resolving{}}
+	})
+	if byDigest(ref) {
+		return r.by.once(ctx, ref, func() (Image, error) { return r.bounded(ctx, ref) })
+	}
+	return r.bounded(ctx, ref)
+}
+
+// bounded resolves ref once one of MaxResolves turns is free.
+func (r *Resolver) bounded(ctx context.Context, ref string) (Image, error) {
 	select {
 	case r.sem <- struct{}{}:
 		defer func() { <-r.sem }()

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/nbd-wtf/go-nostr"
-	"github.com/nbd-wtf/go-nostr/nip59"
 )
 
 // Channel is how a message reached the instance, and so how its reply goes.
@@ -89,12 +88,7 @@ func DecodeVerified(ctx context.Context, keys Keys, self string, evt *nostr.Even
 	}
 	switch evt.Kind {
 	case nostr.KindGiftWrap:
-		rumor, err := nip59.GiftUnwrap(*evt, func(other, ct string) (string, error) {
-			if len(ct) > MaxContent {
-				return "", errors.New("ciphertext too long")
-			}
-			return keys.Decrypt(ctx, ct, other)
-		})
+		rumor, err := unwrap(ctx, keys, evt)
 		if err != nil {
 			return Message{}, fmt.Errorf("%w: gift wrap: %v", ErrBadEvent, err)
 		}
@@ -151,9 +145,7 @@ func build(ctx context.Context, keys Keys, msg Message, text string, now nostr.T
 		rumor := nostr.Event{Kind: nostr.KindDirectMessage, PubKey: self, CreatedAt: now, Content: text,
 			Tags: dmTags(msg)}
 		rumor.ID = rumor.GetID()
-		wrap, err := nip59.GiftWrap(rumor, msg.From,
-			func(s string) (string, error) { return keys.Encrypt(ctx, s, msg.From) },
-			func(e *nostr.Event) error { return keys.SignEvent(ctx, e) }, nil)
+		wrap, err := giftWrap(ctx, keys, rumor, msg.From)
 		return wrap, rumor.ID, err
 	case ChannelNIP04:
 		ct, err := keys.NIP04Encrypt(ctx, text, msg.From)

@@ -18,9 +18,19 @@ import (
 // /debug/pprof/goroutine write those profiles; POST /debug/pprof/cpu/start
 // and /debug/pprof/cpu/stop profile the CPU between two calls, so a
 // benchmark's phase of unknown length is profiled whole (stop answers with
-// the profile). It uses runtime/pprof, not net/http/pprof, which would also
+// the profile); between the two, blocking and mutex contention are sampled
+// too (GET /debug/pprof/block and /debug/pprof/mutex: cumulative, compare
+// two with pprof -base). It uses runtime/pprof, not net/http/pprof, which would also
 // register itself on http.DefaultServeMux. It prints where it listens and
 // returns a function that stops it.
+// What the block and mutex profiles sample while a CPU profile runs: one
+// blocking event per blockRate of time blocked, one contention in
+// mutexFraction.
+const (
+	blockRate     = 10 * time.Microsecond
+	mutexFraction = 10
+)
+
 func servePprof(addr string, stdout io.Writer) (func(), error) {
 	if !isLoopbackAddr(addr) {
 		return nil, fmt.Errorf("-pprof %s: profiles are served on a loopback address only", addr)
@@ -32,7 +42,7 @@ func servePprof(addr string, stdout io.Writer) (func(), error) {
 	var mu sync.Mutex
 	var cpu *bytes.Buffer // the running CPU profile, if any
 	mux := http.NewServeMux()
-	for _, name := range []string{"heap", "goroutine", "allocs"} {
+	for _, name := range []string{"heap", "goroutine", "allocs", "block", "mutex"} {
 		mux.HandleFunc("GET /debug/pprof/"+name, func(w http.ResponseWriter, r *http.Request) {
 			if name == "heap" && r.URL.Query().Get("gc") == "1" {
 				runtime.GC()
@@ -54,6 +64,8 @@ func servePprof(addr string, stdout io.Writer) (func(), error) {
 			return
 		}
 		cpu = buf
+		runtime.SetBlockProfileRate(int(blockRate))
+		runtime.SetMutexProfileFraction(mutexFraction)
 	})
 	mux.HandleFunc("POST /debug/pprof/cpu/stop", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -63,6 +75,8 @@ func servePprof(addr string, stdout io.Writer) (func(), error) {
 			return
 		}
 		pprof.StopCPUProfile()
+		runtime.SetBlockProfileRate(0)
+		runtime.SetMutexProfileFraction(0)
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(cpu.Bytes())
 		cpu = nil

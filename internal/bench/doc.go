@@ -29,9 +29,12 @@
 //
 //	ENCLAVED_BENCH=full           full sizes (default: smoke sizes)
 //	ENCLAVED_BENCH_OUT=FILE       also write the table and details to FILE
-//	ENCLAVED_BENCH_PROFILE=DIR    write the instance's CPU profiles of P1
-//	                              and P2 and its heap profiles to DIR
 //	ENCLAVED_BENCH_P8=1           TestBenchP8 runs P8 alone (make bench-p8)
+//	ENCLAVED_BENCH_PROFILE=DIR    write the instance's CPU, block and mutex
+//	                              profiles of P1 and P2 and its heap
+//	                              profiles to DIR
+//	ENCLAVED_BENCH_ONLY=P1,P2     run only these figures (containers are
+//	                              seeded on record all the same)
 //
 // Test-only tooling: nothing in production imports it.
 package bench

@@ -247,6 +247,29 @@ func (in *instance) profileCPU(t testing.TB, path string) func() {
 	return func() { in.pprofPost(t, "/debug/pprof/cpu/stop", path) }
 }
 
+// profile profiles the instance's CPU (and, meanwhile, its blocking and
+// mutex contention) and returns the function that stops it and writes
+// cpu-NAME.pprof, block-NAME.pprof and mutex-NAME.pprof where prof says
+// ("": no profile is taken). Block and mutex profiles are cumulative over
+// the process: compare a phase's with the previous one's (pprof -base).
+func (in *instance) profile(t testing.TB, prof func(string) string, name string) func() {
+	t.Helper()
+	stop := in.profileCPU(t, prof("cpu-"+name+".pprof"))
+	return func() {
+		stop()
+		for _, kind := range []string{"block", "mutex"} {
+			if path := prof(kind + "-" + name + ".pprof"); path != "" {
+				resp, err := http.Get("http://" + in.pprof + "/debug/pprof/" + kind)
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeBody(t, resp, path)
+				resp.Body.Close()
+			}
+		}
+	}
+}
+
 // heapProfile writes the instance's heap profile, after a GC, to path.
 func (in *instance) heapProfile(t testing.TB, path string) {
 	t.Helper()
