@@ -53,7 +53,7 @@ func (l liveContainers) Live(ctx context.Context) ([]publish.Container, error) {
 	for _, r := range recs {
 		out = append(out, publish.Container{ID: r.ID, Name: r.Name, Owner: r.Owner, Pubkey: r.Pubkey,
 			ImageRef: r.ImageRef, State: r.State, Units: r.Units, PriceMsat: r.PriceMsat, BalanceMsat: r.BalanceAt(now),
-			NanoCPUs: r.Units * u.NanoCPUs, MemoryBytes: r.Units * u.MemoryBytes})
+			NanoCPUs: r.Units * u.NanoCPUs, MemoryBytes: r.Units * u.MemoryBytes, AdminPublic: r.AdminPublic})
 	}
 	return out, nil
 }

@@ -144,7 +144,8 @@ func TestContainerChain(t *testing.T) {
 	cert.Sign(inst.sk)
 	cj, _ := json.Marshal(cert)
 	rj, _ := json.Marshal(inst.root)
-	status := nip.ContainerStatus(inst.pk, string(rj), string(cj), "running", 10, "registry.example/app@sha256:00", nostr.Timestamp(t0.Unix()))
+	status := nip.ContainerStatus(nip.Status{Instance: inst.pk, TEERoot: string(rj), TEECert: string(cj), State: "running", BalanceSats: 10,
+		Image: "registry.example/app@sha256:00", App: cpk}, nostr.Timestamp(t0.Unix()))
 	status.Sign(csk)
 	opt := Options{At: t0.Add(time.Minute), DevRoot: inst.dev.RootPEM(), AllowDev: true}
 	if r := Container(&status, opt); !r.OK {
