@@ -137,7 +137,7 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 	}
 	ok, err := q.Records.InsertQuote(ctx, records.NewQuote{ID: id, Name: name, Owner: owner, Channel: channel, Image: cmd.Image,
 		ImageRef: img.Pinned, ImageSize: img.Size, HasVolumes: img.HasVolumes, Units: units, PriceMsat: price, Env: env,
-		Pubkey: key, Egress: egress, HTTPPort: cmd.Port}, caps)
+		Pubkey: key, Egress: egress, HTTPPort: cmd.Port, AdminPublic: cmd.Admin}, caps)
 	if err != nil {
 		return Quote{}, err
 	}

@@ -60,8 +60,18 @@ func TestQuote(t *testing.T) {
 		t.Errorf("invoice: %d msat, expiry %d, memo %q", dec.NumMsat, dec.Expiry, dec.Description)
 	}
 	rec, err := recs.Get(ctx, quote.ContainerID)
-	if err != nil || rec.State != records.StateQuoted || len(rec.Env) != 1 || rec.Env[0] != [2]string{"A", "1"} || !rec.HasVolumes {
+	if err != nil || rec.State != records.StateQuoted || len(rec.Env) != 1 || rec.Env[0] != [2]string{"A", "1"} || !rec.HasVolumes || rec.AdminPublic {
 		t.Errorf("record %+v %v", rec, err)
+	}
+	// admin=yes: the owner agreed to be named in the container's public
+	// status; it is kept on the record.
+	cmd, _ = nip.ParseCommand("deploy " + imgs.Hello.Tag + " admin=yes")
+	public, err := q.Quote(ctx, "owner", "nip17", cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := recs.Get(ctx, public.ContainerID); err != nil || !rec.AdminPublic {
+		t.Errorf("admin=yes: record %+v %v", rec, err)
 	}
 
 	refusals := map[string]string{

@@ -244,6 +244,11 @@ type Nostr struct {
 	// Relays the instance reads from and publishes to. Empty in dev mode means
 	// its embedded relay.
 	Relays []string `toml:"relays"`
+	// AnnounceRelays are more relays the instance publishes its
+	// announcement, and its containers' profiles and status events, to
+	// without reading from them: where explorers and clients look (the
+	// enclaved.org explorer reads only wss://relay.nostr.band/all).
+	AnnounceRelays []string `toml:"announce_relays"`
 	// CommandsPerMinute a pubkey may send; one more gets "slow down", the
 	// rest of the minute is ignored.
 	CommandsPerMinute int64 `toml:"commands_per_minute"`

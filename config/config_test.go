@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +175,13 @@ func TestNitroNeedsBackups(t *testing.T) {
 	}
 	if c.Attest.Mode != "nitro" || c.Backup.Mode != "keystore" {
 		t.Errorf("the enclave image runs attest.mode %q with backup.mode %q", c.Attest.Mode, c.Backup.Mode)
+	}
+	// The enclaved.org explorer reads announcements only from this relay.
+	if !slices.Contains(c.Nostr.AnnounceRelays, "wss://relay.nostr.band/all") {
+		t.Errorf("the enclave image does not announce where the explorer reads: nostr.announce_relays %q", c.Nostr.AnnounceRelays)
+	}
+	if _, err := Load(Sources{Sets: []string{"nostr.announce_relays=https://relay.nostr.band"}}); err == nil || !strings.Contains(err.Error(), "nostr.announce_relays") {
+		t.Errorf("an http announce relay: %v", err)
 	}
 }
 

@@ -92,7 +92,7 @@ func (c Config) Validate() error {
 	for _, list := range []struct {
 		key    string
 		relays []string
-	}{{"nostr.relays", c.Nostr.Relays}, {"keystore.relays", c.KeyStore.Relays}} {
+	}{{"nostr.relays", c.Nostr.Relays}, {"nostr.announce_relays", c.Nostr.AnnounceRelays}, {"keystore.relays", c.KeyStore.Relays}} {
 		for i, r := range list.relays {
 			if u, err := url.Parse(r); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 				bad(list.key, "entry %d %q is not a ws:// or wss:// URL", i+1, r)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -96,10 +97,11 @@ func blobPace(cfg config.EnclaveConfig) tunnel.Pace {
 	return tunnel.Pace{Timeout: cfg.Backup.BlobTimeout, Rate: cfg.Backup.BlobRateKiB << 10}
 }
 
-// egressAllowlist is enclave.egress plus the relays and the LND node.
+// egressAllowlist is enclave.egress plus the relays (those it announces
+// to too) and the LND node.
 func egressAllowlist(cfg config.EnclaveConfig) []string {
 	allow := append([]string(nil), cfg.Enclave.Egress...)
-	for _, r := range append(append([]string(nil), cfg.Nostr.Relays...), cfg.KeyStore.Relays...) {
+	for _, r := range slices.Concat(cfg.Nostr.Relays, cfg.Nostr.AnnounceRelays, cfg.KeyStore.Relays) {
 		if hp, ok := nip.RelayHostPort(r); ok {
 			allow = append(allow, hp)
 		}

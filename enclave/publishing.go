@@ -2,6 +2,7 @@ package enclave
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
@@ -15,7 +16,19 @@ import (
 
 // announcer keeps the instance's announcement current.
 func (in *Instance) announcer() *publish.Announcer {
-	return &publish.Announcer{Instance: announced{in}, Publisher: in.Bot, Relays: in.parts.Relays, Now: in.now, Log: in.log}
+	return &publish.Announcer{Instance: announced{in}, Publisher: in.Bot, Relays: in.announceRelays(), Now: in.now, Log: in.log}
+}
+
+// announceRelays are where the instance's public events go: its relays,
+// then nostr.announce_relays (where explorers read).
+func (in *Instance) announceRelays() []string {
+	out := slices.Clone(in.parts.Relays)
+	for _, r := range in.cfg.Nostr.AnnounceRelays {
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // announced is the instance as its announcer sees it.
@@ -34,7 +47,7 @@ func (in *Instance) profiles() *publish.Profiles {
 		Instance: key.Keys(), InstanceNpub: key.Npub(), InstancePubkey: key.PublicKey(),
 		ContainerKey: func(id string) publish.Signer { return key.ContainerKey(id).Keys() },
 		Address:      in.Zaps.Address, TEERoot: in.TEERoot, Dev: in.dev,
-		Publisher: in.Bot, Relays: in.parts.Relays, Now: in.now, Log: in.log}
+		Publisher: in.Bot, Relays: in.announceRelays(), Now: in.now, Log: in.log}
 }
 
 // liveContainers lists the deployer's live containers for their profiles.
@@ -53,7 +66,7 @@ func (l liveContainers) Live(ctx context.Context) ([]publish.Container, error) {
 	for _, r := range recs {
 		out = append(out, publish.Container{ID: r.ID, Name: r.Name, Owner: r.Owner, Pubkey: r.Pubkey,
 			ImageRef: r.ImageRef, State: r.State, Units: r.Units, PriceMsat: r.PriceMsat, BalanceMsat: r.BalanceAt(now),
-			NanoCPUs: r.Units * u.NanoCPUs, MemoryBytes: r.Units * u.MemoryBytes})
+			NanoCPUs: r.Units * u.NanoCPUs, MemoryBytes: r.Units * u.MemoryBytes, AdminPublic: r.AdminPublic})
 	}
 	return out, nil
 }

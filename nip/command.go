@@ -47,7 +47,7 @@ const (
 )
 
 // DeployUsage is deploy's synopsis.
-const DeployUsage = "deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...] [egress=HOST[:PORT],...] [port=N]"
+const DeployUsage = "deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...] [egress=HOST[:PORT],...] [port=N] [admin=yes]"
 
 // EnvVar is one env=K=V option of deploy.
 type EnvVar struct{ Key, Value string }
@@ -62,9 +62,14 @@ type Command struct {
 	Env    []EnvVar // deploy
 	Egress []string // deploy: hosts ("host" or "host:port") the container may reach
 	Port   int      // deploy: the container's HTTP port, served at https://NAME.<instance host>
-	Target string   // status (optional), topup, logs, stop, start, delete: a name or npub
-	Sats   int64    // topup
-	Lines  int      // logs; default DefaultLines
+	// Admin (deploy, admin=yes) is the owner's consent to be named as the
+	// container's admin in its public status events (upstream's
+	// `p <owner> admin` tag); off by default, as an owner's pubkey is
+	// otherwise private.
+	Admin  bool
+	Target string // status (optional), topup, logs, stop, start, delete: a name or npub
+	Sats   int64  // topup
+	Lines  int    // logs; default DefaultLines
 }
 
 // CommandError is a user mistake; its message is meant for the user.
@@ -228,8 +233,17 @@ func parseDeploy(args []string) (Command, error) {
 				return c, errorf("port=%s: want the container's HTTP port, 1 to 65535", clip(v, 16))
 			}
 			c.Port = n
+		case "admin":
+			switch strings.ToLower(v) {
+			case "yes":
+				c.Admin = true
+			case "no":
+				c.Admin = false
+			default:
+				return c, errorf("admin=%s: want admin=yes (name me as its admin in its public status) or admin=no", clip(v, 16))
+			}
 		default:
-			return c, errorf("unknown option %q; deploy takes units=, hours=, name=, env=, egress=, port=", clip(k, 32))
+			return c, errorf("unknown option %q; deploy takes units=, hours=, name=, env=, egress=, port=, admin=", clip(k, 32))
 		}
 	}
 	if c.Image == "" {

@@ -12,12 +12,16 @@ import (
 	"github.com/enclaved/enclaved/nip"
 )
 
-// Profile publication: a container's kind-0 profile is republished within
-// ProfileScan of a state change, and at most every ProfileBalanceEvery for
-// balance changes alone (metering moves balances every minute).
+// Profile publication: a container's kind-0 profile and kind-63797
+// status are republished within ProfileScan of a state change, at most
+// every ProfileBalanceEvery for balance changes alone (metering moves
+// balances every minute), and at least every StatusEvery, so that a status
+// with a valid certificate (CertValidity) is always among the last 3 h of
+// events, where upstream's clients look.
 const (
 	ProfileScan         = 5 * time.Second
 	ProfileBalanceEvery = 10 * time.Minute
+	StatusEvery         = time.Hour
 )
 
 // Container is what a container's profile and status say about it.
@@ -28,6 +32,9 @@ type Container struct {
 	BalanceMsat             int64
 	// NanoCPUs and MemoryBytes are its units' whole share.
 	NanoCPUs, MemoryBytes int64
+	// AdminPublic: its owner agreed at deploy (admin=yes) to be named in
+	// public; otherwise the owner appears in no event.
+	AdminPublic bool
 }
 
 // Containers lists the containers whose profiles are kept.
@@ -90,7 +97,7 @@ func (p *Profiles) scan(ctx context.Context, last map[string]published) error {
 	now := p.Now()
 	for _, c := range cs {
 		seen, ok := last[c.ID]
-		if ok && seen.state == c.State && (seen.balance == c.BalanceMsat || now.Sub(seen.at) < ProfileBalanceEvery) {
+		if ok && seen.state == c.State && now.Sub(seen.at) < StatusEvery && (seen.balance == c.BalanceMsat || now.Sub(seen.at) < ProfileBalanceEvery) {
 			continue
 		}
 		profile, err := p.Profile(ctx, c)
@@ -112,12 +119,17 @@ func (p *Profiles) scan(ctx context.Context, last map[string]published) error {
 }
 
 // Profile is a container's kind-0 profile, signed by its own key: its
-// name, an about with image, resources, price, state, owner and instance,
-// and its lightning address and NIP-05 name on this instance.
+// name, an about with image, resources, price, state, owner (only if the
+// owner agreed to be named) and instance, and its lightning address and
+// NIP-05 name on this instance.
 func (p *Profiles) Profile(ctx context.Context, c Container) (nostr.Event, error) {
-	about := fmt.Sprintf("A container rented on enclaved instance %s.\nimage: %s\nresources: %d unit(s) = %.2f CPU, %d MiB memory\nprice: %d msat per unit-hour\nstate: %s, balance %d sats\nowner: %s\nZap it to keep it running.",
+	owner := ""
+	if c.AdminPublic {
+		owner = "\nowner: " + nip.Npub(c.Owner)
+	}
+	about := fmt.Sprintf("A container rented on enclaved instance %s.\nimage: %s\nresources: %d unit(s) = %.2f CPU, %d MiB memory\nprice: %d msat per unit-hour\nstate: %s, balance %d sats%s\nZap it to keep it running.",
 		p.InstanceNpub, c.ImageRef, c.Units, float64(c.NanoCPUs)/1e9, c.MemoryBytes>>20,
-		c.PriceMsat, c.State, c.BalanceMsat/1000, nip.Npub(c.Owner))
+		c.PriceMsat, c.State, c.BalanceMsat/1000, owner)
 	addr := p.Address(c.Name)
 	content, err := json.Marshal(map[string]string{"name": c.Name, "about": about, "lud16": addr, "nip05": addr})
 	if err != nil {
@@ -130,14 +142,15 @@ func (p *Profiles) Profile(ctx context.Context, c Container) (nostr.Event, error
 	return evt, err
 }
 
-// CertValidity is how long a container certificate is valid; certificates
-// are issued anew with every status event.
-const CertValidity = 7 * 24 * time.Hour
+// CertValidity is how long a container certificate is valid (upstream's
+// 3 h); certificates are issued anew with every status event.
+const CertValidity = nip.ContainerCertTTL
 
 // Status is a container's kind-63797 status event, signed by its own key,
 // carrying the instance's certificate for that key (kind 23797, signed by
 // the instance key) and, once the instance has an attestation, its
-// tee_root.
+// tee_root; upstream's tags too (nip.ContainerStatus): its own key as the
+// app's, and its owner as admin only if the owner agreed.
 func (p *Profiles) Status(ctx context.Context, c Container) (nostr.Event, error) {
 	now := nostr.Timestamp(p.Now().Unix())
 	cert := nip.ContainerCert(c.Pubkey, c.ImageRef, p.Now().Add(CertValidity), now)
@@ -155,7 +168,12 @@ func (p *Profiles) Status(ctx context.Context, c Container) (nostr.Event, error)
 			return nostr.Event{}, err
 		}
 	}
-	evt := nip.ContainerStatus(p.InstancePubkey, teeRoot, string(certJSON), c.State, c.BalanceMsat/1000, c.ImageRef, now)
+	st := nip.Status{Instance: p.InstancePubkey, TEERoot: teeRoot, TEECert: string(certJSON), State: c.State,
+		BalanceSats: c.BalanceMsat / 1000, Image: c.ImageRef, App: c.Pubkey}
+	if c.AdminPublic {
+		st.Admin = c.Owner
+	}
+	evt := nip.ContainerStatus(st, now)
 	p.tagMode(&evt)
 	err = p.ContainerKey(c.ID).SignEvent(ctx, &evt)
 	return evt, err

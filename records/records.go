@@ -59,6 +59,7 @@ type Record struct {
 	HTTPPort                                  int       // served by host name; 0: none
 	CommandAt                                 time.Time // when the last owner's command carried out was sent (to the second)
 	HasVolumes                                bool
+	AdminPublic                               bool // the owner agreed to be named admin in public (admin=yes)
 	PausedAt                                  time.Time
 	RunMs, ChargedMsat                        int64
 	CreatedAt                                 time.Time
@@ -132,10 +133,10 @@ func (s *Store) Get(ctx context.Context, id string) (Record, error) {
 	var paused, since sql.NullInt64
 	var created, commandAt int64
 	err := s.db.QueryRowContext(ctx, `SELECT id, name, owner, channel, image, image_ref, pubkey, units, price_msat, balance_msat,
-		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes, created_at, running_since, egress, http_port, command_at
+		state, state_reason, docker_id, env, paused_at, run_ms, charged_msat, image_volumes, created_at, running_since, egress, http_port, command_at, admin_public
 		FROM containers WHERE id = ?`, id).Scan(
 		&r.ID, &r.Name, &r.Owner, &r.Channel, &r.Image, &r.ImageRef, &r.Pubkey, &r.Units, &r.PriceMsat, &r.BalanceMsat,
-		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes, &created, &since, &egress, &r.HTTPPort, &commandAt)
+		&r.State, &r.Reason, &r.DockerID, &env, &paused, &r.RunMs, &r.ChargedMsat, &r.HasVolumes, &created, &since, &egress, &r.HTTPPort, &commandAt, &r.AdminPublic)
 	r.CreatedAt = time.UnixMilli(created)
 	if commandAt > 0 {
 		r.CommandAt = time.Unix(commandAt, 0)

@@ -218,6 +218,9 @@ type NewQuote struct {
 	Pubkey                                    string
 	Egress                                    []string
 	HTTPPort                                  int
+	// AdminPublic: the owner agreed (admin=yes) to be named as the
+	// container's admin in its public status events.
+	AdminPublic bool
 }
 
 // QuoteCaps bound the quotes waiting for payment: those created after
@@ -242,13 +245,13 @@ func (s *Store) InsertQuote(ctx context.Context, q NewQuote, caps QuoteCaps) (ok
 	}
 	now, open := s.now().UnixMilli(), caps.Since.UnixMilli()
 	res, err := s.db.ExecContext(ctx, `INSERT INTO containers (id, name, owner, channel, image, image_ref, image_size, image_volumes,
-		units, price_msat, env, pubkey, state, created_at, updated_at, egress, http_port)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?, ?, ?
+		units, price_msat, env, pubkey, state, created_at, updated_at, egress, http_port, admin_public)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'quoted', ?, ?, ?, ?, ?
 		WHERE NOT EXISTS (SELECT 1 FROM containers WHERE name = ?)
 		AND (? = 0 OR (SELECT COUNT(*) FROM containers WHERE state = 'quoted' AND created_at > ?) < ?)
 		AND (? = 0 OR (SELECT COUNT(*) FROM containers WHERE state = 'quoted' AND created_at > ? AND owner = ?) < ?)`,
 		q.ID, q.Name, q.Owner, q.Channel, q.Image, q.ImageRef, q.ImageSize, q.HasVolumes, q.Units, q.PriceMsat, string(env),
-		q.Pubkey, now, now, string(egress), q.HTTPPort, q.Name,
+		q.Pubkey, now, now, string(egress), q.HTTPPort, q.AdminPublic, q.Name,
 		caps.All, open, caps.All, caps.PerOwner, open, q.Owner, caps.PerOwner)
 	if err != nil {
 		if strings.Contains(err.Error(), "UNIQUE") {

@@ -61,13 +61,39 @@ type Check struct {
 
 // Report is the outcome of a verification.
 type Report struct {
-	Kind   int     `json:"kind"`
-	Pubkey string  `json:"pubkey"`
-	Mode   string  `json:"mode,omitempty"` // t tag: prod, debug, dev
+	Kind   int    `json:"kind"`
+	Pubkey string `json:"pubkey"`
+	// Mode is the t tag: upstream's release channel (prod or dev; ours
+	// also says debug). It is a label: whether the instance is a real
+	// enclave is decided by the attestation chain alone (Enclave).
+	Mode   string  `json:"mode,omitempty"`
 	Checks []Check `json:"checks"`
 	OK     bool    `json:"ok"`
+	// Warnings are facts a user should know that fail no check (a real
+	// enclave running a release labelled dev).
+	Warnings []string `json:"warnings,omitempty"`
+	// DevRoot and Debug say what the verified document is: chained to a
+	// dev root rather than AWS's; a debug enclave (PCR0/1/2 all zero).
+	DevRoot bool `json:"dev_root,omitempty"`
+	Debug   bool `json:"debug,omitempty"`
 	// Document is the verified attestation (nil if it did not parse).
 	Document *nitrite.Document `json:"-"`
+}
+
+// Enclave says what the attestation shows: "prod" (a Nitro enclave, chained
+// to the AWS root), "debug" (the same, but a debug enclave whose memory its
+// host can read), "dev" (chained to a dev root: no enclave at all), or ""
+// when no document verified.
+func (r Report) Enclave() string {
+	switch {
+	case r.Document == nil:
+		return ""
+	case r.DevRoot:
+		return "dev"
+	case r.Debug:
+		return "debug"
+	}
+	return "prod"
 }
 
 func (r *Report) add(name string, ok bool, format string, args ...any) bool {
@@ -93,7 +119,6 @@ func Announcement(evt *nostr.Event, opt Options) Report {
 	}
 	ok, _ := evt.CheckSignature()
 	r.add("event signature", ok && evt.GetID() == evt.ID, "kind %d by %s", evt.Kind, nip.Npub(evt.PubKey))
-	r.devMode(opt)
 	var doc []byte
 	switch evt.Kind {
 	case nip.KindAnnouncement:
@@ -128,6 +153,7 @@ func Announcement(evt *nostr.Event, opt Options) Report {
 		return r.done()
 	}
 	r.add("public_key", hex.EncodeToString(d.PublicKey) == evt.PubKey, "document binds %s", shortHex(d.PublicKey))
+	r.releaseChannel()
 	// x tags: each PCRn announced must be the attested one.
 	n, bad := 0, []string{}
 	for _, t := range evt.Tags {
@@ -239,11 +265,16 @@ func builderCert(s string) (*x509.Certificate, error) {
 	return x509.ParseCertificate(der)
 }
 
-// devMode: an event that says t=dev comes from a dev attestor, which only
-// its developer's dev root can check.
-func (r *Report) devMode(opt Options) {
-	if r.Mode == "dev" && len(opt.DevRoot) == 0 {
-		r.add("dev root", false, "t=dev: a development instance, attested by its developer's dev root (--dev-root FILE --allow-dev)")
+// releaseChannel reads t as upstream means it, the release channel: a
+// document chained to the AWS root under t=dev is a real enclave running a
+// release not labelled for production, which passes with a warning (a dev
+// root is the chain's business: "dev instance allowed").
+func (r *Report) releaseChannel() {
+	switch {
+	case r.Mode == "dev" && !r.DevRoot:
+		r.Warnings = append(r.Warnings, "t=dev: a real Nitro enclave, but not a production release (its publisher labels the build dev)")
+	case r.DevRoot && r.Mode != "dev":
+		r.Warnings = append(r.Warnings, fmt.Sprintf("labelled t=%s, but attested by a dev root: no enclave protects it", r.Mode))
 	}
 }
 
@@ -293,6 +324,34 @@ func Document(doc []byte, opt Options) Report {
 	return r.done()
 }
 
+// chain verifies doc's signature and certificate chain: to the AWS root
+// first (a real enclave is one whatever it says of itself), then, if that
+// fails and one is given, to the dev root; dev says which it was checked
+// against last, detail what passed.
+func chain(doc []byte, opt Options) (res *nitrite.Result, detail string, dev bool, err error) {
+	at := opt.At.UTC().Format(time.RFC3339)
+	res, err = nitrite.Verify(doc, nitrite.VerifyOptions{CurrentTime: opt.At})
+	if err == nil && res != nil && res.SignatureOK || len(opt.DevRoot) == 0 {
+		return res, "COSE ES384 signature, chain to AWS Nitro root G1 at " + at, false, err
+	}
+	awsErr := errText(err, "signature")
+	blk, _ := pem.Decode(opt.DevRoot)
+	if blk == nil {
+		return nil, "", true, errors.New("the dev root is not a PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, "", true, fmt.Errorf("the dev root: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	res, err = nitrite.Verify(doc, nitrite.VerifyOptions{Roots: pool, CurrentTime: opt.At})
+	if err != nil {
+		err = fmt.Errorf("AWS Nitro root G1: %s; the dev root: %w", awsErr, err)
+	}
+	return res, "COSE ES384 signature, chain to the dev root at " + at, true, err
+}
+
 // document runs the document checks and returns the document if its chain
 // verified.
 func (r *Report) document(doc []byte, opt Options) *nitrite.Document {
@@ -300,32 +359,16 @@ func (r *Report) document(doc []byte, opt Options) *nitrite.Document {
 		r.add("attestation chain", false, "document of %d bytes", len(doc))
 		return nil
 	}
-	pool, dev := (*x509.CertPool)(nil), false
-	if len(opt.DevRoot) > 0 {
-		blk, _ := pem.Decode(opt.DevRoot)
-		if blk == nil {
-			r.add("dev root", false, "not a PEM certificate")
-			return nil
-		}
-		cert, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			r.add("dev root", false, "%v", err)
-			return nil
-		}
-		pool = x509.NewCertPool()
-		pool.AddCert(cert)
-		dev = true
-	}
-	res, err := nitrite.Verify(doc, nitrite.VerifyOptions{Roots: pool, CurrentTime: opt.At})
-	root := "AWS Nitro root G1"
-	if dev {
-		root = "the dev root"
+	res, detail, dev, err := chain(doc, opt)
+	if err != nil && !dev && r.Mode == "dev" {
+		err = fmt.Errorf("%w (t=dev: a development instance is attested by its developer's dev root: -dev-root FILE -allow-dev)", err)
 	}
 	// nitrite can return a result with an error (an expired chain): any
 	// error is a failure.
-	if !r.add("attestation chain", err == nil && res != nil && res.SignatureOK, "%s", errText(err, "COSE ES384 signature, chain to "+root+" at "+opt.At.UTC().Format(time.RFC3339))) {
+	if !r.add("attestation chain", err == nil && res != nil && res.SignatureOK, "%s", errText(err, detail)) {
 		return nil
 	}
+	r.DevRoot = dev
 	if dev {
 		r.add("dev instance allowed", opt.AllowDev, "chained to a dev root: for development only (--allow-dev)")
 	}
@@ -335,6 +378,7 @@ func (r *Report) document(doc []byte, opt Options) *nitrite.Document {
 			zero = false
 		}
 	}
+	r.Debug = zero
 	switch {
 	case zero && opt.AllowDebug:
 		r.add("not a debug enclave", true, "a debug enclave (PCR0/1/2 all zero), accepted by --allow-debug")
@@ -357,7 +401,6 @@ func Container(evt *nostr.Event, opt Options) Report {
 	}
 	ok, _ := evt.CheckSignature()
 	r.add("event signature", ok && evt.Kind == nip.KindContainerStatus, "kind %d by %s", evt.Kind, nip.Npub(evt.PubKey))
-	r.devMode(opt)
 	instance := ""
 	for _, t := range evt.Tags {
 		if len(t) >= 3 && t[0] == "p" && t[2] == "enclaved" {
@@ -388,6 +431,7 @@ func Container(evt *nostr.Event, opt Options) Report {
 	}
 	if d := r.document(doc, opt); d != nil {
 		r.add("public_key", hex.EncodeToString(d.PublicKey) == instance, "document binds the instance key")
+		r.releaseChannel()
 	}
 	return r.done()
 }

@@ -144,7 +144,8 @@ func TestContainerChain(t *testing.T) {
 	cert.Sign(inst.sk)
 	cj, _ := json.Marshal(cert)
 	rj, _ := json.Marshal(inst.root)
-	status := nip.ContainerStatus(inst.pk, string(rj), string(cj), "running", 10, "registry.example/app@sha256:00", nostr.Timestamp(t0.Unix()))
+	status := nip.ContainerStatus(nip.Status{Instance: inst.pk, TEERoot: string(rj), TEECert: string(cj), State: "running", BalanceSats: 10,
+		Image: "registry.example/app@sha256:00", App: cpk}, nostr.Timestamp(t0.Unix()))
 	status.Sign(csk)
 	opt := Options{At: t0.Add(time.Minute), DevRoot: inst.dev.RootPEM(), AllowDev: true}
 	if r := Container(&status, opt); !r.OK {
@@ -180,6 +181,65 @@ func TestRealNitroDocument(t *testing.T) {
 	bad[len(bad)-10] ^= 1
 	if r := Document(bad, Options{At: at, AllowDebug: true}); r.OK || failed(r)[0] != "attestation chain" {
 		t.Errorf("flipped byte: %v", failed(r))
+	}
+}
+
+// t is upstream's release channel: a real Nitro document (chained to the
+// AWS root) in an announcement labelled t=dev, as upstream's instances
+// publish, fails on no label; it passes the chain and gets a warning that
+// it is not a production release. (The 2022 document binds no public key,
+// so only public_key fails; it is a debug enclave, accepted here.)
+func TestRealEnclaveLabelledDev(t *testing.T) {
+	b64, err := os.ReadFile("testdata/debug-enclave-2022.b64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b64)))
+	at := time.Unix(1658860752, 0)
+	d := Document(doc, Options{At: at, AllowDebug: true}).Document
+	sk := nostr.GeneratePrivateKey()
+	root := nip.TEERoot(doc, "dev", at.Add(time.Hour), nostr.Timestamp(at.Unix()))
+	root.Sign(sk)
+	rj, _ := json.Marshal(root)
+	evt := nip.AnnouncementEvent(nip.Announcement{Name: "enclaved", Version: "0.1.3", Mode: "dev", InboxRelay: "wss://relay.enclaved.org",
+		Expires: at.Add(time.Hour), TEERoot: string(rj), PCRs: d.PCRs}, nostr.Timestamp(at.Unix()))
+	evt.Sign(sk)
+	other := newDevInstance(t)
+	for name, opt := range map[string]Options{
+		"AWS root":                  {At: at, AllowDebug: true},
+		"a dev root given as well":  {At: at, AllowDebug: true, DevRoot: other.dev.RootPEM()},
+		"a dev root and -allow-dev": {At: at, AllowDebug: true, DevRoot: other.dev.RootPEM(), AllowDev: true},
+	} {
+		r := Announcement(&evt, opt)
+		if got := strings.Join(failed(r), ","); got != "public_key" {
+			t.Errorf("%s: failed %q, want only public_key", name, got)
+		}
+		if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "not a production release") {
+			t.Errorf("%s: warnings %q", name, r.Warnings)
+		}
+		if r.Mode != "dev" || r.Enclave() != "debug" || r.DevRoot {
+			t.Errorf("%s: mode %s, enclave %s, dev root %v", name, r.Mode, r.Enclave(), r.DevRoot)
+		}
+	}
+}
+
+// A dev document fails without its dev root (saying where to find one),
+// fails with it unless -allow-dev, whatever its label; a dev root under a
+// t=prod label is a warning too.
+func TestDevRootDecidesNotTheLabel(t *testing.T) {
+	inst := newDevInstance(t)
+	at := t0.Add(time.Minute)
+	r := Announcement(inst.announcement(t, nil), Options{At: at})
+	if r.OK || len(r.Checks) == 0 || !strings.Contains(r.Checks[len(r.Checks)-1].Detail, "-dev-root FILE") {
+		t.Errorf("dev instance without its root: %+v", r.Checks)
+	}
+	prod := inst.announcement(t, func(a *nip.Announcement) { a.Mode = "prod" })
+	if r := Announcement(prod, Options{At: at, DevRoot: inst.dev.RootPEM()}); r.OK || strings.Join(failed(r), ",") != "dev instance allowed" {
+		t.Errorf("t=prod under a dev root: failed %v", failed(r))
+	}
+	r = Announcement(prod, Options{At: at, DevRoot: inst.dev.RootPEM(), AllowDev: true})
+	if !r.OK || r.Enclave() != "dev" || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "labelled t=prod, but attested by a dev root") {
+		t.Errorf("t=prod under a dev root, allowed: ok %v, enclave %s, warnings %q", r.OK, r.Enclave(), r.Warnings)
 	}
 }
 

@@ -29,7 +29,11 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer, environ
 
   enclaved dm [flags] <instance npub> <command ...>
 
-The client key is kept in <data dir>/client.key (created on first use).`, stderr)
+The client key is kept in <data dir>/client.key (created on first use).
+Before a deploy it verifies the instance's announcement and attestation and
+prints what it verified (prod, debug or dev; PCRs; release signers), with a
+WARNING for a dev or debug instance or a failing check: verify before you
+pay.`, stderr)
 	load := configFlags(fs, environ)
 	var relays setFlags
 	fs.Var(&relays, "relay", "relay URL to send to and read from; repeatable (default: the dev relay)")
@@ -38,6 +42,7 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 	keyFile := fs.String("key-file", "", "client secret key file (default <data dir>/client.key)")
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for replies")
 	replies := fs.Int("replies", 1, "stop after this many messages: the answer, then notices (such as \"is running\"); 0 waits the whole -wait")
+	devRoot := fs.String("dev-root", "", "PEM file of a dev instance's attestation root, to verify it before a deploy (default <data dir>/dev-root.pem if present)")
 	payWait := fs.Duration("pay-wait", 15*time.Minute, "after a deploy's quote, how long to wait for the payment and the notice that follows it (unless -replies is given)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -106,13 +111,21 @@ The client key is kept in <data dir>/client.key (created on first use).`, stderr
 
 	pool := nostr.NewSimplePool(ctx)
 	defer pool.Close("done")
+	isDeploy := strings.EqualFold(fs.Arg(1), "deploy")
+	if isDeploy {
+		root, err := readDevRoot(*devRoot, cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		checkInstance(ctx, pool, urls, to, root, stdout)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	deadline := time.AfterFunc(*wait, cancel)
 	defer deadline.Stop()
 	// A deploy's quote is followed by what its payment brings (the
 	// "is running" notice), unless -replies says otherwise.
-	awaitPayment := strings.EqualFold(fs.Arg(1), "deploy") && !flagGiven(fs, "replies")
+	awaitPayment := isDeploy && !flagGiven(fs, "replies")
 	// Subscribe first, so no reply is missed; gift wraps may be back-dated.
 	since := nostr.Timestamp(now - 2*24*3600)
 	incoming := pool.SubscribeMany(ctx, urls, nostr.Filter{

@@ -28,12 +28,14 @@ container status (kind 63797), or a bare attestation document:
   enclaved verify [flags] <npub | nevent | naddr | file>
 
 A file holds the event JSON or a base64 attestation document. With an npub
-the newest announcement is fetched from the relays. Exit status 0 only if
-every required check passes.`, stderr)
+the newest announcement is fetched from the relays. Whether the instance is
+a real enclave is decided by its attestation chain alone: t is a release
+channel (prod or dev), and a real enclave labelled t=dev passes with a
+warning. Exit status 0 only if every required check passes.`, stderr)
 	var relays setFlags
 	fs.Var(&relays, "relay", "relay to fetch from; repeatable")
 	at := fs.Int64("at", 0, "verify at this unix time (default: now)")
-	devRoot := fs.String("dev-root", "", "PEM file of a dev attestation root (dev instances)")
+	devRoot := fs.String("dev-root", "", "PEM file of a dev attestation root (dev instances), tried after the AWS root")
 	allowDev := fs.Bool("allow-dev", false, "accept documents chained to --dev-root")
 	allowDebug := fs.Bool("allow-debug", false, "accept debug enclaves (PCR0/1/2 all zero)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -95,6 +97,9 @@ every required check passes.`, stderr)
 				mark = "FAIL"
 			}
 			fmt.Fprintf(stdout, "%s  %-22s %s\n", mark, c.Name, c.Detail)
+		}
+		for _, w := range r.Warnings {
+			fmt.Fprintf(stdout, "WARNING: %s\n", w)
 		}
 		if r.OK {
 			fmt.Fprintln(stdout, "verified")

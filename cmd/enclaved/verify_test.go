@@ -9,21 +9,27 @@ import (
 	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hf/nitrite"
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
 
 	"github.com/enclaved/enclaved/attest"
 	"github.com/enclaved/enclaved/internal/testenv"
+	"github.com/enclaved/enclaved/nip"
 )
 
 // `enclaved verify` passes on a running dev instance's announcement with
@@ -110,4 +116,40 @@ func signingCert(t *testing.T, npub string) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// `enclaved verify` on a real Nitro document labelled t=dev, as upstream's
+// instances publish it: no check fails on the label, and a warning line
+// says it is not a production release. (The 2022 debug document binds no
+// public key: public_key alone fails.)
+func TestVerifyRealEnclaveLabelledDev(t *testing.T) {
+	b64, err := os.ReadFile("../../verify/testdata/debug-enclave-2022.b64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b64)))
+	at := time.Unix(1658860752, 0)
+	res, err := nitrite.Verify(doc, nitrite.VerifyOptions{CurrentTime: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk := nostr.GeneratePrivateKey()
+	root := nip.TEERoot(doc, "dev", at.Add(time.Hour), nostr.Timestamp(at.Unix()))
+	root.Sign(sk)
+	rj, _ := json.Marshal(root)
+	evt := nip.AnnouncementEvent(nip.Announcement{Name: "enclaved", Version: "0.1.3", Mode: "dev", Expires: at.Add(time.Hour),
+		TEERoot: string(rj), PCRs: res.Document.PCRs}, nostr.Timestamp(at.Unix()))
+	evt.Sign(sk)
+	file := filepath.Join(t.TempDir(), "announcement.json")
+	b, _ := json.Marshal(evt)
+	os.WriteFile(file, b, 0o600)
+	var out bytes.Buffer
+	err = run(context.Background(), []string{"verify", "-at", strconv.FormatInt(at.Unix(), 10), "-allow-debug", file}, &out, &out, nil)
+	fails := regexp.MustCompile(`(?m)^FAIL  (\S+)`).FindAllStringSubmatch(out.String(), -1)
+	if err == nil || len(fails) != 1 || fails[0][1] != "public_key" || !strings.Contains(out.String(), "pass  attestation chain") {
+		t.Errorf("verify: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "\nWARNING: t=dev: a real Nitro enclave, but not a production release") {
+		t.Errorf("no warning line:\n%s", out.String())
+	}
 }
