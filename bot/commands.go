@@ -179,8 +179,9 @@ func (b *Bot) help(ctx context.Context) string {
 	}
 	return fmt.Sprintf(`enclaved: rent a container in this instance, pay over Lightning.
 
-deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...] [egress=HOST[:PORT],...] [port=N]
-    quote + invoice (env only by DM); egress: hosts it may reach (%s); port: its HTTP port, served at https://NAME.<host>
+deploy <image> [units=N] [hours=H] [name=X] [env=K=V ...] [egress=HOST[:PORT],...] [port=N] [admin=yes]
+    quote + invoice (env only by DM); egress: hosts it may reach (%s); port: its HTTP port, served at https://NAME.<host>;
+    admin=yes: name you as its admin in its public status (off by default)
 status [name|npub]  your containers
 topup <name|npub> <sats>  an invoice that credits a container
 logs <name|npub> [lines]  its output (DM, owner only)
