@@ -324,17 +324,19 @@ func Document(doc []byte, opt Options) Report {
 	return r.done()
 }
 
-// chain verifies doc's signature and certificate chain: to the AWS root
-// first (a real enclave is one whatever it says of itself), then, if that
-// fails and one is given, to the dev root; dev says which it was checked
-// against last, detail what passed.
+// chain verifies doc's signature and certificate chain to the AWS root
+// or, if one is given, to the dev root: a document chains to one root or
+// the other, so a real enclave is one whatever it says of itself. The dev
+// root, if given, is tried first (it is what a dev instance's document
+// chains to, and the AWS root's failure costs a whole verification); dev
+// says which root the result is of, detail what passed.
 func chain(doc []byte, opt Options) (res *nitrite.Result, detail string, dev bool, err error) {
 	at := opt.At.UTC().Format(time.RFC3339)
-	res, err = nitrite.Verify(doc, nitrite.VerifyOptions{CurrentTime: opt.At})
-	if err == nil && res != nil && res.SignatureOK || len(opt.DevRoot) == 0 {
+	aws := func() (*nitrite.Result, error) { return nitrite.Verify(doc, nitrite.VerifyOptions{CurrentTime: opt.At}) }
+	if len(opt.DevRoot) == 0 {
+		res, err = aws()
 		return res, "COSE ES384 signature, chain to AWS Nitro root G1 at " + at, false, err
 	}
-	awsErr := errText(err, "signature")
 	blk, _ := pem.Decode(opt.DevRoot)
 	if blk == nil {
 		return nil, "", true, errors.New("the dev root is not a PEM certificate")
@@ -346,8 +348,13 @@ func chain(doc []byte, opt Options) (res *nitrite.Result, detail string, dev boo
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	res, err = nitrite.Verify(doc, nitrite.VerifyOptions{Roots: pool, CurrentTime: opt.At})
-	if err != nil {
-		err = fmt.Errorf("AWS Nitro root G1: %s; the dev root: %w", awsErr, err)
+	if err == nil && res != nil && res.SignatureOK {
+		return res, "COSE ES384 signature, chain to the dev root at " + at, true, nil
+	}
+	if ares, aerr := aws(); aerr == nil && ares != nil && ares.SignatureOK {
+		return ares, "COSE ES384 signature, chain to AWS Nitro root G1 at " + at, false, nil
+	} else if err != nil {
+		err = fmt.Errorf("AWS Nitro root G1: %s; the dev root: %w", errText(aerr, "signature"), err)
 	}
 	return res, "COSE ES384 signature, chain to the dev root at " + at, true, err
 }
