@@ -332,7 +332,9 @@ func Document(doc []byte, opt Options) Report {
 // says which root the result is of, detail what passed.
 func chain(doc []byte, opt Options) (res *nitrite.Result, detail string, dev bool, err error) {
 	at := opt.At.UTC().Format(time.RFC3339)
-	aws := func() (*nitrite.Result, error) { return nitrite.Verify(doc, nitrite.VerifyOptions{CurrentTime: opt.At}) }
+	aws := func() (*nitrite.Result, error) {
+		return nitrite.Verify(doc, nitrite.VerifyOptions{CurrentTime: opt.At})
+	}
 	if len(opt.DevRoot) == 0 {
 		res, err = aws()
 		return res, "COSE ES384 signature, chain to AWS Nitro root G1 at " + at, false, err
