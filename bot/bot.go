@@ -23,6 +23,7 @@ import (
 	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/deployer"
 	"github.com/enclaved/enclaved/internal/backoff"
+	"github.com/enclaved/enclaved/internal/ratelog"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/store"
 )
@@ -75,6 +76,8 @@ type Bot struct {
 	log  *slog.Logger
 	pool *nostr.SimplePool
 	rate *limiter
+	// floods counts commands dropped from a flooding sender's full lane.
+	floods ratelog.Warner
 	// stmts are the dedupe's statements, prepared once.
 	stmts struct{ seen, mark *sql.Stmt }
 	// cpu holds a place per message whose cryptography runs (compute).

@@ -29,6 +29,12 @@ const (
 	// goroutines): beyond, the sequencer waits, and so do the relays'
 	// subscriptions.
 	maxPending = 512
+	// maxPerSender bounds one sender's commands waiting in its lane (less
+	// where the rate limit is lower: perSender): beyond, the sender is
+	// flooding (its rate limit would refuse them anyway), and the command
+	// is dropped unanswered and unmarked rather than take the slots every
+	// other sender needs.
+	maxPerSender = maxPending / 4
 	// decodeAhead bounds the events read but not yet handed on.
 	decodeAhead = 256
 )
@@ -46,7 +52,7 @@ type job struct {
 func (b *Bot) serve(ctx context.Context, in <-chan *nostr.Event) {
 	decodeQ := make(chan *job, decodeAhead)
 	ordered := make(chan *job, decodeAhead)
-	l := newLanes(maxPending)
+	l := newLanes(maxPending, b.perSender())
 	var wg sync.WaitGroup
 	for range decoders {
 		wg.Go(func() {
@@ -67,7 +73,11 @@ func (b *Bot) serve(ctx context.Context, in <-chan *nostr.Event) {
 				continue
 			}
 			msg, evtID := j.msg, j.evt.ID
-			if !l.push(ctx, msg.From, func() { b.respond(ctx, evtID, msg) }) {
+			switch l.push(ctx, msg.From, func() { b.respond(ctx, evtID, msg) }) {
+			case laneFull:
+				b.release(evtID)
+				b.floods.Warn(b.log, "a sender's lane is full; its commands are dropped", "max", b.perSender())
+			case laneStopped:
 				b.release(evtID)
 				return
 			}
@@ -113,25 +123,40 @@ func (b *Bot) serve(ctx context.Context, in <-chan *nostr.Event) {
 // lanes runs each sender's commands one at a time, in the order pushed,
 // and different senders' at once.
 type lanes struct {
-	slots chan struct{} // one per command pushed and not yet run
-	wg    sync.WaitGroup
+	slots     chan struct{} // one per command pushed and not yet run
+	perSender int           // at most this many of one sender's waiting
+	wg        sync.WaitGroup
 
 	// The mutex protects the following elements.
 	mu     sync.Mutex
 	queued map[string][]func() // sender → commands waiting; present while its lane runs
 }
 
-func newLanes(max int) *lanes {
-	return &lanes{slots: make(chan struct{}, max), queued: map[string][]func(){}}
+func newLanes(max, perSender int) *lanes {
+	return &lanes{slots: make(chan struct{}, max), perSender: perSender, queued: map[string][]func(){}}
 }
 
-// push queues f in sender's lane, waiting for a slot first; false if ctx
-// ended meanwhile (f is not queued).
-func (l *lanes) push(ctx context.Context, sender string, f func()) bool {
+// What push did with a command.
+const (
+	laneQueued  = iota
+	laneFull    // the sender already has perSender waiting: not queued
+	laneStopped // ctx ended while it waited for a slot: not queued
+)
+
+// push queues f in sender's lane, waiting for a slot first. Only the
+// sequencer pushes, so a lane's length cannot grow between the check and
+// the append.
+func (l *lanes) push(ctx context.Context, sender string, f func()) int {
+	l.mu.Lock()
+	full := len(l.queued[sender]) >= l.perSender
+	l.mu.Unlock()
+	if full {
+		return laneFull
+	}
 	select {
 	case l.slots <- struct{}{}:
 	case <-ctx.Done():
-		return false
+		return laneStopped
 	}
 	l.mu.Lock()
 	q, running := l.queued[sender]
@@ -140,7 +165,7 @@ func (l *lanes) push(ctx context.Context, sender string, f func()) bool {
 	if !running {
 		l.wg.Go(func() { l.run(sender) })
 	}
-	return true
+	return laneQueued
 }
 
 // run runs sender's queued commands until none is left.
@@ -164,3 +189,9 @@ func (l *lanes) run(sender string) {
 
 // wait waits until every lane has run out.
 func (l *lanes) wait() { l.wg.Wait() }
+
+// perSender is how many of one sender's commands may wait in its lane:
+// one more than its rate limit lets through at once, within maxPerSender.
+func (b *Bot) perSender() int {
+	return min(max(b.cfg.Rate+1, 2), maxPerSender)
+}

@@ -17,11 +17,44 @@ import (
 	"github.com/enclaved/enclaved/internal/testenv"
 )
 
+// A sender flooding its lane (its first command held) gets at most
+// maxPerSender commands queued: the rest are refused at once, never take
+// the slots the others need, and another sender's command still runs.
+func TestFloodingSenderHoldsUpNoOtherSender(t *testing.T) {
+	ctx := context.Background()
+	l := newLanes(8, 4)
+	held, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	if l.push(ctx, "flood", func() { close(held); <-release }) != laneQueued {
+		t.Fatal("the first command was not queued")
+	}
+	<-held
+	queued, full := 0, 0
+	for range 1000 {
+		switch l.push(ctx, "flood", func() {}) {
+		case laneQueued:
+			queued++
+		case laneFull:
+			full++
+		default:
+			t.Fatal("a push stopped")
+		}
+	}
+	if queued != 4 || full != 996 {
+		t.Errorf("flood: %d queued, %d refused; want 4 and 996", queued, full)
+	}
+	ran := make(chan struct{})
+	if l.push(ctx, "other", func() { close(ran) }) != laneQueued {
+		t.Fatal("another sender's command was not queued")
+	}
+	<-ran
+}
+
 // Lanes run one sender's commands in the order pushed, one at a time, and
 // a sender whose command does not return holds up no other sender.
 func TestLanesOrderPerSenderOnly(t *testing.T) {
 	ctx := context.Background()
-	l := newLanes(64)
+	l := newLanes(64, 64)
 	var mu sync.Mutex
 	got := map[string][]int{}
 	running := map[string]bool{}
