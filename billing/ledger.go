@@ -334,11 +334,6 @@ func RestartMetering(ctx context.Context, tx *sql.Tx, containerID string, upTo, 
 	return m, StartMetering(ctx, tx, containerID, now)
 }
 
-// MarkLowNotified records that the owner was told the balance is low.
-func (l *Ledger) MarkLowNotified(ctx context.Context, containerID string) error {
-	return records.New(l.db, time.Now).MarkLowNotified(ctx, containerID)
-}
-
 // Sums returns a container's credits and debits from the ledger, to check
 // them against its balance.
 func (l *Ledger) Sums(ctx context.Context, containerID string) (credits, debits int64, err error) {
