@@ -62,6 +62,12 @@ type Config struct {
 	// Reachable (optional) says whether the instance may connect to a
 	// relay (the enclave's egress allowlist); nil: every relay.
 	Reachable func(relayURL string) bool
+	// Observe (optional) is told of every command the bot answers or
+	// refuses: how it came (channel: nip17, nip04, mention, rpc), its
+	// outcome (ok, refused, failed, rate_limited, invalid) and how long
+	// the answer took from when the bot read the event to when the
+	// reply was published. Never anything about who sent it.
+	Observe func(channel, outcome string, took time.Duration)
 }
 
 // Bot answers commands. Create it with New, then call Run.
