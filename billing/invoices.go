@@ -64,6 +64,7 @@ func (v *Invoices) Issue(ctx context.Context, r Request) (Invoice, error) {
 	if err != nil {
 		return Invoice{}, err
 	}
+	inv.Description, inv.AmountMsat, inv.CreatedAt = r.Memo, r.AmountMsat, v.Now()
 	if err := v.Record(ctx, r, inv); err != nil {
 		return Invoice{}, err
 	}

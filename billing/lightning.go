@@ -14,6 +14,11 @@ type Invoice struct {
 	PaymentHash string // hex
 	Bolt11      string
 	ExpiresAt   time.Time
+	// Set by Invoices.Issue (a Lightning backend need not): what the
+	// invoice says it is for, its amount and when it was issued.
+	Description string
+	AmountMsat  int64
+	CreatedAt   time.Time
 }
 
 // Lightning is what billing needs from a Lightning node; one package per

@@ -63,6 +63,7 @@ type Quoter struct {
 // Quote is what the renter is offered.
 type Quote struct {
 	ContainerID string
+	Pubkey      string // the container's own key (hex; "" without ContainerKey)
 	Name        string
 	Image       images.Image
 	Units       int64
@@ -154,7 +155,7 @@ func (q *Quoter) Quote(ctx context.Context, owner, channel string, cmd nip.Comma
 		q.Records.Transition(ctx, id, records.StateFailed, "invoice: "+err.Error(), nil)
 		return Quote{}, fmt.Errorf("quote %s: %w", id, err)
 	}
-	return Quote{ContainerID: id, Name: name, Image: img, Units: units, Hours: hours, Per: q.Unit,
+	return Quote{ContainerID: id, Pubkey: key, Name: name, Image: img, Units: units, Hours: hours, Per: q.Unit,
 		PriceMsat: price, TotalMsat: total, Invoice: inv}, nil
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/enclaved/enclaved/billing"
 	"github.com/enclaved/enclaved/deployer"
+	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/internal/backoff"
 	"github.com/enclaved/enclaved/internal/ratelog"
 	"github.com/enclaved/enclaved/nip"
@@ -68,6 +69,9 @@ type Config struct {
 	// the answer took from when the bot read the event to when the
 	// reply was published. Never anything about who sent it.
 	Observe func(channel, outcome string, took time.Duration)
+	// Instance is what the instance command and RPC method tell: the
+	// facts GET /api/v1/instance serves.
+	Instance func() httpapi.Instance
 }
 
 // Bot answers commands. Create it with New, then call Run.
@@ -174,7 +178,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	if err := b.PublishProfile(ctx); err != nil {
 		b.log.Warn("publishing the profile failed", "err", err)
 	}
-	events := make(chan *nostr.Event, 256)
+	events := make(chan incoming, 256)
 	var wg sync.WaitGroup
 	for _, url := range b.cfg.Relays {
 		wg.Go(func() { b.listen(ctx, url, events) })
@@ -185,8 +189,15 @@ func (b *Bot) Run(ctx context.Context) error {
 }
 
 // incomingKinds are the kinds the bot reads: NIP-17 gift wraps, NIP-04
-// DMs and mentions.
-var incomingKinds = []int{nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote}
+// DMs, mentions and RPC requests.
+var incomingKinds = []int{nostr.KindGiftWrap, nostr.KindEncryptedDirectMessage, nostr.KindTextNote, nip.KindRPC}
+
+// incoming is an event as a relay delivered it.
+type incoming struct {
+	evt   *nostr.Event
+	relay string // the relay's URL: an RPC reply goes back there
+	read  time.Time
+}
 
 // filters asks for everything addressed to the instance since the
 // lookback, one filter per kind (each is caught up on its own).
@@ -207,7 +218,7 @@ func (b *Bot) filters() nostr.Filters {
 // DM sent just as the instance started would never be answered. By the
 // time the stored events are in, the relay listens; what the second ask
 // finds covers the gap (duplicates are dropped by Handle).
-func (b *Bot) catchUp(ctx context.Context, r *nostr.Relay, sub *nostr.Subscription, out chan<- *nostr.Event) {
+func (b *Bot) catchUp(ctx context.Context, r *nostr.Relay, sub *nostr.Subscription, out chan<- incoming) {
 	select {
 	case <-sub.EndOfStoredEvents:
 	case <-ctx.Done():
@@ -220,7 +231,7 @@ func (b *Bot) catchUp(ctx context.Context, r *nostr.Relay, sub *nostr.Subscripti
 
 // catchUpFilter passes on what the relay holds for f, with a minute of
 // its own: a flood of one kind never keeps the others from being read.
-func (b *Bot) catchUpFilter(ctx context.Context, r *nostr.Relay, f nostr.Filter, out chan<- *nostr.Event) {
+func (b *Bot) catchUpFilter(ctx context.Context, r *nostr.Relay, f nostr.Filter, out chan<- incoming) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	// Relays cap what one query returns (khatru's stores at 500),
@@ -248,7 +259,7 @@ const catchUpPages = 200
 
 // catchUpPage passes on what one query of f returns; n is how many events
 // came, oldest the created_at of the oldest.
-func (b *Bot) catchUpPage(ctx context.Context, r *nostr.Relay, f nostr.Filter, out chan<- *nostr.Event) (n int, oldest nostr.Timestamp, err error) {
+func (b *Bot) catchUpPage(ctx context.Context, r *nostr.Relay, f nostr.Filter, out chan<- incoming) (n int, oldest nostr.Timestamp, err error) {
 	evts, err := r.QueryEvents(ctx, f)
 	if err != nil {
 		return 0, 0, err
@@ -259,7 +270,7 @@ func (b *Bot) catchUpPage(ctx context.Context, r *nostr.Relay, f nostr.Filter, o
 		}
 		n++
 		select {
-		case out <- evt:
+		case out <- incoming{evt: evt, relay: r.URL, read: time.Now()}:
 		case <-ctx.Done():
 			return n, oldest, ctx.Err()
 		}
@@ -271,7 +282,7 @@ func (b *Bot) catchUpPage(ctx context.Context, r *nostr.Relay, f nostr.Filter, o
 // again from now − lookback, so back-dated gift wraps that reached the relay
 // while the connection was down are still fetched; duplicates are dropped
 // by Handle.
-func (b *Bot) listen(ctx context.Context, url string, out chan<- *nostr.Event) {
+func (b *Bot) listen(ctx context.Context, url string, out chan<- incoming) {
 	wait := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		began := time.Now()
@@ -290,7 +301,7 @@ func (b *Bot) listen(ctx context.Context, url string, out chan<- *nostr.Event) {
 	}
 }
 
-func (b *Bot) subscribe(ctx context.Context, url string, out chan<- *nostr.Event) error {
+func (b *Bot) subscribe(ctx context.Context, url string, out chan<- incoming) error {
 	r, err := b.pool.EnsureRelay(url)
 	if err != nil {
 		return err
@@ -307,7 +318,7 @@ func (b *Bot) subscribe(ctx context.Context, url string, out chan<- *nostr.Event
 	go b.catchUp(subCtx, r, sub, out)
 	for evt := range sub.Events {
 		select {
-		case out <- evt:
+		case out <- incoming{evt: evt, relay: r.URL, read: time.Now()}:
 		case <-ctx.Done():
 			return nil
 		}

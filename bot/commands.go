@@ -20,7 +20,7 @@ const maxLogChars = 8000
 const helpPointer = "Send `help` for the commands."
 
 // Request is one command as its handler sees it, whatever carried it:
-// a DM or a mention today, a machine protocol later.
+// a DM, a mention or an RPC request.
 type Request struct {
 	Cmd     nip.Command
 	From    string      // the sender's hex pubkey
@@ -36,14 +36,18 @@ type verb struct {
 	// public is the answer when the command came publicly but must not
 	// ("": it may come publicly).
 	public func(nip.Command) string
-	handle func(b *Bot, ctx context.Context, r Request) string
+	handle func(b *Bot, ctx context.Context, r Request) Answer
 }
 
 // verbs is every command the instance answers. Every user mistake gets
 // a one-line reason; internal errors are logged and the user gets a
 // short apology without details.
 var verbs = map[nip.Verb]verb{
-	nip.VerbHelp: {handle: func(b *Bot, ctx context.Context, _ Request) string { return b.help(ctx) }},
+	nip.VerbHelp: {handle: func(b *Bot, ctx context.Context, _ Request) Answer {
+		h := b.help(ctx)
+		return done(h, h)
+	}},
+	nip.VerbInstance: {handle: func(b *Bot, ctx context.Context, _ Request) Answer { return b.instance(ctx) }},
 	nip.VerbDeploy: {
 		public: func(c nip.Command) string {
 			if len(c.Env) == 0 {
@@ -53,8 +57,8 @@ var verbs = map[nip.Verb]verb{
 		},
 		handle: (*Bot).deploy,
 	},
-	nip.VerbStatus: {handle: func(b *Bot, ctx context.Context, r Request) string { return b.status(ctx, r.From, r.Cmd.Target) }},
-	nip.VerbTopup:  {handle: func(b *Bot, ctx context.Context, r Request) string { return b.topup(ctx, r.From, r.Cmd) }},
+	nip.VerbStatus: {handle: func(b *Bot, ctx context.Context, r Request) Answer { return b.status(ctx, r.From, r.Cmd.Target) }},
+	nip.VerbTopup:  {handle: func(b *Bot, ctx context.Context, r Request) Answer { return b.topup(ctx, r.From, r.Cmd) }},
 	nip.VerbLogs: {
 		public: func(c nip.Command) string { return "logs are private: send `logs " + c.Target + "` by DM." },
 		handle: (*Bot).logs,
@@ -64,41 +68,42 @@ var verbs = map[nip.Verb]verb{
 	nip.VerbDelete: {handle: (*Bot).lifecycle},
 }
 
-// answer runs the command in msg and returns the reply text.
-func (b *Bot) answer(ctx context.Context, msg nip.Message) string {
+// answer runs the command in msg (a DM's or a mention's text).
+func (b *Bot) answer(ctx context.Context, msg nip.Message) Answer {
 	cmd, err := nip.ParseCommand(msg.Text)
 	if err != nil {
 		if errors.Is(err, nip.ErrEmpty) {
-			return b.help(ctx)
+			h := b.help(ctx)
+			return done(h, h)
 		}
-		return err.Error() + ". " + helpPointer
+		return Answer{Text: err.Error() + ". " + helpPointer, Err: err.Error(), invalid: true}
 	}
 	return b.Do(ctx, Request{Cmd: cmd, From: msg.From, Channel: msg.Channel, At: time.Unix(int64(msg.CreatedAt), 0),
 		Private: msg.Channel != nip.ChannelMention})
 }
 
 // Do answers one parsed command.
-func (b *Bot) Do(ctx context.Context, r Request) string {
+func (b *Bot) Do(ctx context.Context, r Request) Answer {
 	v, ok := verbs[r.Cmd.Verb]
 	if !ok {
-		return "unknown command. " + helpPointer
+		return Answer{Text: "unknown command. " + helpPointer, Err: "unknown command", invalid: true}
 	}
 	if v.public != nil && !r.Private {
 		if refusal := v.public(r.Cmd); refusal != "" {
-			return refusal
+			return refused(refusal)
 		}
 	}
 	return v.handle(b, ctx, r)
 }
 
 // logs answers an owner's logs command.
-func (b *Bot) logs(ctx context.Context, req Request) string {
+func (b *Bot) logs(ctx context.Context, req Request) Answer {
 	cmd := req.Cmd
-	return b.owned(ctx, req.From, cmd.Target, func(r records.Record) string {
+	return b.owned(ctx, req.From, cmd.Target, func(r records.Record) Answer {
 		out, err := b.d.Logs(ctx, r.ID, cmd.Lines)
 		var ue *records.UserError
 		if errors.As(err, &ue) {
-			return ue.Msg
+			return refused(ue.Msg)
 		}
 		if err != nil {
 			return b.failure("logs", err)
@@ -106,10 +111,11 @@ func (b *Bot) logs(ctx context.Context, req Request) string {
 		if len(out) > maxLogChars {
 			out = "…" + out[len(out)-maxLogChars:]
 		}
+		res := LogsResult{Name: r.Name, Lines: cmd.Lines, Logs: out}
 		if strings.TrimSpace(out) == "" {
-			return fmt.Sprintf("%s has written no output yet.", r.Name)
+			return done(fmt.Sprintf("%s has written no output yet.", r.Name), res)
 		}
-		return fmt.Sprintf("logs of %s (last %d lines):\n%s", r.Name, cmd.Lines, out)
+		return done(fmt.Sprintf("logs of %s (last %d lines):\n%s", r.Name, cmd.Lines, out), res)
 	})
 }
 
@@ -117,25 +123,36 @@ func (b *Bot) logs(ctx context.Context, req Request) string {
 // the owner sent them (an older command arriving late is refused), and
 // answers once the outcome is saved outside the enclave, so a restart
 // cannot undo what the owner is told.
-func (b *Bot) lifecycle(ctx context.Context, req Request) string {
+func (b *Bot) lifecycle(ctx context.Context, req Request) Answer {
 	verb := req.Cmd.Verb
-	return b.owned(ctx, req.From, req.Cmd.Target, func(r records.Record) string {
+	return b.owned(ctx, req.From, req.Cmd.Target, func(r records.Record) Answer {
 		return b.ownerCommand(ctx, req, verb, r)
 	})
 }
 
-func (b *Bot) ownerCommand(ctx context.Context, req Request, verb nip.Verb, r records.Record) string {
+func (b *Bot) ownerCommand(ctx context.Context, req Request, verb nip.Verb, r records.Record) Answer {
 	before, after, err := b.d.OwnerCommand(ctx, r.ID, string(verb), req.At)
 	var stale *deployer.StaleError
 	switch {
 	case errors.As(err, &stale):
-		return stale.Error()
+		return refused(stale.Error())
 	case err != nil && verb == nip.VerbStart:
-		return fmt.Sprintf("%s did not start: %s", r.Name, userError(err))
+		a := b.fromErr(err)
+		a.Text = fmt.Sprintf("%s did not start: %s", r.Name, a.Text)
+		a.Err = a.Text
+		return a
 	case err != nil:
 		return b.failure(string(verb), err)
 	}
 	b.saved(ctx, string(verb))
+	res := LifecycleResult{Name: after.Name, Pubkey: after.Pubkey, State: after.State, BalanceMsat: after.BalanceAt(b.now())}
+	if kept(after.State) {
+		res.KeptUntil = b.d.RetainUntil(after).Unix()
+	}
+	return done(b.lifecycleText(verb, before, after), res)
+}
+
+func (b *Bot) lifecycleText(verb nip.Verb, before, after records.Record) string {
 	switch verb {
 	case nip.VerbStop:
 		if before.State != records.StateRunning {
@@ -156,16 +173,16 @@ func (b *Bot) ownerCommand(ctx context.Context, req Request, verb nip.Verb, r re
 }
 
 // owned runs f on the sender's container named target.
-func (b *Bot) owned(ctx context.Context, from, target string, f func(records.Record) string) string {
+func (b *Bot) owned(ctx context.Context, from, target string, f func(records.Record) Answer) Answer {
 	r, err := b.d.Records.Find(ctx, target)
 	if errors.Is(err, records.ErrNotFound) || (err == nil && (r.State == records.StateRemoved || r.State == records.StateExpired)) {
-		return fmt.Sprintf("no container %s here. Send `status` for yours.", target)
+		return refused(fmt.Sprintf("no container %s here. Send `status` for yours.", target))
 	}
 	if err != nil {
-		return userError(err)
+		return b.fromErr(err)
 	}
 	if r.Owner != from {
-		return fmt.Sprintf("%s is not yours: only its owner can do that.", r.Name)
+		return refused(fmt.Sprintf("%s is not yours: only its owner can do that.", r.Name))
 	}
 	return f(r)
 }
@@ -217,36 +234,39 @@ func (b *Bot) freeUnits(ctx context.Context) int64 {
 	return free
 }
 
-func (b *Bot) deploy(ctx context.Context, r Request) string {
+func (b *Bot) deploy(ctx context.Context, r Request) Answer {
 	q, err := b.q.Quote(ctx, r.From, string(r.Channel), r.Cmd)
 	if err != nil {
 		var ie *images.ImageError
 		var qe *records.UserError
 		if errors.As(err, &ie) || errors.As(err, &qe) {
-			return "cannot deploy: " + err.Error()
+			return refused("cannot deploy: " + err.Error())
 		}
 		return b.failure("quote", err)
 	}
+	res := QuoteResult{Pubkey: q.Pubkey, Quote: q.ContainerID, Name: q.Name, Image: q.Image.Pinned, Units: q.Units, Hours: q.Hours,
+		PriceMsatPerUnitHour: q.PriceMsat, Invoice: invoiceJSON(q.Invoice)}
+	res.Npub = records.Record{Pubkey: q.Pubkey}.Npub()
 	expires := money.Human(q.Invoice.ExpiresAt.Sub(b.now()))
-	return fmt.Sprintf(`Quote %s for %s
+	return done(fmt.Sprintf(`Quote %s for %s
 image: %s
 resources: %s
 price: %s per unit-hour × %d unit(s) × %d h = %s
 Pay within %s; %s starts when the invoice is paid:
 
 %s`, q.ContainerID, q.Name, q.Image.Pinned, unitText(q.Per, q.Units), sats(q.PriceMsat), q.Units, q.Hours, sats(q.TotalMsat),
-		expires, q.Name, q.Invoice.Bolt11)
+		expires, q.Name, q.Invoice.Bolt11), res)
 }
 
-func (b *Bot) status(ctx context.Context, from, target string) string {
+func (b *Bot) status(ctx context.Context, from, target string) Answer {
 	var recs []records.Record
 	if target != "" {
 		r, err := b.d.Records.Find(ctx, target)
 		if errors.Is(err, records.ErrNotFound) {
-			return fmt.Sprintf("no container %s here.", target)
+			return refused(fmt.Sprintf("no container %s here.", target))
 		}
 		if err != nil {
-			return userError(err)
+			return b.fromErr(err)
 		}
 		recs = append(recs, r)
 	} else {
@@ -255,56 +275,66 @@ func (b *Bot) status(ctx context.Context, from, target string) string {
 			return b.failure("status", err)
 		}
 		if len(recs) == 0 {
-			return "you have no containers here. Send `help` to see how to deploy one."
+			return done("you have no containers here. Send `help` to see how to deploy one.", StatusResult{Containers: []ContainerResult{}})
 		}
 	}
+	res := StatusResult{Containers: make([]ContainerResult, 0, len(recs))}
 	var sb strings.Builder
 	for i, r := range recs {
+		c := b.containerResult(r, from)
+		res.Containers = append(res.Containers, c)
 		if i > 0 {
 			sb.WriteString("\n\n")
 		}
 		fmt.Fprintf(&sb, "%s: %s", r.Name, r.State)
-		if r.Reason != "" && r.State != records.StateRunning && r.Owner == from { // reasons are the owner's business
-			fmt.Fprintf(&sb, " (%s)", r.Reason)
+		if c.Reason != "" {
+			fmt.Fprintf(&sb, " (%s)", c.Reason)
 		}
-		fmt.Fprintf(&sb, "\nnpub: %s", r.Npub())
-		l := b.d.Links(r)
-		if l.Address != "" {
-			fmt.Fprintf(&sb, "\nlightning address: %s", l.Address)
+		fmt.Fprintf(&sb, "\nnpub: %s", c.Npub)
+		if c.LightningAddress != "" {
+			fmt.Fprintf(&sb, "\nlightning address: %s", c.LightningAddress)
 		}
-		if l.Page != "" {
-			fmt.Fprintf(&sb, "\npage: %s", l.Page)
+		if c.Page != "" {
+			fmt.Fprintf(&sb, "\npage: %s", c.Page)
 		}
-		fmt.Fprintf(&sb, "\nbalance: %d sats", r.BalanceAt(b.now())/1000)
+		fmt.Fprintf(&sb, "\nbalance: %d sats", c.BalanceMsat/1000)
 		if r.State == records.StateRunning {
 			fmt.Fprintf(&sb, ", about %s left", money.Human(r.LeftAt(b.now())))
 		}
-		if r.State == records.StatePaused || r.State == records.StateStopped || r.State == records.StateExited {
+		if kept(r.State) {
 			fmt.Fprintf(&sb, "\nkept until: %s, then removed", when(b.d.RetainUntil(r)))
 		}
 		fmt.Fprintf(&sb, "\nresources: %s", unitText(b.d.Unit(), r.Units))
 	}
-	return sb.String()
+	return done(sb.String(), res)
 }
 
-func (b *Bot) topup(ctx context.Context, from string, cmd nip.Command) string {
+// info answers the RPC's info: one container, to its owner only.
+func (b *Bot) info(ctx context.Context, r Request) Answer {
+	return b.owned(ctx, r.From, r.Cmd.Target, func(rec records.Record) Answer {
+		res := b.infoResult(rec)
+		return done(b.status(ctx, r.From, r.Cmd.Target).Text, res)
+	})
+}
+
+func (b *Bot) topup(ctx context.Context, from string, cmd nip.Command) Answer {
 	r, err := b.d.Records.Find(ctx, cmd.Target)
 	if errors.Is(err, records.ErrNotFound) {
-		return fmt.Sprintf("no container %s here.", cmd.Target)
+		return refused(fmt.Sprintf("no container %s here.", cmd.Target))
 	}
 	if err != nil {
-		return userError(err)
+		return b.fromErr(err)
 	}
 	inv, err := b.q.Topup(ctx, r, cmd.Sats, from)
 	var qe *records.UserError
 	if errors.As(err, &qe) {
-		return qe.Msg
+		return refused(qe.Msg)
 	}
 	if err != nil {
 		return b.failure("topup", err)
 	}
-	return fmt.Sprintf("Invoice for %d sats to %s (pay within %s):\n\n%s", cmd.Sats, r.Name,
-		money.Human(inv.ExpiresAt.Sub(b.now())), inv.Bolt11)
+	return done(fmt.Sprintf("Invoice for %d sats to %s (pay within %s):\n\n%s", cmd.Sats, r.Name,
+		money.Human(inv.ExpiresAt.Sub(b.now())), inv.Bolt11), TopupResult{Name: r.Name, Pubkey: r.Pubkey, Invoice: invoiceJSON(inv)})
 }
 
 // saved waits until the state change just made is saved outside the
@@ -319,19 +349,22 @@ func (b *Bot) saved(ctx context.Context, what string) {
 }
 
 // failure logs an internal error and returns what the user is told.
-func (b *Bot) failure(what string, err error) string {
+func (b *Bot) failure(what string, err error) Answer {
 	b.log.Error(what+" failed", "err", err)
-	return fmt.Sprintf("sorry, %s failed on the instance's side; try again later.", what)
+	msg := fmt.Sprintf("sorry, %s failed on the instance's side; try again later.", what)
+	return Answer{Text: msg, Err: msg, Failed: true}
 }
 
-// userError is err's message when it is meant for users, else a generic
+// fromErr is err's message when it is meant for users, else a generic
 // line (internal errors may hold details users must not see).
-func userError(err error) string {
+func (b *Bot) fromErr(err error) Answer {
 	var ue *records.UserError
 	if errors.As(err, &ue) {
-		return ue.Msg
+		return refused(ue.Msg)
 	}
-	return "that did not work on the instance's side; try again later."
+	b.log.Error("command failed", "err", err)
+	msg := "that did not work on the instance's side; try again later."
+	return Answer{Text: msg, Err: msg, Failed: true}
 }
 
 func unitText(u records.Unit, n int64) string {

@@ -24,8 +24,9 @@ func (b *Bot) Handle(ctx context.Context, evt *nostr.Event) {
 	if !b.wanted(evt) {
 		return
 	}
-	if msg, ok := b.decode(ctx, evt); ok {
-		b.respond(ctx, evt.ID, msg)
+	read := time.Now()
+	if msg, ok := b.decode(ctx, incoming{evt: evt, read: read}); ok {
+		b.respond(ctx, evt.ID, msg, read)
 	}
 }
 
@@ -48,7 +49,8 @@ func (b *Bot) wanted(evt *nostr.Event) bool {
 // signature proves it, so a forged event carrying a real one's id cannot
 // hide it. What is not a command is remembered as seen here; a command is
 // remembered just before it is answered.
-func (b *Bot) decode(ctx context.Context, evt *nostr.Event) (nip.Message, bool) {
+func (b *Bot) decode(ctx context.Context, in incoming) (nip.Message, bool) {
+	evt := in.evt
 	if seen, err := b.wasSeen(ctx, evt.ID); err != nil || seen {
 		if err != nil {
 			b.log.Error("dedupe", "err", err)
@@ -61,6 +63,7 @@ func (b *Bot) decode(ctx context.Context, evt *nostr.Event) (nip.Message, bool) 
 	if err := nip.Verify(evt); err != nil {
 		b.computed()
 		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		b.observe(kindChannel(evt.Kind), OutcomeInvalid, in.read)
 		return nip.Message{}, false
 	}
 	if !b.claim(evt.ID) {
@@ -76,13 +79,37 @@ func (b *Bot) decode(ctx context.Context, evt *nostr.Event) (nip.Message, bool) 
 	}
 	if err != nil {
 		b.log.Debug("dropped event", "kind", evt.Kind, "reason", err)
+		if !errors.Is(err, errNotCommand) && !errors.Is(err, nip.ErrNotForUs) {
+			b.observe(kindChannel(evt.Kind), OutcomeInvalid, in.read)
+		}
 		if _, err := b.markSeen(ctx, evt.ID); err != nil {
 			b.log.Error("dedupe", "err", err)
 		}
 		b.release(evt.ID)
 		return nip.Message{}, false
 	}
+	msg.Relay = in.relay
 	return msg, true
+}
+
+// kindChannel is the channel events of kind come on.
+func kindChannel(kind int) nip.Channel {
+	switch kind {
+	case nostr.KindGiftWrap:
+		return nip.ChannelNIP17
+	case nostr.KindEncryptedDirectMessage:
+		return nip.ChannelNIP04
+	case nip.KindRPC:
+		return nip.ChannelRPC
+	}
+	return nip.ChannelMention
+}
+
+// observe tells Config.Observe how a command on ch ended, read at read.
+func (b *Bot) observe(ch nip.Channel, outcome string, read time.Time) {
+	if b.cfg.Observe != nil {
+		b.cfg.Observe(string(ch), outcome, time.Since(read))
+	}
 }
 
 var errNotCommand = errors.New("a public note that is no command")
@@ -92,7 +119,7 @@ var errNotCommand = errors.New("a public note that is no command")
 // before the command runs: a crash in between loses one reply rather than
 // sending two. Once ctx has ended nothing is marked: the command is
 // answered after a restart.
-func (b *Bot) respond(ctx context.Context, evtID string, msg nip.Message) {
+func (b *Bot) respond(ctx context.Context, evtID string, msg nip.Message, read time.Time) {
 	defer b.release(evtID)
 	if ctx.Err() != nil {
 		return
@@ -105,17 +132,29 @@ func (b *Bot) respond(ctx context.Context, evtID string, msg nip.Message) {
 	}
 	switch b.rate.allow(msg.From, b.now()) {
 	case refuse:
+		b.observe(msg.Channel, OutcomeRateLimited, read)
 		return
 	case warn:
-		b.reply(ctx, msg, fmt.Sprintf("slow down: at most %d commands per %s. Try again in a moment.", b.cfg.Rate, b.cfg.Window))
+		slow := refused(fmt.Sprintf("slow down: at most %d commands per %s. Try again in a moment.", b.cfg.Rate, b.cfg.Window))
+		if msg.Channel == nip.ChannelRPC {
+			slow.id = rpcID(msg)
+		}
+		b.send(ctx, msg, slow)
+		b.observe(msg.Channel, OutcomeRateLimited, read)
 		return
 	}
 	// The sender's DM relays are looked up while the command runs.
 	if msg.Channel == nip.ChannelNIP17 {
 		b.inboxLookup(msg.From)
 	}
-	text := b.answer(ctx, msg)
-	b.reply(ctx, msg, text)
+	var a Answer
+	if msg.Channel == nip.ChannelRPC {
+		a = b.answerRPC(ctx, msg)
+	} else {
+		a = b.answer(ctx, msg)
+	}
+	b.send(ctx, msg, a)
+	b.observe(msg.Channel, a.outcome(), read)
 }
 
 // compute waits for a turn on a core for the cryptography of one message

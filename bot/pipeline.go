@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"github.com/nbd-wtf/go-nostr"
-
 	"github.com/enclaved/enclaved/nip"
 )
 
@@ -41,7 +39,7 @@ const (
 
 // job is one event on its way through the pipeline.
 type job struct {
-	evt  *nostr.Event
+	in   incoming
 	msg  nip.Message
 	ok   bool          // msg is a command to answer (decided once done is closed)
 	done chan struct{} // closed once decoded
@@ -49,7 +47,7 @@ type job struct {
 
 // serve answers the events from in until ctx ends, then waits for what it
 // started.
-func (b *Bot) serve(ctx context.Context, in <-chan *nostr.Event) {
+func (b *Bot) serve(ctx context.Context, in <-chan incoming) {
 	decodeQ := make(chan *job, decodeAhead)
 	ordered := make(chan *job, decodeAhead)
 	l := newLanes(maxPending, b.perSender())
@@ -57,7 +55,7 @@ func (b *Bot) serve(ctx context.Context, in <-chan *nostr.Event) {
 	for range decoders {
 		wg.Go(func() {
 			for j := range decodeQ {
-				j.msg, j.ok = b.decode(ctx, j.evt)
+				j.msg, j.ok = b.decode(ctx, j.in)
 				close(j.done)
 			}
 		})
@@ -72,10 +70,11 @@ func (b *Bot) serve(ctx context.Context, in <-chan *nostr.Event) {
 			if !j.ok {
 				continue
 			}
-			msg, evtID := j.msg, j.evt.ID
-			switch l.push(ctx, msg.From, func() { b.respond(ctx, evtID, msg) }) {
+			msg, evtID, read := j.msg, j.in.evt.ID, j.in.read
+			switch l.push(ctx, msg.From, func() { b.respond(ctx, evtID, msg, read) }) {
 			case laneFull:
 				b.release(evtID)
+				b.observe(msg.Channel, OutcomeRateLimited, read)
 				b.floods.Warn(b.log, "a sender's lane is full; its commands are dropped", "max", b.perSender())
 			case laneStopped:
 				b.release(evtID)
@@ -87,18 +86,18 @@ func (b *Bot) serve(ctx context.Context, in <-chan *nostr.Event) {
 		defer close(decodeQ)
 		defer close(ordered)
 		for {
-			var evt *nostr.Event
+			var e incoming
 			select {
 			case <-ctx.Done():
 				return
-			case evt = <-in:
+			case e = <-in:
 			}
-			if !b.wanted(evt) {
+			if !b.wanted(e.evt) {
 				continue
 			}
 			// Into the order first: every job the sequencer waits
 			// for is then on its way to a decoder.
-			j := &job{evt: evt, done: make(chan struct{})}
+			j := &job{in: e, done: make(chan struct{})}
 			select {
 			case ordered <- j:
 			case <-ctx.Done():

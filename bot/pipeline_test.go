@@ -130,7 +130,7 @@ func TestRepliesInTheOrderReceived(t *testing.T) {
 	})
 	bt, _ := newBot(t, relay.URL)
 	ctx, cancel := context.WithCancel(context.Background())
-	in := make(chan *nostr.Event)
+	in := make(chan incoming)
 	done := make(chan struct{})
 	go func() { bt.serve(ctx, in); close(done) }()
 	defer func() { cancel(); <-done }()
@@ -153,7 +153,7 @@ func TestRepliesInTheOrderReceived(t *testing.T) {
 	}
 	for i := range n {
 		for _, es := range evts {
-			in <- &es[i]
+			in <- incoming{evt: &es[i]}
 		}
 	}
 	for _, c := range clients {
@@ -253,7 +253,7 @@ func TestOneReplyPerCommandAcrossCopies(t *testing.T) {
 	bt, _ := newBot(t, relay.URL)
 	c := testenv.NewClient(t, relay.URL)
 	ctx, cancel := context.WithCancel(context.Background())
-	in := make(chan *nostr.Event)
+	in := make(chan incoming)
 	done := make(chan struct{})
 	go func() { bt.serve(ctx, in); close(done) }()
 	defer func() { cancel(); <-done }()
@@ -278,14 +278,14 @@ func TestOneReplyPerCommandAcrossCopies(t *testing.T) {
 		w1, w2 := wrap(rumor), wrap(rumor)
 		dm := c.NIP04(t, bt.self, fmt.Sprintf("status d%d", i))
 		for _, e := range []nostr.Event{w1, dm, w1, w2, dm, w1, w2} {
-			in <- &e
+			in <- incoming{evt: &e}
 		}
 		ids = append(ids, rumor.ID, dm.ID)
 	}
 	// One sender's commands are answered in order: once the last one is
 	// answered, every copy before it has been dealt with.
 	last := c.NIP04(t, bt.self, "status last")
-	in <- &last
+	in <- incoming{evt: &last}
 	got := map[string]int{}
 	for {
 		r := c.AwaitFunc(t, "a reply", func(r testenv.Reply) bool { return r.From == bt.self })

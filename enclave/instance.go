@@ -140,7 +140,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
 		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
 		Pricing: pricing, Retention: cfg.Pricing.Retention, Rate: int(cfg.Nostr.CommandsPerMinute), Window: time.Minute,
-		Dev: in.dev, Reachable: reachable(p.Egress),
+		Dev: in.dev, Reachable: reachable(p.Egress), Instance: in.info,
 	}, now, log.With("part", "bot"))
 	if err != nil {
 		return nil, err

@@ -54,7 +54,9 @@ func UnitJSON(u records.Unit, diskEnforced bool) Unit {
 	return Unit{NanoCPUs: u.NanoCPUs, MemoryBytes: u.MemoryBytes, Pids: u.Pids, DiskBytes: u.DiskBytes, DiskEnforced: diskEnforced}
 }
 
-type instanceResponse struct {
+// InstanceNow is GET /api/v1/instance: the instance's static facts and
+// its free capacity now (the RPC's instance method answers the same).
+type InstanceNow struct {
 	Instance
 	FreeUnits int64 `json:"free_units"`
 }
@@ -82,7 +84,7 @@ func New(inst Instance, c Containers, capacity Capacity, now func() time.Time, m
 			writeError(w, http.StatusInternalServerError, "capacity unavailable")
 			return
 		}
-		WriteJSON(w, http.StatusOK, instanceResponse{Instance: inst, FreeUnits: max(free, 0)})
+		WriteJSON(w, http.StatusOK, InstanceNow{Instance: inst, FreeUnits: max(free, 0)})
 	})
 	mux.HandleFunc("GET /api/v1/containers/{npub}", func(w http.ResponseWriter, r *http.Request) {
 		npub := r.PathValue("npub")

@@ -28,10 +28,13 @@ const (
 	VerbStop   Verb = "stop"
 	VerbStart  Verb = "start"
 	VerbDelete Verb = "delete"
+	// VerbInstance tells what the instance is: its key, release, price,
+	// unit and free capacity.
+	VerbInstance Verb = "instance"
 )
 
 // Verbs are every command verb, in the order help lists them.
-var Verbs = []Verb{VerbHelp, VerbDeploy, VerbStatus, VerbTopup, VerbLogs, VerbStop, VerbStart, VerbDelete}
+var Verbs = []Verb{VerbHelp, VerbDeploy, VerbStatus, VerbTopup, VerbLogs, VerbStop, VerbStart, VerbDelete, VerbInstance}
 
 // Limits of the grammar.
 const (
@@ -107,7 +110,7 @@ func ParseCommand(text string) (Command, error) {
 	verb := Verb(strings.ToLower(words[0]))
 	args := words[1:]
 	switch verb {
-	case VerbHelp:
+	case VerbHelp, VerbInstance:
 		return Command{Verb: verb}, nil
 	case VerbDeploy:
 		return parseDeploy(args)

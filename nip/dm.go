@@ -43,8 +43,15 @@ type Message struct {
 	From      string // author's hex pubkey (for NIP-17, the seal's signer)
 	Text      string // plaintext; private for DMs: never log it
 	CreatedAt nostr.Timestamp
-	// Event is the kind-1 mention, the kind-4 DM or the kind-14 rumor.
+	// Event is the kind-1 mention, the kind-4 DM, the kind-14 rumor or
+	// the kind-29425 request.
 	Event nostr.Event
+	// Unreadable: an RPC request whose content did not decrypt (Text is
+	// empty); it is answered with an error.
+	Unreadable bool
+	// Relay is the relay the event came from ("" if unknown): an RPC
+	// reply goes back there.
+	Relay string
 }
 
 // Decode errors. Callers drop such events without a reply (for a gift wrap
@@ -113,6 +120,15 @@ func DecodeVerified(ctx context.Context, keys Keys, self string, evt *nostr.Even
 		}
 		return Message{Channel: ChannelNIP04, ID: evt.ID, OuterID: evt.ID, From: evt.PubKey,
 			Text: text, CreatedAt: evt.CreatedAt, Event: *evt}, nil
+	case KindRPC:
+		if evt.PubKey == self {
+			return Message{}, ErrFromSelf
+		}
+		// A request that does not decrypt is still answered (with an
+		// error): its signed sender is known, and a program waits.
+		text, err := keys.Decrypt(ctx, evt.Content, evt.PubKey)
+		return Message{Channel: ChannelRPC, ID: evt.ID, OuterID: evt.ID, From: evt.PubKey,
+			Text: text, CreatedAt: evt.CreatedAt, Event: *evt, Unreadable: err != nil}, nil
 	case nostr.KindTextNote:
 		if evt.PubKey == self {
 			return Message{}, ErrFromSelf
