@@ -293,7 +293,6 @@ func deployOf(method string, p rpcParams) (Command, bool, error) {
 	return c, false, nil
 }
 
-
 // whole reads a whole number param from lo to hi (def when absent).
 func whole(n *json.Number, what string, lo, hi, def int64) (int64, error) {
 	if n == nil {
