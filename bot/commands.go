@@ -203,6 +203,7 @@ status [name|npub]  your containers
 topup <name|npub> <sats>  an invoice that credits a container
 logs <name|npub> [lines]  its output (DM, owner only)
 stop|start|delete <name|npub>  owner only
+instance  what this instance is: its key, release, price and free capacity
 
 1 unit = %s; disk %s.
 Price: %s per unit-hour, charged per second of running time. Capacity: %d of %d units free.

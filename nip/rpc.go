@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/nbd-wtf/go-nostr"
@@ -91,18 +92,18 @@ func ParseRPC(plaintext string) (RPCRequest, error) {
 type rpcParams struct {
 	Docker    *string            `json:"docker"`
 	Image     *string            `json:"image"`
-	Units     *json.Number       `json:"units"`
-	Hours     *json.Number       `json:"hours"`
+	Units     json.RawMessage    `json:"units"`
+	Hours     json.RawMessage    `json:"hours"`
 	Name      *string            `json:"name"`
 	Env       map[string]*string `json:"env"`
 	Egress    []string           `json:"egress"`
-	Port      *json.Number       `json:"port"`
+	Port      json.RawMessage    `json:"port"`
 	Admin     *bool              `json:"admin"`
 	Upgrade   *string            `json:"upgrade"`
 	Container *string            `json:"container"`
 	Pubkey    *string            `json:"pubkey"`
-	Sats      *json.Number       `json:"sats"`
-	Lines     *json.Number       `json:"lines"`
+	Sats      json.RawMessage    `json:"sats"`
+	Lines     json.RawMessage    `json:"lines"`
 }
 
 // takes says which params each method reads; any other is refused.
@@ -147,7 +148,7 @@ func RPCCommand(req RPCRequest) (cmd Command, owner bool, err error) {
 		if p.Docker == nil || *p.Docker == "" {
 			return Command{}, false, errorf("launch: docker is required: the image to run, e.g. \"registry/app@sha256:…\"")
 		}
-		if p.Units == nil {
+		if len(p.Units) == 0 || string(p.Units) == "null" {
 			return Command{}, false, errorf("launch: units is required: a whole number from 1 to %d", MaxUnits)
 		}
 		if p.Upgrade != nil && *p.Upgrade != "" && *p.Upgrade != "auto" {
@@ -176,7 +177,7 @@ func RPCCommand(req RPCRequest) (cmd Command, owner bool, err error) {
 			return Command{}, false, err
 		}
 		sats, err := whole(p.Sats, "topup: sats", 1, MaxTopupSats, 0)
-		if err == nil && p.Sats == nil {
+		if err == nil && sats == 0 {
 			err = errorf("topup: sats is required: whole sats from 1 to %d", MaxTopupSats)
 		}
 		return Command{Verb: VerbTopup, Target: t, Sats: sats}, false, err
@@ -209,9 +210,7 @@ func checkParams(method string, params json.RawMessage, allowed []string, p *rpc
 			return errorf("%s: unknown param %q; it takes %s", method, clip(k, 32), strings.Join(allowed, ", "))
 		}
 	}
-	d := json.NewDecoder(bytes.NewReader(params))
-	d.UseNumber()
-	if err := d.Decode(p); err != nil {
+	if err := json.Unmarshal(params, p); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return errorf("%s: %s must be %s", method, te.Field, jsonType(te.Type.String()))
@@ -229,8 +228,6 @@ func jsonType(goType string) string {
 		return "an array of strings"
 	case strings.Contains(goType, "bool"):
 		return "true or false"
-	case strings.Contains(goType, "Number"):
-		return "a number"
 	}
 	return "a string"
 }
@@ -293,14 +290,20 @@ func deployOf(method string, p rpcParams) (Command, bool, error) {
 	return c, false, nil
 }
 
-// whole reads a whole number param from lo to hi (def when absent).
-func whole(n *json.Number, what string, lo, hi, def int64) (int64, error) {
-	if n == nil {
+// whole reads a whole number param from lo to hi (def when absent): a
+// JSON number, or a string holding one (as some clients send numbers).
+func whole(raw json.RawMessage, what string, lo, hi, def int64) (int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
 		return def, nil
 	}
-	v, err := n.Int64()
+	text := string(raw)
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		text = s
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
 	if err != nil || v < lo || v > hi {
-		return 0, errorf("%s: want a whole number from %d to %d, got %s", what, lo, hi, clip(n.String(), 24))
+		return 0, errorf("%s: want a whole number from %d to %d, got %s", what, lo, hi, clip(string(raw), 24))
 	}
 	return v, nil
 }
