@@ -30,6 +30,9 @@ const ChannelRPC Channel = "rpc"
 // Limits of the RPC grammar.
 const (
 	maxRPCID = 64
+	// A DM's env values fit in its 4 KiB; a request's are bounded alike.
+	maxEnvValue = MaxCommandLen
+	maxEnvBytes = 4 * MaxCommandLen
 	// MaxRPCReply bounds a reply's JSON: NIP-44 v2 encrypts at most
 	// 65535 bytes of plaintext.
 	MaxRPCReply = 65535
@@ -265,12 +268,20 @@ func deployOf(method string, p rpcParams) (Command, bool, error) {
 	if len(p.Env) > MaxEnv {
 		return c, false, errorf("%s: at most %d env variables", method, MaxEnv)
 	}
+	size := 0
 	for k, v := range p.Env {
 		if !envKeyRE.MatchString(k) {
 			return c, false, errorf("%s: env key %q: use letters, digits and _, not starting with a digit", method, clip(k, 40))
 		}
 		if v == nil {
 			return c, false, errorf("%s: env %s: its value must be a string", method, k)
+		}
+		if len(*v) > maxEnvValue || strings.ContainsRune(*v, 0) {
+			return c, false, errorf("%s: env %s: a value of at most %d bytes, without NUL", method, k, maxEnvValue)
+		}
+		size += len(k) + len(*v)
+		if size > maxEnvBytes {
+			return c, false, errorf("%s: env: at most %d bytes in all", method, maxEnvBytes)
 		}
 		c.Env = append(c.Env, EnvVar{Key: k, Value: *v})
 	}
