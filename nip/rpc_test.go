@@ -58,21 +58,21 @@ func TestRPCCommands(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"env":{"K":null}}}`:     "its value must be a string",
-		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"env":{"1K":"v"}}}`:     `env key "1K"`,
+		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"env":{"K":null}}}`:      "its value must be a string",
+		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"env":{"1K":"v"}}}`:      `env key "1K"`,
 		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"env":{"K":"a\u0000"}}}`: "without NUL",
-		`{"id":"1","method":"launch","params":{"docker":"a b","units":1}}`:                    "is not an image reference",
-		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"name":"npub1x"}}`:      "name",
-		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"upgrade":"never"}}`:    "upgrade must be",
-		`{"id":"1","method":"launch","params":{"docker":7,"units":1}}`:                        "docker must be a string",
-		`{"id":"1","method":"quote","params":{"image":"a","docker":"b"}}`:                     "different images",
-		`{"id":"1","method":"quote","params":{"image":"a","admin":"yes"}}`:                    "admin must be true or false",
-		`{"id":"1","method":"quote","params":{"image":"a","egress":"x.com"}}`:                 "egress must be an array of strings",
-		`{"id":"1","method":"quote","params":{"image":"a","port":70000}}`:                     "port: want a whole number from 1 to 65535",
-		`{"id":"1","method":"status","params":[1]}`:                                           "params must be an object",
-		`{"id":"1","method":"stop","params":{"container":"a b"}}`:                             "not a container name",
-		`{"id":"1","method":"help","params":{"x":1}}`:                                         "help takes no params",
-		`{"id":"1","method":"deploy","params":{}}`:                                            `unknown method "deploy"`,
+		`{"id":"1","method":"launch","params":{"docker":"a b","units":1}}`:                     "is not an image reference",
+		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"name":"npub1x"}}`:       "name",
+		`{"id":"1","method":"launch","params":{"docker":"a","units":1,"upgrade":"never"}}`:     "upgrade must be",
+		`{"id":"1","method":"launch","params":{"docker":7,"units":1}}`:                         "docker must be a string",
+		`{"id":"1","method":"quote","params":{"image":"a","docker":"b"}}`:                      "different images",
+		`{"id":"1","method":"quote","params":{"image":"a","admin":"yes"}}`:                     "admin must be true or false",
+		`{"id":"1","method":"quote","params":{"image":"a","egress":"x.com"}}`:                  "egress must be an array of strings",
+		`{"id":"1","method":"quote","params":{"image":"a","port":70000}}`:                      "port: want a whole number from 1 to 65535",
+		`{"id":"1","method":"status","params":[1]}`:                                            "params must be an object",
+		`{"id":"1","method":"stop","params":{"container":"a b"}}`:                              "not a container name",
+		`{"id":"1","method":"help","params":{"x":1}}`:                                          "help takes no params",
+		`{"id":"1","method":"deploy","params":{}}`:                                             `unknown method "deploy"`,
 	} {
 		if _, _, err := rpcCommand(t, in); err == nil || !strings.Contains(err.Error(), want) || !IsUserError(err) {
 			t.Errorf("%s: error %v, want %q", in, err, want)
