@@ -46,6 +46,8 @@ type VolumeSkip struct {
 	ID   string
 	Err  error
 	Kept time.Time
+	// Tried is when the failed copy began.
+	Tried time.Time
 }
 
 // volumeRun is what saveVolumes did: the containers whose volumes are
@@ -67,8 +69,13 @@ type volumeRun struct {
 // backup names its last copy, if any, and its owner is told once the
 // backup is recorded (then not again until a copy succeeds). A failed
 // container is tried again once Interval has passed, so a volume that
-// cannot be copied does not freeze its container at every backup. Only
-// the end of ctx fails the backup.
+// cannot be copied does not freeze its container at every backup, or as
+// soon as it stopped running after the failed copy began: a stop in the
+// middle of a copy (which thaws it under the copy) fails the copy, and
+// the stopped container's volumes, which no longer change, are then
+// copied at the next backup instead of Interval later (a restart in
+// between would bring back older data). Only the end of ctx fails the
+// backup.
 func (b *Backuper) saveVolumes(ctx context.Context, to age.Recipient, final bool) (volumeRun, error) {
 	ids, err := b.Volumes.VolumeIDs(ctx)
 	if err != nil {
@@ -88,7 +95,7 @@ func (b *Backuper) saveVolumes(ctx context.Context, to age.Recipient, final bool
 		at := time.UnixMilli(prev.At)
 		failedAt, failed := b.failed[id]
 		switch {
-		case failed && b.Now().Sub(failedAt) < b.Interval:
+		case failed && b.Now().Sub(failedAt) < b.Interval && !(idle && since.After(failedAt)):
 			if ok {
 				run.refs[id] = prev // failed lately: not tried again yet
 			}
@@ -100,6 +107,7 @@ func (b *Backuper) saveVolumes(ctx context.Context, to age.Recipient, final bool
 			run.refs[id] = prev // running, copied recently enough
 			continue
 		}
+		tried := b.Now()
 		ref, err := b.putVolume(ctx, to, id, volumeBlob(id, prev, ok))
 		switch {
 		case ctx.Err() != nil:
@@ -108,7 +116,7 @@ func (b *Backuper) saveVolumes(ctx context.Context, to age.Recipient, final bool
 			continue // removed meanwhile
 		case err != nil:
 			b.Log.Warn("volumes not backed up: the container is skipped", "container", id, "err", err)
-			skip := VolumeSkip{ID: id, Err: err}
+			skip := VolumeSkip{ID: id, Err: err, Tried: tried}
 			if ok {
 				run.refs[id], skip.Kept = prev, at
 			}
@@ -131,7 +139,7 @@ func (b *Backuper) volumesRecorded(ctx context.Context, run volumeRun) {
 	}
 	for _, s := range run.skipped {
 		_, told := b.failed[s.ID]
-		b.failed[s.ID] = b.Now()
+		b.failed[s.ID] = s.Tried
 		if !told && b.VolumesSkipped != nil {
 			nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			b.VolumesSkipped(nctx, s)
