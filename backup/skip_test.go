@@ -124,3 +124,36 @@ func TestVolumeOverBlobLimitSkipped(t *testing.T) {
 		t.Fatalf("owners told %+v", owners.skips)
 	}
 }
+
+// A container stopped in the middle of its copy (the stop thaws it under
+// the copy, which fails) is copied at the very next backup, not an
+// interval later: a restart in between would otherwise bring back its
+// volumes as they were before it last ran.
+func TestVolumesCopiedOnceStoppedAfterAFailedCopy(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	clock := testenv.NewClock(time.Unix(1_800_000_000, 0))
+	w.b.Now, w.b.Interval, w.b.VolumesSkipped = clock.Now, 10*time.Minute, (&told{}).tell
+	vols := newVolumeSet(map[string]string{"0a": "a1"})
+	w.b.Volumes = vols
+	if _, err := w.b.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Minute)
+	vols.data["0a"] = "a2"
+	vols.fail["0a"] = errors.New("thawing container 0a: is not paused")
+	if _, err := w.b.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// It stopped while that copy ran; its volumes no longer change.
+	clock.Add(time.Second)
+	vols.idle["0a"] = clock.Now()
+	delete(vols.fail, "0a")
+	if _, err := w.b.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.restoreVolumes(w.newest())
+	if err != nil || !maps.Equal(got, map[string]string{"0a.tar": "a2"}) || vols.exports["0a"] != 3 {
+		t.Fatalf("restored %v %v after %d copies; want a2 after 3", got, err, vols.exports["0a"])
+	}
+}
