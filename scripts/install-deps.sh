@@ -27,6 +27,11 @@ if [ ${#need[@]} -gt 0 ]; then
 	echo "installing: ${need[*]}" >&2
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# Tests run their own Prometheus on 127.0.0.1; the package's service
+	# (listening on every interface) is not wanted.
+	if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+		$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+	fi
 fi
 
 command -v go >/dev/null || { echo "go not found: install Go 1.26 first" >&2; exit 1; }
