@@ -61,6 +61,9 @@ type Backuper struct {
 	Interval time.Duration // a backup at least this often (default 10 min)
 	Now      func() time.Time
 	Log      *slog.Logger
+	// Observe (optional) is told of every backup tried: how long it took
+	// and its error (nil: recorded).
+	Observe func(took time.Duration, err error)
 	// Last is the newest recorded checkpoint at start (the one restored
 	// from); nil on a first boot. LastVolumes are the volume blobs its
 	// manifest names.
@@ -228,6 +231,27 @@ func (b *Backuper) Backup(ctx context.Context) (nip.Checkpoint, error) { return 
 func (b *Backuper) backup(ctx context.Context, final bool) (nip.Checkpoint, error) {
 	b.one.Lock()
 	defer b.one.Unlock()
+	start := time.Now()
+	cp, err := b.attempt(ctx, final)
+	if b.Observe != nil {
+		b.Observe(time.Since(start), err)
+	}
+	return cp, err
+}
+
+// Recorded is the newest recorded checkpoint: when it was signed and the
+// size of its blob; ok is false before the first.
+func (b *Backuper) Recorded() (at time.Time, size int64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.Last == nil || b.Last.Event == nil {
+		return time.Time{}, 0, false
+	}
+	return b.Last.Event.CreatedAt.Time(), b.Last.Size, true
+}
+
+// attempt takes one backup; b.one is held.
+func (b *Backuper) attempt(ctx context.Context, final bool) (nip.Checkpoint, error) {
 	b.mu.Lock()
 	b.init()
 	uncertain := b.uncertain

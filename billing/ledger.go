@@ -334,6 +334,23 @@ func RestartMetering(ctx context.Context, tx *sql.Tx, containerID string, upTo, 
 	return m, StartMetering(ctx, tx, containerID, now)
 }
 
+// Totals are the instance's money so far, in msat: every credit and every
+// debit in the ledger, and the payments left unclaimed (settled for a
+// container already removed). Rows are never deleted, so each only grows.
+type Totals struct {
+	Credited, Debited, Unclaimed int64
+}
+
+// Totals sums the ledger and the unclaimed payments.
+func (l *Ledger) Totals(ctx context.Context) (Totals, error) {
+	var t Totals
+	err := l.db.QueryRowContext(ctx, `SELECT
+		COALESCE((SELECT SUM(amount_msat) FROM ledger WHERE kind = 'credit'), 0),
+		COALESCE((SELECT SUM(amount_msat) FROM ledger WHERE kind = 'debit'), 0),
+		COALESCE((SELECT SUM(amount_msat) FROM unclaimed), 0)`).Scan(&t.Credited, &t.Debited, &t.Unclaimed)
+	return t, err
+}
+
 // Sums returns a container's credits and debits from the ledger, to check
 // them against its balance.
 func (l *Ledger) Sums(ctx context.Context, containerID string) (credits, debits int64, err error) {

@@ -12,10 +12,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -231,6 +233,30 @@ type HTTP struct {
 	// address (IPv4 address or IPv6 /64) and instance-wide.
 	InvoicesPerClientPerMinute int64 `toml:"invoices_per_client_per_minute"`
 	InvoicesPerMinute          int64 `toml:"invoices_per_minute"`
+}
+
+// Metrics is the operator's Prometheus endpoint (package metrics): what it
+// shows reaches the parent, so it holds nothing private.
+type Metrics struct {
+	// Listen is where GET /metrics is served ("" turns it off; e.g.
+	// 127.0.0.1:9464). An instance in dev mode listens there itself.
+	// Split in two, the parent listens there and forwards each
+	// connection over the link to the enclave's ingress port of the same
+	// number (Port), where the enclave serves the metrics; so both sides
+	// set the same port, which must be neither enclave.ingress_port nor
+	// one parent.forward targets.
+	Listen string `toml:"listen"`
+}
+
+// Port is the port of Listen: the enclave's ingress port of the
+// metrics (0 if off).
+func (m Metrics) Port() int {
+	_, p, err := net.SplitHostPort(m.Listen)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 // Log configures structured logging.

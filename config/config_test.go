@@ -208,3 +208,26 @@ func TestContainerSubnets(t *testing.T) {
 		}
 	}
 }
+
+// metrics.listen is one key both sides read: the enclave serves its
+// metrics on the ingress port of its number, so that port may be neither
+// the public HTTP port nor one parent.forward sends public connections to.
+func TestMetricsListen(t *testing.T) {
+	for set, want := range map[string]string{
+		"metrics.listen=127.0.0.1:9464": "",
+		"metrics.listen=":               "",
+		"metrics.listen=9464":           "is not host:port",
+		"metrics.listen=127.0.0.1:x":    "is not a number",
+		"metrics.listen=127.0.0.1:443":  "enclave.ingress_port (443)",
+		"metrics.listen=127.0.0.1:8443": `parent.forward "127.0.0.1:8443=8443"`,
+	} {
+		_, err := Load(Sources{Sets: []string{set, "parent.forward=0.0.0.0:443=443,127.0.0.1:8443=8443"}})
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), "metrics.listen") || !strings.Contains(err.Error(), want)) {
+			t.Errorf("-set %s: %v, want %q", set, err, want)
+		}
+	}
+	c, _ := Load(Sources{Sets: []string{"metrics.listen=127.0.0.1:9464"}})
+	if p := c.ForParent().Metrics.Port(); p != 9464 || c.ForEnclave().Metrics.Port() != 9464 {
+		t.Errorf("the parent's and the enclave's metrics port: %d, %d", p, c.ForEnclave().Metrics.Port())
+	}
+}

@@ -36,6 +36,7 @@ type InstanceConfig struct {
 	Enclave  Enclave  `toml:"enclave"`
 	Backup   Backup   `toml:"backup"`
 	KeyStore KeyStore `toml:"keystore"`
+	Metrics  Metrics  `toml:"metrics"`
 }
 
 // DevConfig is what `enclaved dev` reads.
@@ -56,6 +57,9 @@ type ParentConfig struct {
 	Common
 	Instance Instance `toml:"instance"`
 	Parent   Parent   `toml:"parent"`
+	// Metrics.Listen is where the parent serves the enclave's metrics,
+	// forwarded to the enclave's ingress port of the same number.
+	Metrics Metrics `toml:"metrics"`
 }
 
 // KeyStoreConfig is what `enclaved keystore` reads.
@@ -72,7 +76,7 @@ func (c Config) ForEnclave() EnclaveConfig { return EnclaveConfig{InstanceConfig
 
 // ForParent is the parent's view.
 func (c Config) ForParent() ParentConfig {
-	return ParentConfig{Common: c.Common, Instance: c.Instance, Parent: c.Parent}
+	return ParentConfig{Common: c.Common, Instance: c.Instance, Parent: c.Parent, Metrics: c.Metrics}
 }
 
 // ForKeyStore is the key store's view.

@@ -143,12 +143,41 @@ func (c Config) Validate() error {
 			bad("http.public_url", "%q is not an origin such as https://enclaved.example.com", c.HTTP.PublicURL)
 		}
 	}
+	if msg := c.checkMetrics(); msg != "" {
+		bad("metrics.listen", "%q %s", c.Metrics.Listen, msg)
+	}
 	for _, kv := range [][2]string{{"http.listen", c.HTTP.Listen}, {"lightning.grpc", c.Lightning.GRPC}, {"enclave.connect_proxy", c.Enclave.ConnectProxy}} {
 		if _, _, err := net.SplitHostPort(kv[1]); kv[1] != "" && err != nil {
 			bad(kv[0], "%q is not host:port", kv[1])
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkMetrics says what is wrong with metrics.listen ("" if nothing):
+// split in two, the enclave serves the metrics on the ingress port of its
+// number, which must be neither the public HTTP port nor forwarded
+// publicly.
+func (c Config) checkMetrics() string {
+	if c.Metrics.Listen == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(c.Metrics.Listen)
+	n, perr := strconv.Atoi(port)
+	switch {
+	case err != nil:
+		return "is not host:port, such as 127.0.0.1:9464"
+	case perr != nil || n < 0 || n > 65535:
+		return fmt.Sprintf("port %q is not a number from 0 to 65535", port)
+	case int64(n) == c.Enclave.IngressPort:
+		return fmt.Sprintf("has the port of enclave.ingress_port (%d): the enclave serves its metrics on the ingress port of that number, never on the public one", n)
+	}
+	for _, f := range c.Parent.Forward {
+		if _, target, _ := strings.Cut(f, "="); target == port {
+			return fmt.Sprintf("has the port parent.forward %q forwards public connections to: the enclave serves its metrics on the ingress port of that number, never publicly", f)
+		}
+	}
+	return ""
 }
 
 // checkSubnets says what is wrong with s as the range of container

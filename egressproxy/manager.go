@@ -87,8 +87,30 @@ type Manager struct {
 	// (Proxy.MaxConns; default DefaultMaxConns).
 	MaxConns int
 
-	mu   sync.Mutex
-	open map[string]*confined
+	mu      sync.Mutex
+	open    map[string]*confined
+	refused map[string]uint64 // by reason, over every container
+}
+
+// Refusals counts the connections refused so far over every container,
+// by reason (each of RefusalReasons, zeros too).
+func (m *Manager) Refusals() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]uint64, len(RefusalReasons))
+	for _, r := range RefusalReasons {
+		out[r] = m.refused[r]
+	}
+	return out
+}
+
+func (m *Manager) refusal(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refused == nil {
+		m.refused = map[string]uint64{}
+	}
+	m.refused[reason]++
 }
 
 type confined struct {
@@ -123,7 +145,7 @@ func (m *Manager) Confine(ctx context.Context, name, iface string, gateway netip
 	sctx, cancel := context.WithCancel(context.Background())
 	c := &confined{cancel: cancel, iface: iface, port: port, done: make(chan struct{})}
 	m.open[name] = c
-	p := &Proxy{Container: name, Plan: plan, Dial: m.Dial, Log: m.Log, MaxConns: m.MaxConns}
+	p := &Proxy{Container: name, Plan: plan, Dial: m.Dial, Log: m.Log, MaxConns: m.MaxConns, Refused: m.refusal}
 	go func() {
 		defer close(c.done)
 		if err := p.Serve(sctx, l); err != nil && m.Log != nil {

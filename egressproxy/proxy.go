@@ -38,6 +38,17 @@ import (
 // (link.DefaultLimits); this keeps one container from taking them all.
 const DefaultMaxConns = 64
 
+// Why a container's connection was refused (Proxy.Refused).
+const (
+	RefusedNotAllowed    = "not_allowed"          // a destination the container did not ask for
+	RefusedTooMany       = "too_many_connections" // MaxConns open already
+	RefusedNoDestination = "no_destination"       // its original destination could not be read
+	RefusedDialFailed    = "dial_failed"          // the dial through the parent failed (or the policy no longer allows it)
+)
+
+// RefusalReasons are every reason a connection is refused for.
+var RefusalReasons = []string{RefusedNotAllowed, RefusedTooMany, RefusedNoDestination, RefusedDialFailed}
+
 // DialFunc dials through the parent (tunnel.Egress.DialContext).
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -53,10 +64,13 @@ type Proxy struct {
 	// DefaultMaxConns); one more is refused (closed) and logged, at most
 	// once per 10 s.
 	MaxConns int
+	// Refused (optional) is told of every connection refused, by reason
+	// (RefusedNotAllowed ...).
+	Refused func(reason string)
 
-	mu      sync.Mutex
-	open    int
-	refused ratelog.Warner
+	mu     sync.Mutex
+	open   int
+	warned ratelog.Warner
 }
 
 // Serve accepts redirected connections on l until ctx ends or l closes.
@@ -79,11 +93,18 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener) error {
 			dst, err := OriginalDst(c)
 			if err != nil {
 				p.log().Warn("container egress without a destination", "container", p.Container, "err", err)
+				p.refused(RefusedNoDestination)
 				c.Close()
 				return
 			}
 			p.Handle(ctx, c, dst)
 		}()
+	}
+}
+
+func (p *Proxy) refused(reason string) {
+	if p.Refused != nil {
+		p.Refused(reason)
 	}
 }
 
@@ -101,13 +122,15 @@ func (p *Proxy) Handle(ctx context.Context, c net.Conn, dst netip.AddrPort) {
 	defer c.Close()
 	limit := cmp.Or(p.MaxConns, DefaultMaxConns)
 	if !p.acquire(limit) {
-		p.refused.Warn(p.log(), "container egress refused: too many connections", "container", p.Container, "to", dst.String(), "at_most", limit)
+		p.warned.Warn(p.log(), "container egress refused: too many connections", "container", p.Container, "to", dst.String(), "at_most", limit)
+		p.refused(RefusedTooMany)
 		return
 	}
 	defer p.release()
 	addr, err := p.Plan.Destination(dst)
 	if err != nil {
 		p.log().Warn("container egress denied", "container", p.Container, "to", dst.String(), "why", err.Error())
+		p.refused(RefusedNotAllowed)
 		return
 	}
 	timeout := p.DialTimeout
@@ -119,6 +142,7 @@ func (p *Proxy) Handle(ctx context.Context, c net.Conn, dst netip.AddrPort) {
 	cancel()
 	if err != nil {
 		p.log().Warn("container egress failed", "container", p.Container, "to", addr, "err", err)
+		p.refused(RefusedDialFailed)
 		return
 	}
 	p.log().Info("container egress", "container", p.Container, "to", addr)

@@ -27,9 +27,10 @@ import (
 // through which every connection out goes, allowed by the allowlist (the
 // relays, lightning.grpc, enclave.egress; containers' under
 // instance.container_egress), public connections come in
-// (enclave.ingress_port), backups are kept and log lines go; then it runs
-// a Main with those parts until ctx ends. console is the enclave's own
-// console (stderr); ready is Main.Ready.
+// (enclave.ingress_port), the operator's scrapes too (on the port of
+// metrics.listen), backups are kept and log lines go; then it runs a Main
+// with those parts until ctx ends. console is the enclave's own console
+// (stderr); ready is Main.Ready.
 func RunApart(ctx context.Context, cfg config.EnclaveConfig, version string, console io.Writer, ready func(context.Context, Up)) error {
 	log, err := logging.New(console, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
@@ -37,7 +38,14 @@ func RunApart(ctx context.Context, cfg config.EnclaveConfig, version string, con
 	}
 	log = log.With("side", "enclave")
 
-	ingress := tunnel.NewIngress(int(cfg.Enclave.IngressPort))
+	// The metrics are served on the ingress port of metrics.listen's
+	// number, apart from the public one: the parent forwards its own
+	// metrics.listen there.
+	ports := []int{int(cfg.Enclave.IngressPort)}
+	if cfg.Metrics.Listen != "" {
+		ports = append(ports, cfg.Metrics.Port())
+	}
+	ingress := tunnel.NewIngress(ports...)
 	keeper := &link.Keeper{Dial: func(ctx context.Context) (net.Conn, error) { return linknet.DialAddr(ctx, cfg.Enclave.Parent) },
 		Handler: ingress.Handle, Log: log.With("part", "link")}
 	// The link outlives ctx: the instance's last backup at shutdown goes
@@ -87,7 +95,10 @@ func RunApart(ctx context.Context, cfg config.EnclaveConfig, version string, con
 	m := &Main{Config: cfg.InstanceConfig, Version: version, Log: log, Relays: cfg.Nostr.Relays, LND: ep, Images: images,
 		HTTPListener: ingress.Listener(int(cfg.Enclave.IngressPort)), Meta: meta,
 		ContainerDial: containers.DialContext, Egress: egress.Allow, Blobs: tunnel.Blobs{Link: keeper, Pace: blobPace(cfg)},
-		Ready: ready}
+		Link: keeper, Ready: ready}
+	if cfg.Metrics.Listen != "" {
+		m.MetricsListener = ingress.Listener(cfg.Metrics.Port())
+	}
 	return m.Run(ctx)
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/enclaved/enclaved/hostrouter"
 	"github.com/enclaved/enclaved/httpapi"
 	"github.com/enclaved/enclaved/internal/crashpoint"
+	"github.com/enclaved/enclaved/metrics"
 	"github.com/enclaved/enclaved/nip"
 	"github.com/enclaved/enclaved/publish"
 	"github.com/enclaved/enclaved/records"
@@ -65,6 +66,11 @@ type Parts struct {
 	// RestoreDir holds container volumes restored from a backup
 	// (deployer.Config.RestoreDir); "": none.
 	RestoreDir string
+	// Metrics (optional) are served on MetricsListener, never on the
+	// HTTP listener; the instance has them read its state and count the
+	// bot's commands.
+	Metrics         *metrics.Metrics
+	MetricsListener net.Listener
 }
 
 // Backup is what the instance asks of its backups.
@@ -140,7 +146,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 	b, err := bot.New(p.Key.Keys(), p.DB, in.Deployer, in.Quoter, bot.Config{
 		Relays: p.Relays, Name: cfg.Instance.Name, About: cfg.Instance.About,
 		Pricing: pricing, Retention: cfg.Pricing.Retention, Rate: int(cfg.Nostr.CommandsPerMinute), Window: time.Minute,
-		Dev: in.dev, Reachable: reachable(p.Egress), Instance: in.info,
+		Dev: in.dev, Reachable: reachable(p.Egress), Instance: in.info, Observe: observe(p.Metrics),
 	}, now, log.With("part", "bot"))
 	if err != nil {
 		return nil, err
@@ -166,6 +172,7 @@ func NewInstance(cfg config.Config, p Parts, version string, now func() time.Tim
 	if p.Attester != nil {
 		in.TEERoot = in.teeRoot
 	}
+	in.useMetrics()
 	in.register()
 	return in, nil
 }
@@ -287,6 +294,13 @@ func (in *Instance) Run(ctx context.Context, ready func(httpAddr string)) error 
 		wg.Go(func() {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
+			}
+		})
+	}
+	if mx, ml := in.parts.Metrics, in.parts.MetricsListener; mx != nil && ml != nil {
+		wg.Go(func() {
+			if err := mx.Serve(ctx, ml); err != nil {
+				errc <- fmt.Errorf("metrics: %w", err)
 			}
 		})
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/enclaved/enclaved/deployer/docker"
 	"github.com/enclaved/enclaved/egressproxy"
 	"github.com/enclaved/enclaved/link"
+	"github.com/enclaved/enclaved/metrics"
 	"github.com/enclaved/enclaved/store"
 )
 
@@ -60,6 +61,13 @@ type Main struct {
 	// host's network, under the same policy.
 	ContainerDial egressproxy.DialFunc
 
+	// MetricsListener (optional) serves the metrics instead of listening
+	// on metrics.listen: in the enclave, the connections the parent
+	// forwards to that port's number. Link (optional) is the enclave's
+	// link to its parent, whose streams the metrics count.
+	MetricsListener net.Listener
+	Link            *link.Keeper
+
 	// Ready (optional) is called once the instance is up.
 	Ready func(ctx context.Context, up Up)
 }
@@ -71,8 +79,9 @@ type Up struct {
 	Key      Key
 	Attester attest.Attester
 	// HTTPAddr is the address the HTTP API listens on ("" if it does not
-	// listen itself).
-	HTTPAddr string
+	// listen itself); MetricsAddr the metrics' ("" if none).
+	HTTPAddr    string
+	MetricsAddr string
 }
 
 // Run runs the instance until ctx ends; a canceled context is no error.
@@ -127,15 +136,28 @@ func (m *Main) Run(ctx context.Context) error {
 	var bk *backup.Backuper
 	parts := Parts{DB: db, Key: key, Runtime: rt, Lightning: ln,
 		Images: m.Images, Relays: m.Relays, Attester: attester, HTTPListener: m.HTTPListener, Egress: m.Egress}
+	if parts.Metrics, parts.MetricsListener, err = m.openMetrics(); err != nil {
+		return err
+	}
+	mx := parts.Metrics
+	if parts.MetricsListener != nil {
+		defer parts.MetricsListener.Close()
+	}
 	if cust != nil {
 		bk = cust.Backuper(db, m.Blobs, key.Keys(), key.PublicKey())
 		parts.Backup = bk
 		parts.RestoreDir = cust.VolumeDir()
+		if mx != nil {
+			mx.Backups, bk.Observe = bk, mx.BackupDone
+		}
 	}
 	if cfg.Enclave.ConfineContainers {
 		c := &egressproxy.Manager{Dial: containerDial(cfg, m.ContainerDial), Log: log.With("part", "egressproxy"), Firewall: &egressproxy.Firewall{}}
 		defer c.Close(context.Background())
 		parts.Confiner = c
+		if mx != nil {
+			mx.Egress = c
+		}
 	}
 	var in *Instance
 	if parts.TLS, err = serverTLS(cfg, func(ctx context.Context, host string) bool { return in != nil && in.ServesHost(ctx, host) }); err != nil {
@@ -156,7 +178,11 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	err = in.Run(ctx, func(httpAddr string) {
 		if m.Ready != nil {
-			m.Ready(ctx, Up{Main: m, Instance: in, Key: key, Attester: attester, HTTPAddr: httpAddr})
+			up := Up{Main: m, Instance: in, Key: key, Attester: attester, HTTPAddr: httpAddr}
+			if ml := parts.MetricsListener; ml != nil && m.MetricsListener == nil {
+				up.MetricsAddr = ml.Addr().String()
+			}
+			m.Ready(ctx, up)
 		}
 		log.Info("instance up", "instance", key, "db_version", db.Version)
 	})
@@ -195,4 +221,22 @@ func (m *Main) runBackups(ctx context.Context, in *Instance, bk *backup.Backuper
 			m.Log.Error("last backup failed", "err", err)
 		}
 	}, nil
+}
+
+// openMetrics is the instance's metrics and their listener, with
+// metrics.listen set: MetricsListener, or a listener on metrics.listen.
+func (m *Main) openMetrics() (*metrics.Metrics, net.Listener, error) {
+	if m.Config.Metrics.Listen == "" {
+		return nil, nil, nil
+	}
+	l := m.MetricsListener
+	if l == nil {
+		var err error
+		if l, err = net.Listen("tcp", m.Config.Metrics.Listen); err != nil {
+			return nil, nil, fmt.Errorf("metrics.listen: %w", err)
+		}
+	}
+	mx := metrics.New(m.Version)
+	mx.Link, mx.Log = m.Link, m.Log.With("part", "metrics")
+	return mx, l, nil
 }

@@ -24,7 +24,8 @@ type Keeper struct {
 
 	mu    sync.Mutex
 	cur   *Session
-	ready chan struct{} // closed when cur is set
+	ready chan struct{}  // closed when cur is set
+	past  [2][256]uint64 // streams opened in ended sessions (Counts)
 }
 
 // Run keeps a session up until ctx ends.
@@ -72,6 +73,13 @@ func (k *Keeper) set(s *Session) {
 	defer k.mu.Unlock()
 	if k.ready == nil {
 		k.ready = make(chan struct{})
+	}
+	if k.cur != nil && s == nil {
+		for svc := range 256 {
+			c := k.cur.Counts(Service(svc))
+			k.past[0][svc] += c.Opened[0]
+			k.past[1][svc] += c.Opened[1]
+		}
 	}
 	k.cur = s
 	if s != nil {

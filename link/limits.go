@@ -91,10 +91,11 @@ func (s *Session) dir(id uint32) int {
 // admit counts a new stream of svc, opened by the peer or by this side,
 // or says why the limits refuse it. s.mu is held.
 func (s *Session) admit(peer bool, svc Service) *LimitError {
-	c := &s.open[0]
+	d := 0
 	if peer {
-		c = &s.open[1]
+		d = 1
 	}
+	c := &s.open[d]
 	if n, ok := s.limits.PerService[svc]; ok && c.svc[svc] >= n {
 		return &LimitError{Service: svc, Max: n}
 	}
@@ -103,6 +104,7 @@ func (s *Session) admit(peer bool, svc Service) *LimitError {
 	}
 	c.total++
 	c.svc[svc]++
+	s.counted[d][svc]++
 	return nil
 }
 
@@ -112,4 +114,37 @@ func (s *Session) Streams(svc Service) (ours, peers int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.open[0].svc[svc], s.open[1].svc[svc]
+}
+
+// StreamCounts are one service's streams by who opened them: [0] this
+// side, [1] the peer.
+type StreamCounts struct {
+	Open   [2]int    // open now
+	Opened [2]uint64 // opened so far (refused opens not counted)
+}
+
+// Counts are svc's streams in this session.
+func (s *Session) Counts(svc Service) StreamCounts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c StreamCounts
+	for i := range s.open {
+		c.Open[i], c.Opened[i] = s.open[i].svc[svc], s.counted[i][svc]
+	}
+	return c
+}
+
+// Counts are svc's streams: those open in the live session, and those
+// opened in every session the keeper kept.
+func (k *Keeper) Counts(svc Service) StreamCounts {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var c StreamCounts
+	if k.cur != nil {
+		c = k.cur.Counts(svc)
+	}
+	for i := range c.Opened {
+		c.Opened[i] += k.past[i][svc]
+	}
+	return c
 }

@@ -218,3 +218,70 @@ func TestConcurrentOpensKeepIDOrder(t *testing.T) {
 		}
 	}
 }
+
+// A keeper counts the streams of each service by who opened them: those
+// open in its live session, and those opened over every session it kept
+// (what the operator's metrics show); a refused open is not counted.
+func TestKeeperCountsStreamsAcrossSessions(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conns := make(chan net.Conn, 4)
+	sessions := make(chan *Session, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+			s, err := NewSessionLimits(c, Parent, hold, Limits{Total: 8, PerService: map[Service]int{Ingress: 1}})
+			if err == nil {
+				sessions <- s
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k := &Keeper{Handler: hold, Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", l.Addr().String())
+	}}
+	go k.Run(ctx)
+	for range 2 {
+		st, err := k.Open(ctx, Dial, "x:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+	}
+	ps := <-sessions
+	in, err := ps.Open(ctx, Ingress, "443 10.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if _, err := ps.Open(ctx, Ingress, "443 10.0.0.1:2"); err == nil {
+		t.Fatal("an ingress stream beyond the cap of 1 opened")
+	}
+	eventually(t, "the enclave to count the parent's ingress stream", func() bool {
+		c := k.Counts(Ingress)
+		return c.Open == [2]int{0, 1} && c.Opened == [2]uint64{0, 1}
+	})
+
+	(<-conns).Close() // the session ends; the keeper dials again
+	<-sessions
+	st, err := k.Open(ctx, Dial, "x:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if c := k.Counts(Dial); c.Open != [2]int{1, 0} || c.Opened != [2]uint64{3, 0} {
+		t.Errorf("dials: %+v, want 1 open and 3 opened by the enclave", c)
+	}
+	if c := k.Counts(Ingress); c.Open != [2]int{0, 0} || c.Opened != [2]uint64{0, 1} {
+		t.Errorf("ingress: %+v, want none open and 1 opened by the parent", c)
+	}
+}

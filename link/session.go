@@ -84,9 +84,10 @@ type Session struct {
 	mu      sync.Mutex
 	streams map[uint32]*Stream
 	limits  Limits
-	open    [2]counts // streams open: [0] ours, [1] the peer's
-	next    uint32    // the next id this side opens
-	peerMax uint32    // the highest id the peer opened
+	open    [2]counts      // streams open: [0] ours, [1] the peer's
+	counted [2][256]uint64 // streams opened so far, by service (Counts)
+	next    uint32         // the next id this side opens
+	peerMax uint32         // the highest id the peer opened
 	err     error
 	done    chan struct{}
 }

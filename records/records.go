@@ -40,6 +40,10 @@ const (
 	StateStarting = "starting" // being pulled and created
 )
 
+// States are every container state, in the order of a container's life.
+var States = []string{StateQuoted, StateExpired, StatePaid, StateStarting, StateRunning, StatePaused,
+	StateStopped, StateExited, StateFailed, StateRemoved}
+
 // Unit is the resources of one unit; a container gets units × Unit.
 type Unit struct {
 	NanoCPUs    int64
@@ -219,6 +223,26 @@ func (s *Store) list(ctx context.Context, query string, args ...any) ([]Record, 
 		recs = append(recs, r)
 	}
 	return recs, nil
+}
+
+// CountByState counts the containers in each state (a state none is in
+// is absent).
+func (s *Store) CountByState(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM containers GROUP BY state`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	n := map[string]int64{}
+	for rows.Next() {
+		var state string
+		var count int64
+		if err := rows.Scan(&state, &count); err != nil {
+			return nil, err
+		}
+		n[state] = count
+	}
+	return n, rows.Err()
 }
 
 // InState lists the ids of the containers in any of states, in id order.

@@ -3,8 +3,11 @@
 # instance: Debian packages (docker-registry; gcc for cgo; curl for the
 # quick start; iproute2, iptables and util-linux's nsenter for the egress
 # proxy's namespace test; chromium, zbar-tools' zbarimg and a font for the
-# web pages' browser test, which reads the pages' QR codes back). Idempotent and quick when everything is present. Go and a running Docker engine are
-# expected already (they come with the machine).
+# web pages' browser test, which reads the pages' QR codes back;
+# prometheus, whose promtool and server the operator metrics' tests check
+# and scrape them with). Idempotent and quick when everything is present.
+# Go and a running Docker engine are expected already (they come with the
+# machine).
 set -euo pipefail
 
 need=()
@@ -16,6 +19,7 @@ command -v nsenter >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v zbarimg >/dev/null || need+=(zbar-tools)
+{ command -v prometheus && command -v promtool; } >/dev/null || need+=(prometheus)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
 	sudo=""
@@ -23,6 +27,11 @@ if [ ${#need[@]} -gt 0 ]; then
 	echo "installing: ${need[*]}" >&2
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# Tests run their own Prometheus on 127.0.0.1; the package's service
+	# (listening on every interface) is not wanted.
+	if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+		$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+	fi
 fi
 
 command -v go >/dev/null || { echo "go not found: install Go 1.26 first" >&2; exit 1; }

@@ -43,6 +43,11 @@ func announce(b banner, stdout io.Writer, ready func(devInfo)) func(context.Cont
 		} else if up.HTTPAddr != "" {
 			fmt.Fprintf(&sb, "  http:     http://%s/api/v1/instance\n", up.HTTPAddr)
 		}
+		if up.MetricsAddr != "" {
+			fmt.Fprintf(&sb, "  metrics:  http://%s/metrics\n", up.MetricsAddr)
+		} else if m.MetricsListener != nil {
+			fmt.Fprintf(&sb, "  metrics:  enclave port %d (the parent serves it on its metrics.listen)\n", cfg.Metrics.Port())
+		}
 		fmt.Fprintf(&sb, "  data dir: %s\n", cfg.DataDir)
 		if dev {
 			fmt.Fprintf(&sb, "  dev root: %s\n", filepath.Join(cfg.DataDir, "dev-root.pem"))

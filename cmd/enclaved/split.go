@@ -25,8 +25,9 @@ func runParent(ctx context.Context, args []string, stdout, stderr io.Writer, env
 	}
 	fs := newFlagSet("parent", `Runs the parent, the untrusted host side of an enclave: it accepts the
 enclave's link (parent.listen: vsock:PORT in production), dials TCP for it,
-forwards public ports into it (parent.forward), keeps its encrypted blobs
-and its log lines. It holds no secret.`, stderr)
+forwards public ports into it (parent.forward) and the operator's metrics
+scrapes (metrics.listen), keeps its encrypted blobs and its log lines. It
+holds no secret.`, stderr)
 	load := configFlags(fs, environ, parentShorthands...)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,7 +83,7 @@ and its log lines. It holds no secret.`, stderr)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, len(cfg.Parent.Forward)+1)
+	errc := make(chan error, len(cfg.Parent.Forward)+2)
 	for _, f := range cfg.Parent.Forward {
 		addr, ps, _ := strings.Cut(f, "=")
 		port, _ := strconv.Atoi(ps)
@@ -92,6 +93,17 @@ and its log lines. It holds no secret.`, stderr)
 		}
 		fmt.Fprintf(stdout, "forward:  %s → enclave port %d\n", fl.Addr(), port)
 		go func() { errc <- srv.Forward(ctx, fl, port) }()
+	}
+	// The operator's scrapes go to the enclave's metrics, on the ingress
+	// port of the same number: never to the public one (config checks).
+	if a := cfg.Metrics.Listen; a != "" {
+		ml, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		port := cfg.Metrics.Port()
+		fmt.Fprintf(stdout, "metrics:  %s → enclave port %d\n", ml.Addr(), port)
+		go func() { errc <- srv.Forward(ctx, ml, port) }()
 	}
 	fmt.Fprintf(stdout, "parent:   link on %s\n", l.Addr())
 	go func() { errc <- srv.Serve(ctx, l) }()

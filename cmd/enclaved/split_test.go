@@ -43,6 +43,14 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	}
 	public := pl.Addr().String()
 	pl.Close()
+	// The operator's metrics: the parent listens, the enclave serves them
+	// on the ingress port of the same number.
+	ml, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ml.Addr().String()
+	ml.Close()
 
 	// The operator gives the parent a release signature of the PCRs the
 	// enclave attests (the dev attestor derives them from its binary),
@@ -71,14 +79,15 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	badFile := filepath.Join(dir, "build.json")
 	os.WriteFile(badFile, []byte(`{"kind":23794,"sig":"forged"}`), 0o600)
 	startProcessWith(t, &syscall.SysProcAttr{}, "parent:", nil, "parent", "-data-dir", filepath.Join(dir, "parent"),
-		"-listen", "unix:"+sock, "-forward", public+"=443", "-set", "instance.releases="+otherFile+","+relFile, "-set", "instance.build_signature="+badFile)
+		"-listen", "unix:"+sock, "-forward", public+"=443", "-set", "instance.releases="+otherFile+","+relFile, "-set", "instance.build_signature="+badFile,
+		"-set", "metrics.listen="+metricsAddr)
 	registry := strings.SplitN(imgs.Hello.Ref, "/", 2)[0]
 	n := ln.Operator
 	p := startProcessWith(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}, "try:", nil, "enclave",
 		"-data-dir", filepath.Join(dir, "enclave"), "-parent", "unix:"+sock,
 		"-set", "nostr.relays="+relay.URL, "-set", "lightning.grpc="+n.GRPCAddr, "-set", "lightning.tls_cert="+n.TLSCertPath(),
 		"-set", "lightning.macaroon="+n.MacaroonPath("invoice"), "-set", "http.public_url=https://"+public, "-set", "http.tls=dev",
-		"-set", "enclave.egress="+registry)
+		"-set", "enclave.egress="+registry, "-set", "metrics.listen="+metricsAddr)
 	self := npubHex(t, p.npub)
 	theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.cmd.Process.Pid))
 	ours, _ := os.Readlink("/proc/self/ns/net")
@@ -154,5 +163,23 @@ func TestSplitParentAndEnclave(t *testing.T) {
 	}
 	if credits := countCredits(t, filepath.Join(dir, "enclave"), id); credits != 2 {
 		t.Errorf("%d credits, want 2 (deploy and zap)", credits)
+	}
+
+	// The metrics reach the operator only through the parent's own
+	// listener, never the public port.
+	resp, err := http.Get("https://" + public + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on the public port: %s, want 404", resp.Status)
+	}
+	body := testenv.Scrape(t, "http://"+metricsAddr+"/metrics")
+	testenv.PromtoolCheck(t, body)
+	for _, want := range []string{`enclaved_containers{state="running"} 1`, `enclaved_link_streams_opened_total{opened_by="parent",service="ingress"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("the metrics through the parent lack %s", want)
+		}
 	}
 }

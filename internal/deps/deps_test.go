@@ -17,7 +17,7 @@ const module = "github.com/enclaved/enclaved/"
 var (
 	parentSide  = []string{"parent"}
 	enclaveSide = []string{"enclave", "custody", "publish", "bot", "deployer", "deployer/docker", "records", "images", "billing", "billing/lnd", "zaps", "backup",
-		"hostrouter", "httpapi", "pages", "egressproxy", "tunnel"}
+		"hostrouter", "httpapi", "pages", "egressproxy", "tunnel", "metrics"}
 	// protocol packages: formats and rules, no I/O.
 	protocol = []string{"nip", "egress", "money", "link"}
 	// shared: used on more than one side (or outside, by verifiers and
