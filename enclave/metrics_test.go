@@ -31,6 +31,8 @@ func TestMetricsOfARunningInstance(t *testing.T) {
 	owner := testenv.NewClient(t, relay.URL)
 	inst.deploy(t, owner, "deploy "+imgs.Hello.Ref+" units=2 name=counted", "counted")
 	rec := inst.container(t, "counted")
+	owner.Send(t, "nip17", inst.key.PublicKey(), "frobnicate")
+	owner.Await(t, inst.key.PublicKey(), "unknown command")
 
 	resp, err := http.Get("http://" + inst.http + "/metrics")
 	if err != nil {
@@ -66,6 +68,11 @@ func TestMetricsOfARunningInstance(t *testing.T) {
 		{`enclaved_quotes_waiting`, 0},
 		{`enclaved_invoices_open{purpose="deploy"}`, 0},
 		{`enclaved_credited_msat_total`, float64(paid)},
+		// The bot's counts: the deploy DM answered, the mistyped one
+		// answered as invalid, each reply timed.
+		{`enclaved_bot_requests_total{channel="nip17",outcome="ok"}`, 1},
+		{`enclaved_bot_requests_total{channel="nip17",outcome="invalid"}`, 1},
+		{`enclaved_bot_reply_duration_seconds_count{channel="nip17"}`, 2},
 	} {
 		prom.Await(t, 30*time.Second, w.expr, w.want)
 	}
