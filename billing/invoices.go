@@ -162,22 +162,8 @@ func (v *Invoices) Forget(ctx context.Context, containerID string) error {
 // not expired), by purpose (deploy, topup, zap, lnurl; one none has is
 // absent).
 func (v *Invoices) Open(ctx context.Context) (map[string]int64, error) {
-	rows, err := v.DB.QueryContext(ctx, `SELECT purpose, COUNT(*) FROM invoices
+	return v.DB.Counts(ctx, `SELECT purpose, COUNT(*) FROM invoices
 		WHERE settled_at IS NULL AND cancelled_at IS NULL AND expires_at > ? GROUP BY purpose`, v.Now().Unix())
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	n := map[string]int64{}
-	for rows.Next() {
-		var purpose string
-		var count int64
-		if err := rows.Scan(&purpose, &count); err != nil {
-			return nil, err
-		}
-		n[purpose] = count
-	}
-	return n, rows.Err()
 }
 
 // Unclaimed is a payment that settled after its container was removed.

@@ -228,21 +228,7 @@ func (s *Store) list(ctx context.Context, query string, args ...any) ([]Record, 
 // CountByState counts the containers in each state (a state none is in
 // is absent).
 func (s *Store) CountByState(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM containers GROUP BY state`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	n := map[string]int64{}
-	for rows.Next() {
-		var state string
-		var count int64
-		if err := rows.Scan(&state, &count); err != nil {
-			return nil, err
-		}
-		n[state] = count
-	}
-	return n, rows.Err()
+	return s.db.Counts(ctx, `SELECT state, COUNT(*) FROM containers GROUP BY state`)
 }
 
 // InState lists the ids of the containers in any of states, in id order.

@@ -180,3 +180,23 @@ func (db *DB) Strings(ctx context.Context, query string, args ...any) ([]string,
 	}
 	return out, rows.Err()
 }
+
+// Counts runs a query whose rows are (key, count), such as a GROUP BY
+// with COUNT(*), and returns them as a map (a key with no rows is absent).
+func (db *DB) Counts(ctx context.Context, query string, args ...any) (map[string]int64, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var k string
+		var n int64
+		if err := rows.Scan(&k, &n); err != nil {
+			return nil, err
+		}
+		out[k] = n
+	}
+	return out, rows.Err()
+}

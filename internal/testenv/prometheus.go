@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -100,15 +99,7 @@ scrape_configs:
 	}
 	tb.Cleanup(p.Kill)
 	s := &PrometheusServer{URL: fmt.Sprintf("http://127.0.0.1:%d", port), proc: p}
-	err = proc.WaitFor(context.Background(), "prometheus /-/ready", 30*time.Second, func(ctx context.Context) (bool, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/-/ready", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	}, p)
+	err = waitOK(s.URL+"/-/ready", 30*time.Second, p)
 	if err != nil {
 		tb.Fatal(err)
 	}

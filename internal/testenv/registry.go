@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,15 +70,7 @@ http:
 		return nil, err
 	}
 	srv := &RegistryServer{Host: host, proc: p}
-	err = proc.WaitFor(context.Background(), "registry /v2/", 20*time.Second, func(ctx context.Context) (bool, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v2/", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	}, p)
+	err = waitOK("http://"+host+"/v2/", 20*time.Second, p)
 	if err != nil {
 		p.Kill()
 		return nil, err
