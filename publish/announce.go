@@ -36,17 +36,20 @@ type Announcer struct {
 	Log       *slog.Logger
 }
 
-// Run announces until ctx ends.
+// Run announces until ctx ends. An announcement that could not be made
+// or published (no relay took it) is tried again after a second, then
+// after twice as long each time, up to AnnounceCheck: an instance that
+// starts while its relay is slow is listed within seconds, not a minute.
 func (a *Announcer) Run(ctx context.Context) {
 	var last time.Time
 	var lastOpen bool
 	var lastRoot string
-	t := time.NewTicker(AnnounceCheck)
-	defer t.Stop()
+	retry := time.Duration(0)
 	for {
 		free, err := a.Instance.FreeUnits(ctx)
 		open := err == nil && free > 0
 		root, rerr := a.Instance.TEERoot(ctx)
+		failed := rerr != nil
 		if rerr == nil && (last.IsZero() || a.Now().Sub(last) >= AnnounceEvery || open != lastOpen || root != lastRoot) {
 			evt, err := a.Instance.Announcement(ctx)
 			if err == nil {
@@ -54,16 +57,24 @@ func (a *Announcer) Run(ctx context.Context) {
 			}
 			if err != nil && ctx.Err() == nil {
 				a.Log.Warn("announcing", "err", err)
+				failed = true
 			} else if err == nil {
 				last, lastOpen, lastRoot = a.Now(), open, root
 			}
 		} else if rerr != nil && ctx.Err() == nil {
 			a.Log.Warn("attesting", "err", rerr)
 		}
+		wait := AnnounceCheck
+		if failed {
+			retry = min(max(2*retry, time.Second), AnnounceCheck)
+			wait = retry
+		} else {
+			retry = 0
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
