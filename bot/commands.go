@@ -287,34 +287,41 @@ func (b *Bot) status(ctx context.Context, from, target string) Answer {
 		if i > 0 {
 			sb.WriteString("\n\n")
 		}
-		fmt.Fprintf(&sb, "%s: %s", r.Name, r.State)
-		if c.Reason != "" {
-			fmt.Fprintf(&sb, " (%s)", c.Reason)
-		}
-		fmt.Fprintf(&sb, "\nnpub: %s", c.Npub)
-		if c.LightningAddress != "" {
-			fmt.Fprintf(&sb, "\nlightning address: %s", c.LightningAddress)
-		}
-		if c.Page != "" {
-			fmt.Fprintf(&sb, "\npage: %s", c.Page)
-		}
-		fmt.Fprintf(&sb, "\nbalance: %d sats", c.BalanceMsat/1000)
-		if r.State == records.StateRunning {
-			fmt.Fprintf(&sb, ", about %s left", money.Human(r.LeftAt(b.now())))
-		}
-		if kept(r.State) {
-			fmt.Fprintf(&sb, "\nkept until: %s, then removed", when(b.d.RetainUntil(r)))
-		}
-		fmt.Fprintf(&sb, "\nresources: %s", unitText(b.d.Unit(), r.Units))
+		b.writeStatus(&sb, r, c)
 	}
 	return done(sb.String(), res)
+}
+
+// writeStatus writes what status tells of r (c is its result) to sb.
+func (b *Bot) writeStatus(sb *strings.Builder, r records.Record, c ContainerResult) {
+	fmt.Fprintf(sb, "%s: %s", r.Name, r.State)
+	if c.Reason != "" {
+		fmt.Fprintf(sb, " (%s)", c.Reason)
+	}
+	fmt.Fprintf(sb, "\nnpub: %s", c.Npub)
+	if c.LightningAddress != "" {
+		fmt.Fprintf(sb, "\nlightning address: %s", c.LightningAddress)
+	}
+	if c.Page != "" {
+		fmt.Fprintf(sb, "\npage: %s", c.Page)
+	}
+	fmt.Fprintf(sb, "\nbalance: %d sats", c.BalanceMsat/1000)
+	if r.State == records.StateRunning {
+		fmt.Fprintf(sb, ", about %s left", money.Human(r.LeftAt(b.now())))
+	}
+	if kept(r.State) {
+		fmt.Fprintf(sb, "\nkept until: %s, then removed", when(b.d.RetainUntil(r)))
+	}
+	fmt.Fprintf(sb, "\nresources: %s", unitText(b.d.Unit(), r.Units))
 }
 
 // info answers the RPC's info: one container, to its owner only.
 func (b *Bot) info(ctx context.Context, r Request) Answer {
 	return b.owned(ctx, r.From, r.Cmd.Target, func(rec records.Record) Answer {
 		res := b.infoResult(rec)
-		return done(b.status(ctx, r.From, r.Cmd.Target).Text, res)
+		var sb strings.Builder
+		b.writeStatus(&sb, rec, res.ContainerResult)
+		return done(sb.String(), res)
 	})
 }
 

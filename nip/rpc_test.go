@@ -3,6 +3,7 @@ package nip
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -77,6 +78,22 @@ func TestRPCCommands(t *testing.T) {
 		if _, _, err := rpcCommand(t, in); err == nil || !strings.Contains(err.Error(), want) || !IsUserError(err) {
 			t.Errorf("%s: error %v, want %q", in, err, want)
 		}
+	}
+}
+
+// Env values in a request are bounded as a DM's are: 4 KiB each, 16 KiB
+// in all.
+func TestRPCEnvBounds(t *testing.T) {
+	long := strings.Repeat("v", MaxCommandLen+1)
+	if _, _, err := rpcCommand(t, `{"id":"1","method":"launch","params":{"docker":"a","units":1,"env":{"K":"`+long+`"}}}`); err == nil || !strings.Contains(err.Error(), "at most 4096 bytes") {
+		t.Errorf("a 4097-byte value: %v", err)
+	}
+	var env []string
+	for i := range 5 {
+		env = append(env, fmt.Sprintf(`"K%d":"%s"`, i, strings.Repeat("v", MaxCommandLen-2)))
+	}
+	if _, _, err := rpcCommand(t, `{"id":"1","method":"launch","params":{"docker":"a","units":1,"env":{`+strings.Join(env, ",")+`}}}`); err == nil || !strings.Contains(err.Error(), "at most 16384 bytes in all") {
+		t.Errorf("20 KiB of env: %v", err)
 	}
 }
 
