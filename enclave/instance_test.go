@@ -437,7 +437,9 @@ func TestCommandErrors(t *testing.T) {
 			t.Errorf("%s %q: got %q, want one line containing %q", tc.channel, tc.text, r.Text, tc.want)
 		}
 	}
-	// The owner may.
+	// The owner may (once hello has written its line: it runs, but may
+	// not have printed yet).
+	testenv.WaitLog(t, testenv.Docker(t), inst.container(t, "mine").DockerID, "listening")
 	if r := owner.Ask(t, "nip17", self, "logs mine 5"); !strings.Contains(r.Text, "listening") {
 		t.Errorf("owner's logs: %q", r.Text)
 	}
